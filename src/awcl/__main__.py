@@ -1,0 +1,5 @@
+import sys
+
+from awcl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,331 @@
+"""The prepared-dataset format: every later step reads only this.
+
+A prepared dataset is a directory::
+
+    DIR/
+      dataset.json   # format version, frame size, label hierarchy, mask classes, provenance
+      manifest.csv   # one row per frame (row i <-> frames[i]); opens with pandas
+      frames.npy     # uint8 [N, H, W] grey-scale, memory-mapped by readers
+      masks.npy      # uint8 [M, H, W] class-index masks (only if the source has masks);
+                     # manifest column ``mask_index`` points into it (-1 = no mask)
+
+Manifest columns: ``frame_id, source, video_id, patient_id, frame_index, coarse_label,
+fine_label, mask_index`` then any columns a recipe adds (split, pixel_size_mm, ...).
+Labels are empty where unknown. A dataset is written to a temporary sibling directory
+and renamed into place on success, so a failed run never leaves a half-written one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from awcl.errors import DataError
+
+FORMAT = "awcl-prepared/1"
+MANIFEST_COLUMNS = [
+    "frame_id",
+    "source",
+    "video_id",
+    "patient_id",
+    "frame_index",
+    "coarse_label",
+    "fine_label",
+    "mask_index",
+]
+LABEL_COLUMNS = ("coarse_label", "fine_label")
+DEFAULT_SIZE = (224, 288)  # (H, W), the paper's frame size after cropping
+
+
+def anonymize(value: Any, salt: str = "awcl") -> str:
+    """Stable pseudonym for a patient name / DICOM identifier (never store the original)."""
+    digest = hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()
+    return f"p{digest[:12]}"
+
+
+# ---------------------------------------------------------------------------- npy writing
+_HEADER_BYTES = 128  # fixed, so the header can be rewritten in place once N is known
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    desc = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}"
+    body = desc.encode("latin1")
+    pad = _HEADER_BYTES - 10 - len(body) - 1
+    if pad < 0:
+        raise ValueError(f"npy header too long for shape {shape}")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", _HEADER_BYTES - 10) + body + b" " * pad + b"\n"
+
+
+class _ArrayAppender:
+    """Append uint8 [H, W] planes to a .npy file without knowing their count in advance."""
+
+    def __init__(self, path: Path, hw: tuple[int, int]):
+        self.path, self.hw, self.count = path, hw, 0
+        self._fh = open(path, "wb")
+        self._fh.write(_npy_header((0, *hw)))
+
+    def append(self, plane: np.ndarray) -> int:
+        if plane.shape != self.hw or plane.dtype != np.uint8:
+            raise ValueError(f"expected uint8 {self.hw}, got {plane.dtype} {plane.shape}")
+        self._fh.write(np.ascontiguousarray(plane).tobytes())
+        self.count += 1
+        return self.count - 1
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        self._fh.seek(0)
+        self._fh.write(_npy_header((self.count, *self.hw)))
+        self._fh.close()
+
+
+# ---------------------------------------------------------------------------- reading
+@dataclass
+class PreparedDataset:
+    """An opened prepared dataset. ``frames[i]`` is the image of ``manifest.iloc[i]``."""
+
+    root: Path
+    manifest: pd.DataFrame
+    frames: np.ndarray  # uint8 [N, H, W], memory-mapped
+    masks: np.ndarray | None  # uint8 [M, H, W], memory-mapped, or None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of every frame."""
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+    @property
+    def hierarchy(self) -> dict[str, str]:
+        """fine label -> coarse label, as recorded by the recipe (may be empty)."""
+        return dict(self.meta.get("hierarchy", {}))
+
+    @property
+    def ignore_labels(self) -> list[str]:
+        """Labels that count as unlabelled for contrastive pretraining (e.g. background)."""
+        return list(self.meta.get("ignore_labels", []))
+
+    def labels(self, granularity: str = "coarse") -> pd.Series:
+        """Per-frame label at ``coarse`` or ``fine`` granularity (<NA> where unknown)."""
+        if granularity not in ("coarse", "fine"):
+            raise ValueError(f"granularity must be 'coarse' or 'fine', not {granularity!r}")
+        return self.manifest[f"{granularity}_label"]
+
+    def mask(self, i: int) -> np.ndarray | None:
+        """Mask of frame ``i`` ([H, W] uint8 class indices) or None."""
+        j = int(self.manifest["mask_index"].iat[i])
+        if j < 0 or self.masks is None:
+            return None
+        return self.masks[j]
+
+    @property
+    def mask_classes(self) -> dict[int, str]:
+        return {int(k): v for k, v in self.meta.get("mask_classes", {}).items()}
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read a manifest CSV with stable dtypes: ids as strings, labels <NA> where empty."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for col in MANIFEST_COLUMNS:
+        if col not in df.columns:
+            raise DataError(f"{path}: manifest lacks column {col!r}")
+    df["frame_index"] = df["frame_index"].astype("int64")
+    df["mask_index"] = df["mask_index"].astype("int64")
+    for col in LABEL_COLUMNS:
+        df[col] = df[col].replace("", pd.NA).astype("string")
+    for col in df.columns:
+        if col in MANIFEST_COLUMNS:
+            continue
+        converted = pd.to_numeric(df[col], errors="coerce")
+        if converted.notna().sum() == (df[col] != "").sum() and (df[col] != "").any():
+            df[col] = converted  # numeric extras (pixel size, HC) come back as numbers
+    return df
+
+
+def open_dataset(path: str | os.PathLike) -> PreparedDataset:
+    """Open a prepared dataset directory (frames memory-mapped, manifest in memory)."""
+    root = Path(path)
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise DataError(f"{root}: not a prepared dataset (no dataset.json); run `awcl prepare` first")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{meta_path}: unknown format {meta.get('format')!r} (expected {FORMAT})")
+    manifest = read_manifest(root / "manifest.csv")
+    frames = np.load(root / "frames.npy", mmap_mode="r")
+    masks = np.load(root / "masks.npy", mmap_mode="r") if (root / "masks.npy").exists() else None
+    if frames.ndim != 3 or len(frames) != len(manifest):
+        raise DataError(
+            f"{root}: frames.npy holds {len(frames)} frames but manifest.csv has {len(manifest)} rows"
+        )
+    if masks is not None and int(manifest["mask_index"].max()) >= len(masks):
+        raise DataError(f"{root}: manifest mask_index points past masks.npy")
+    return PreparedDataset(root=root, manifest=manifest, frames=frames, masks=masks, meta=meta)
+
+
+# ---------------------------------------------------------------------------- writing
+class DatasetWriter:
+    """Write a prepared dataset atomically.
+
+    >>> with DatasetWriter(out, size=(224, 288), source="hc18") as w:
+    ...     w.add(frame, video_id="v1", patient_id="p1", frame_index=0, coarse_label="head",
+    ...           mask=mask)
+    ...     w.meta["hierarchy"] = {...}
+    On a clean exit the temporary directory is renamed to ``out``; on an exception it is
+    removed and ``out`` is left as it was.
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        size: tuple[int, int] = DEFAULT_SIZE,
+        source: str = "",
+        overwrite: bool = True,
+    ):
+        self.out = Path(out)
+        self.size = (int(size[0]), int(size[1]))
+        self.source = source
+        self.overwrite = overwrite
+        self.rows: list[dict[str, Any]] = []
+        self.meta: dict[str, Any] = {"source": source, "hierarchy": {}, "ignore_labels": []}
+        self.skipped: list[dict[str, str]] = []
+        self._tmp: Path | None = None
+        self._frames: _ArrayAppender | None = None
+        self._masks: _ArrayAppender | None = None
+
+    def __enter__(self) -> DatasetWriter:
+        if self.out.exists() and not self.overwrite:
+            raise DataError(f"{self.out}: already exists (pass overwrite to replace it)")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.out.parent / f".{self.out.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self._tmp.mkdir()
+        self._frames = _ArrayAppender(self._tmp / "frames.npy", self.size)
+        return self
+
+    def skip(self, file: str | os.PathLike, reason: str) -> None:
+        """Record a skipped input (counted in dataset.json and reported by the caller)."""
+        self.skipped.append({"file": str(file), "reason": reason})
+
+    def add(
+        self,
+        frame: np.ndarray,
+        *,
+        video_id: str,
+        patient_id: str,
+        frame_index: int = 0,
+        coarse_label: str | None = None,
+        fine_label: str | None = None,
+        mask: np.ndarray | None = None,
+        frame_id: str | None = None,
+        source: str | None = None,
+        **extra: Any,
+    ) -> int:
+        """Append one frame (uint8 [H, W] at the dataset size); returns its row index."""
+        assert self._frames is not None, "use DatasetWriter as a context manager"
+        idx = self._frames.append(frame)
+        mask_index = -1
+        if mask is not None:
+            if self._masks is None:
+                self._masks = _ArrayAppender(self._tmp / "masks.npy", self.size)  # type: ignore[operator]
+            mask_index = self._masks.append(mask)
+        row = {
+            "frame_id": frame_id or f"{video_id}:{frame_index:06d}",
+            "source": source or self.source,
+            "video_id": str(video_id),
+            "patient_id": str(patient_id),
+            "frame_index": int(frame_index),
+            "coarse_label": coarse_label or "",
+            "fine_label": fine_label or "",
+            "mask_index": mask_index,
+            **extra,
+        }
+        self.rows.append(row)
+        return idx
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._tmp is not None
+        try:
+            if self._frames is not None:
+                self._frames.close()
+            if self._masks is not None:
+                self._masks.close()
+            if exc_type is not None:
+                return
+            if not self.rows:
+                raise DataError(
+                    f"{self.out}: no frames were prepared"
+                    + (f" ({len(self.skipped)} inputs skipped)" if self.skipped else "")
+                )
+            df = pd.DataFrame(self.rows)
+            extras = [c for c in df.columns if c not in MANIFEST_COLUMNS]
+            df = df[MANIFEST_COLUMNS + extras]
+            if df["frame_id"].duplicated().any():
+                dup = df.loc[df["frame_id"].duplicated(), "frame_id"].iloc[0]
+                raise DataError(f"{self.out}: duplicate frame_id {dup!r}")
+            df.to_csv(self._tmp / "manifest.csv", index=False)
+            meta = {
+                "format": FORMAT,
+                **self.meta,
+                "height": self.size[0],
+                "width": self.size[1],
+                "num_frames": len(df),
+                "num_masks": self._masks.count if self._masks else 0,
+                "skipped": self.skipped,
+            }
+            (self._tmp / "dataset.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+            if self.out.exists():
+                old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
+                self.out.rename(old)
+                self._tmp.rename(self.out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                self._tmp.rename(self.out)
+            self._tmp = None
+        finally:
+            if self._tmp is not None and self._tmp.exists():
+                shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def summarize(ds: PreparedDataset) -> str:
+    """Human-readable counts per label, per video and per patient (``awcl info``)."""
+    m = ds.manifest
+    lines = [
+        f"{ds.root}: {len(m)} frames of {ds.size[0]}x{ds.size[1]} (HxW), "
+        f"{m['video_id'].nunique()} videos, {m['patient_id'].nunique()} patients, "
+        f"{int((m['mask_index'] >= 0).sum())} masks",
+    ]
+    if ds.meta.get("skipped"):
+        lines.append(f"skipped inputs at prepare time: {len(ds.meta['skipped'])}")
+    for col in LABEL_COLUMNS:
+        counts = m[col].fillna("<unlabelled>").value_counts().sort_index()
+        lines.append(f"{col} (frames / videos):")
+        vids = m.assign(_l=m[col].fillna("<unlabelled>")).groupby("_l")["video_id"].nunique()
+        for name, n in counts.items():
+            lines.append(f"  {name:<28} {n:>8} / {vids[name]:>5}")
+    if "split" in m.columns:
+        lines.append("split: " + ", ".join(f"{k}={v}" for k, v in m["split"].value_counts().items()))
+    per_video = m.groupby("video_id").size()
+    per_patient = m.groupby("patient_id").size()
+    lines.append(
+        f"frames per video: min {per_video.min()}, median {int(per_video.median())}, max {per_video.max()}"
+    )
+    lines.append(
+        f"frames per patient: min {per_patient.min()}, median {int(per_patient.median())}, "
+        f"max {per_patient.max()}"
+    )
+    if ds.hierarchy:
+        lines.append("hierarchy: " + ", ".join(f"{f}->{c}" for f, c in sorted(ds.hierarchy.items())))
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""Encoder, projection head and the loading of every initialisation kind.
+
+The encoder is torchvision's ResNet-18 without ``fc``. Ultrasound is grey-scale, so it runs
+with a 1-channel ``conv1`` (a third of that layer's work); exported weights use the standard
+3-channel ``conv1`` (the grey kernel divided by 3 on each channel), which gives identical
+features for a grey image replicated to RGB. The exported state dict therefore loads with
+``strict=True`` into ``torchvision.models.resnet18()`` minus ``fc``.
+
+Inputs everywhere are float grey images in [0, 1], ``x: [B, 1, H, W]``; the encoder applies
+the grey equivalent of ImageNet normalisation itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from awcl import _compat  # noqa: F401
+from awcl.errors import AwclError
+
+GREY_MEAN, GREY_STD = 0.449, 0.226  # mean of ImageNet's RGB mean/std
+FEATURE_DIM = 512
+ENCODER_FILE = "encoder.pt"  # name of the exported encoder inside a run directory
+
+
+def _resnet18() -> nn.Module:
+    from torchvision.models import resnet18
+
+    return resnet18(weights=None)
+
+
+class Encoder(nn.Module):
+    """ResNet-18 trunk. ``forward(x: [B,1,H,W] in [0,1]) -> [B, 512]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        net = _resnet18()
+        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        )
+        self.avgpool = net.avgpool
+        self.out_dim = FEATURE_DIM
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - GREY_MEAN) / GREY_STD
+        return self.relu(self.bn1(self.conv1(x)))
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Multi-scale maps for a segmentation decoder.
+
+        Returns [stem /2: 64ch, layer1 /4: 64, layer2 /8: 128, layer3 /16: 256, layer4 /32: 512].
+        """
+        s = self.stem(x)
+        f1 = self.layer1(self.maxpool(s))
+        f2 = self.layer2(f1)
+        f3 = self.layer3(f2)
+        f4 = self.layer4(f3)
+        return [s, f1, f2, f3, f4]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.stem(x))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    # ------------------------------------------------------------------ torchvision interop
+    def export_state_dict(self) -> OrderedDict[str, torch.Tensor]:
+        """State dict that loads strictly into ``torchvision.models.resnet18()`` minus ``fc``."""
+        sd = OrderedDict((k, v.detach().clone().cpu()) for k, v in self.state_dict().items())
+        sd["conv1.weight"] = sd["conv1.weight"].repeat(1, 3, 1, 1) / 3.0
+        return sd
+
+    def load_torchvision_state_dict(self, sd: dict[str, torch.Tensor], source: str = "") -> None:
+        """Load a ResNet-18 state dict (3- or 1-channel conv1; ``fc.*`` ignored) strictly."""
+        sd = {k.removeprefix("module."): v for k, v in sd.items() if not k.startswith("fc.")}
+        w = sd.get("conv1.weight")
+        if isinstance(w, torch.Tensor) and w.ndim == 4 and w.shape[1] == 3:
+            sd["conv1.weight"] = w.sum(dim=1, keepdim=True)  # grey image = same value on R,G,B
+        own = self.state_dict()
+        missing = sorted(set(own) - set(sd))
+        unexpected = sorted(set(sd) - set(own))
+        shape = sorted(
+            k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape)
+        )
+        if missing or unexpected or shape:
+            parts = []
+            if missing:
+                parts.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+            if unexpected:
+                parts.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
+            if shape:
+                k = shape[0]
+                parts.append(
+                    f"{len(shape)} shape mismatches (e.g. {k}: file {tuple(sd[k].shape)} vs "
+                    f"ResNet-18 {tuple(own[k].shape)})"
+                )
+            raise AwclError(f"{source or 'state dict'}: not a ResNet-18 encoder: " + "; ".join(parts))
+        self.load_state_dict(sd, strict=True)
+
+
+class ProjectionHead(nn.Module):
+    """SimCLR MLP g: 512 -> hidden -> out. ``forward(h: [B, 512]) -> [B, out]`` (not normalised)."""
+
+    def __init__(self, in_dim: int = FEATURE_DIM, hidden_dim: int = 512, out_dim: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+# ---------------------------------------------------------------------- loading inits
+def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a checkpoint safely (``weights_only=True``) and return a flat tensor state dict.
+
+    Accepts a bare state dict, or a dict holding one under ``state_dict``/``encoder``/
+    ``model``. Anything else (a pickled module, a list, ...) is refused with a clear message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AwclError(f"{path}: weights file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors for full modules, zip errors for junk files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise AwclError(
+            f"{path}: not a loadable state dict (weights_only=True refused it: {first[:160]})"
+        ) from None
+    if isinstance(obj, dict):
+        for key in ("encoder", "state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise AwclError(f"{path}: not a state dict of tensors ({type(obj).__name__})")
+    return obj
+
+
+def resolve_init(init: str | os.PathLike) -> str | Path:
+    """Normalise an ``--init`` value: 'random', or a weights file (a run dir -> its encoder)."""
+    if str(init) in ("random", "none", ""):
+        return "random"
+    p = Path(init)
+    if p.is_dir():
+        for cand in (p / ENCODER_FILE, p / "export" / ENCODER_FILE):
+            if cand.is_file():
+                return cand
+        raise AwclError(f"{p}: directory has no exported {ENCODER_FILE} (is it an awcl pretrain run?)")
+    if not p.exists():
+        raise AwclError(f"{p}: --init must be 'random', a pretrain run directory or a weights file")
+    return p
+
+
+def build_encoder(init: str | os.PathLike = "random") -> Encoder:
+    """Encoder from 'random', an awcl run directory / exported encoder, or a torchvision file."""
+    enc = Encoder()
+    src = resolve_init(init)
+    if src != "random":
+        enc.load_torchvision_state_dict(load_state_file(src), source=str(src))
+    return enc
+
+
+def save_encoder(encoder: Encoder, path: str | os.PathLike) -> Path:
+    """Write the torchvision-compatible encoder state dict atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(encoder.export_state_dict(), tmp)
+    os.replace(tmp, path)
+    return path
