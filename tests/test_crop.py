@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -98,6 +99,44 @@ def test_box_parse_clip_and_crop():
     for bad in ("1,2,3", "5,1,0,4", "a,b,c,d"):
         with pytest.raises(AwclError):
             Box.parse(bad)
+
+
+def _edges_close(found: Box, true: Box, h: int, w: int, frac: float = 0.03) -> bool:
+    """Each edge of ``found`` within ``frac`` of the frame size of the same edge of ``true``."""
+    dy, dx = frac * h, frac * w
+    return (
+        abs(found.y0 - true.y0) <= dy
+        and abs(found.y1 - true.y1) <= dy
+        and abs(found.x0 - true.x0) <= dx
+        and abs(found.x1 - true.x1) <= dx
+    )
+
+
+def test_scanner_screen_videos_crop_to_the_fan(tmp_path: Path):
+    """Phantom sweeps inside a scanner screen: side panels, static text, a live cine counter.
+
+    The counter changes every frame, so it moves like image content; it must not pull the
+    panel beside it into the box. 360x480 is the smallest size at which the counter is large
+    enough to survive the motion mask's clean-up (the case that used to fail).
+    """
+    from awcl.data.phantom import PhantomConfig, _screen_geometry, make_phantom_videos, render_sweep
+    from awcl.data.video import read_frames
+
+    cfg = PhantomConfig(scans=2, frames_per_scan=12, size=(360, 480))
+    paths = make_phantom_videos(tmp_path, cfg, screen=True)
+    top, left, hs, ws = _screen_geometry(*cfg.size)
+    assert len(paths) == 2
+    for scan, path in enumerate(paths):
+        # The true fan: where the text-free sweep is ever non-black, placed in the screen.
+        plain, _ = render_sweep(replace(cfg, text=False), scan)
+        ys, xs = np.nonzero(plain.max(axis=0))
+        fan = Box(int(ys.min()) + top, int(ys.max()) + 1 + top, int(xs.min()) + left, int(xs.max()) + 1 + left)
+        _, frames = read_frames(path, every=2)
+        assert frames.shape[1:] == (hs, ws)
+        box = detect_region(frames)
+        assert _edges_close(box, fan, hs, ws), (path.name, box, fan)
+        assert _excludes(box, hs - 20, hs, 0, left)  # the cine counter, bottom-left
+        assert _excludes(box, top, top + 120, 0, left // 2)  # the settings text, left panel
 
 
 def test_real_pocus_videos(shared_data: Path):

@@ -80,6 +80,9 @@ class CropConfig:
     dark_level: int = 12  # grey level under which a pixel counts as background
     min_area_fraction: float = 0.05  # a smaller region is not trusted -> full frame
     work_size: int = 360  # longest side the statistics are computed at
+    # A moving part beside the largest one (not within its columns) is kept only if at least
+    # this share of its area: sector pieces split by a shadow are; live counters are far smaller.
+    min_part_fraction: float = 0.01
 
 
 def crop(frame: np.ndarray, box: Box | None) -> np.ndarray:
@@ -120,7 +123,7 @@ def detect_region(frames: np.ndarray, config: CropConfig | None = None) -> Box:
     if active is None:
         box = _largest_component_box(content)
     else:
-        box = _box_of(_moving_region(content, active))
+        box = _box_of(_moving_region(content, active, cfg))
     if scale != 1.0 and box is not None:
         box = Box(
             int(np.floor(box.y0 * scale)),
@@ -175,26 +178,71 @@ def _spatial_mask(image: np.ndarray, cfg: CropConfig) -> np.ndarray:
     return m > 0
 
 
-def _moving_region(content: np.ndarray, active: np.ndarray) -> np.ndarray:
-    """Union of the bright components that move and the largest moving component.
+def _moving_region(content: np.ndarray, active: np.ndarray, cfg: CropConfig) -> np.ndarray:
+    """The main moving component, its large companions and the bright parts they touch.
 
-    content, active: bool [h, w]. A sector split into parts by dark tissue keeps every part
-    that changes over time; bold static text or logos (bright but never moving) drop out.
+    content, active: bool [h, w] -> bool [h, w]. The largest moving component is the image
+    sector. Another moving component is kept when it lies within the sector's columns (its
+    dim far field), or when it is large relative to it and shares its rows or columns (a
+    sector split by a shadow or a dark band). Small ones beside it are interface elements
+    that change every frame (cine/frame counters, clocks, heart-rate readouts) and must not
+    widen the box. Bright static components that mostly overlap the kept motion
+    (still parts of the sector) are added; static text and logos are not.
     """
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(content.astype(np.uint8), connectivity=8)
-    region = np.zeros_like(active)
     n_act, act_labels, act_stats, _ = cv2.connectedComponentsWithStats(
         active.astype(np.uint8), connectivity=8
     )
-    if n_act > 1:
-        region |= act_labels == 1 + int(np.argmax(act_stats[1:, cv2.CC_STAT_AREA]))
-    total_active = max(int(active.sum()), 1)
-    overlap = np.bincount(labels[active], minlength=n)
+    region = np.zeros_like(active)
+    if n_act <= 1:
+        return region
+    areas = act_stats[1:, cv2.CC_STAT_AREA]
+    main = 1 + int(np.argmax(areas))
+    keep = [
+        k
+        for k in range(1, n_act)
+        if k == main
+        or _under_or_over(act_stats[k], act_stats[main])
+        or (
+            areas[k - 1] >= cfg.min_part_fraction * areas[main - 1]
+            and _shares_span(act_stats[k], act_stats[main])
+        )
+    ]
+    region |= np.isin(act_labels, keep)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(content.astype(np.uint8), connectivity=8)
+    kept_active = max(int(region.sum()), 1)
+    overlap = np.bincount(labels[region], minlength=n)
     for k in range(1, n):
         area = int(stats[k, cv2.CC_STAT_AREA])
-        if overlap[k] >= 0.2 * area or overlap[k] >= 0.2 * total_active:
+        if overlap[k] >= 0.2 * area or overlap[k] >= 0.2 * kept_active:
             region |= labels == k
     return region
+
+
+def _shares_span(part: np.ndarray, main: np.ndarray) -> bool:
+    """Whether a component lies beside or above/below the main one (cv2 stats rows).
+
+    True when its row span or its column span overlaps the main component's by at least half
+    its own extent: sector pieces split by a shadow or a dark band do; corner text does not.
+    """
+
+    def overlap(a0: int, a1: int, b0: int, b1: int) -> int:
+        return min(a1, b1) - max(a0, b0)
+
+    px, py, pw, ph = (int(v) for v in part[:4])
+    mx, my, mw, mh = (int(v) for v in main[:4])
+    return overlap(py, py + ph, my, my + mh) >= 0.5 * ph or overlap(px, px + pw, mx, mx + mw) >= 0.5 * pw
+
+
+def _under_or_over(part: np.ndarray, main: np.ndarray) -> bool:
+    """Whether a component lies within the main one's columns (cv2 stats rows).
+
+    Such small pieces are the dim far field (or near field) of the sector, whose motion only
+    just clears the threshold; interface text sits in side panels and corners instead.
+    """
+    px, pw = int(part[cv2.CC_STAT_LEFT]), int(part[cv2.CC_STAT_WIDTH])
+    mx, mw = int(main[cv2.CC_STAT_LEFT]), int(main[cv2.CC_STAT_WIDTH])
+    slack = 0.05 * mw  # the fan's rim, blurred by the clean-up, can reach just past it
+    return mx - slack <= px and px + pw <= mx + mw + slack
 
 
 def _box_of(mask: np.ndarray) -> Box | None:

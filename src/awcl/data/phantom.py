@@ -704,7 +704,9 @@ def _screen(image: np.ndarray, scan: _Scan, i: int, n: int) -> np.ndarray:
     tgc_db = 20 * np.log10(np.interp(knots, scan.probe.depth_norm[:, 0], scan.tgc[:, 0]))
     pts = np.stack([x0 + 4 + (tgc_db - tgc_db.min() + 2) * (ws - x0 - 20) / 30, top + 10 + knots * (h - 20)], 1)
     cv2.polylines(out, [pts.astype(np.int32)], False, 180, 1, cv2.LINE_AA)
-    out[top + h // 3 : top + 2 * h // 3, ws - 8 : ws - 3] = np.linspace(255, 0, h // 3 - 0, dtype=np.float32)[: h // 3, None].astype(np.uint8)
+    bar = slice(top + h // 3, top + 2 * h // 3)
+    n_bar = bar.stop - bar.start  # not always h // 3: the two floors can differ by a row
+    out[bar, ws - 8 : ws - 3] = np.linspace(255, 0, n_bar, dtype=np.float32)[:, None].astype(np.uint8)
     # Depth ticks next to the fan; the live frame counter in the bottom bar.
     pr = scan.probe
     px_per_cm = (pr.r1 - pr.r0) / scan.depth_cm
