@@ -1,0 +1,106 @@
+"""``awcl embed``: penultimate (512-d) features of a prepared dataset and their t-SNE map."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.manifold import TSNE
+
+from awcl import _compat  # noqa: F401
+from awcl.data.store import open_dataset
+from awcl.errors import AwclError
+from awcl.evaluate.finetune import RunDir, load_frames, subsample_per_video
+from awcl.evaluate.plots import plot_tsne
+from awcl.models import build_encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedConfig:
+    data: str
+    out: str
+    init: str = "random"
+    label: str = "coarse"  # colour of the main t-SNE plot: coarse | fine | manifest column
+    color_by: list[str] | None = None  # further plots, e.g. ["video_id"] ("scan" = video_id)
+    size: tuple[int, int] | None = None
+    max_per_video: int | None = None
+    max_frames: int | None = 5000  # t-SNE cost grows fast; a seeded random subset beyond this
+    perplexity: float = 30.0
+    tsne_iter: int = 1000  # optimisation steps (sklearn's minimum is 250)
+    seed: int = 0
+    batch_size: int = 64
+    threads: int | None = None
+    bf16: bool = True
+
+
+def extract_features(encoder, frames: torch.Tensor, batch: int = 64, bf16: bool = True) -> np.ndarray:
+    """``frames: uint8 [N,H,W]`` -> penultimate features ``[N, 512]`` float32."""
+    encoder.eval()
+    out = []
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    with torch.no_grad(), ctx:
+        for s in range(0, len(frames), batch):
+            x = frames[s : s + batch].float().div(255).unsqueeze(1)
+            out.append(encoder(x).float())
+    return torch.cat(out).numpy()
+
+
+def _column(m, name: str) -> str:
+    alias = {"coarse": "coarse_label", "fine": "fine_label", "scan": "video_id",
+             "video": "video_id", "patient": "patient_id"}
+    col = alias.get(name, name)
+    if col not in m.columns:
+        raise AwclError(f"--color-by/--label {name!r}: no such manifest column")
+    return col
+
+
+def embed(cfg: EmbedConfig) -> dict:
+    """Write ``features.npy [N,512]``, ``index.csv`` (row i <-> features[i]), ``tsne.csv``
+    and one ``tsne_<column>.png`` per colouring; return a summary dict."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ds = open_dataset(cfg.data)
+    m = ds.manifest
+    cols = [_column(m, cfg.label)] + [_column(m, c) for c in (cfg.color_by or [])]
+    rows = subsample_per_video(m, np.arange(len(m)), cfg.max_per_video)
+    if cfg.max_frames and len(rows) > cfg.max_frames:
+        rng = np.random.default_rng(cfg.seed)
+        rows = np.sort(rng.choice(rows, cfg.max_frames, replace=False))
+    torch.manual_seed(cfg.seed)  # a 'random' init is reproducible too
+    encoder = build_encoder(cfg.init)
+    feats = extract_features(encoder, load_frames(ds, rows, cfg.size), cfg.batch_size, cfg.bf16)
+    run = RunDir(cfg.out)
+    try:
+        np.save(run.tmp / "features.npy", feats.astype(np.float32))
+        index = m.iloc[rows][list(dict.fromkeys(["frame_id", "video_id", "patient_id", *cols]))].copy()
+        index.insert(0, "row", rows)
+        index.to_csv(run.tmp / "index.csv", index=False)
+        pngs = []
+        if len(rows) >= 5:
+            perp = min(cfg.perplexity, max(2.0, (len(rows) - 1) / 3))
+            xy = TSNE(
+                n_components=2, perplexity=perp, random_state=cfg.seed, init="pca",
+                max_iter=max(250, cfg.tsne_iter),
+            ).fit_transform(feats)
+            index.assign(tsne_x=xy[:, 0], tsne_y=xy[:, 1]).to_csv(run.tmp / "tsne.csv", index=False)
+            for col in dict.fromkeys(cols):
+                labels = index[col].astype("string").fillna("<unlabelled>").tolist()
+                name = f"tsne_{col}.png"
+                plot_tsne(xy, labels, run.tmp / name, f"t-SNE of {Path(str(cfg.init)).name} features by {col}")
+                pngs.append(name)
+        else:
+            log.warning("only %d frames: t-SNE skipped", len(rows))
+        summary = {"num_frames": len(rows), "dim": int(feats.shape[1]), "plots": pngs,
+                   "config": {**asdict(cfg), "size": list(cfg.size) if cfg.size else None}}
+        (run.tmp / "embed.json").write_text(json.dumps(summary, indent=2))
+        run.commit()
+    except BaseException:
+        run.abort()
+        raise
+    return summary

@@ -1,0 +1,132 @@
+"""Grouped splits: k-fold or a fixed split, never with a patient on both sides.
+
+Every split is a set of row indices into the (filtered) manifest; ``groups`` are the patient
+(or scan) ids. Validation parts for model selection are carved from the training part, also
+grouped, so the test fold is never looked at before the final evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+from awcl.errors import AwclError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Fold:
+    """Row indices of one fold: ``train`` (fitting), ``val`` (model selection), ``test``."""
+
+    index: int
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def check_no_leak(groups: np.ndarray, *parts: np.ndarray, where: str = "split") -> None:
+    """Raise if any group (patient) appears in more than one of ``parts``."""
+    seen: dict[str, int] = {}
+    for pi, part in enumerate(parts):
+        for g in np.unique(groups[part]):
+            if g in seen and seen[g] != pi:
+                n = sum(
+                    len(set(groups[a]) & set(groups[b]))
+                    for i, a in enumerate(parts)
+                    for b in parts[i + 1 :]
+                )
+                raise AwclError(
+                    f"{where}: leaking split: patient/group {g!r} is on both sides "
+                    f"({n} groups shared); splits must be grouped by patient"
+                )
+            seen[g] = pi
+
+
+def _stratified_group_split(
+    y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise AwclError(f"only {n_groups} patients/groups for {n_splits} folds; use fewer --folds")
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return [(a, b) for a, b in cv.split(np.zeros(len(y)), y, groups)]
+
+
+def carve_validation(
+    train: np.ndarray, y: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``train`` (row indices) into (fit, val), grouped and stratified where possible."""
+    g = groups[train]
+    n_groups = len(np.unique(g))
+    if n_groups < 2 or val_fraction <= 0:
+        raise AwclError(
+            f"training part has {n_groups} patient(s): too few to carve a validation part"
+        )
+    # Few folds when a class has few patients, so that stratification can give val every class.
+    per_class = [len(np.unique(g[y[train] == c])) for c in np.unique(y[train])]
+    n_splits = max(2, min(round(1.0 / val_fraction), n_groups, min(per_class)))
+    try:
+        fit, val = _stratified_group_split(y[train], g, n_splits, seed)[0]
+    except ValueError:  # e.g. a class with a single group: fall back to an unstratified split
+        gss = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
+        fit, val = next(gss.split(train, groups=g))
+    return train[fit], train[val]
+
+
+def kfold_splits(
+    y: np.ndarray, groups: np.ndarray, k: int = 3, seed: int = 0, val_fraction: float = 0.2
+) -> list[Fold]:
+    """``k`` grouped, stratified folds; each training part loses a grouped validation part."""
+    if k < 2:
+        raise AwclError(f"--folds must be >= 2 (got {k})")
+    folds = []
+    for i, (train, test) in enumerate(_stratified_group_split(y, groups, k, seed)):
+        fit, val = carve_validation(train, y, groups, val_fraction, seed + 1000 + i)
+        check_no_leak(groups, fit, val, test, where=f"fold {i}")
+        folds.append(Fold(i, np.sort(fit), np.sort(val), np.sort(test)))
+    return folds
+
+
+TRAIN_NAMES = {"train", "training", "trn"}
+VAL_NAMES = {"val", "valid", "validation", "dev"}
+TEST_NAMES = {"test", "testing", "tst", "holdout"}
+
+
+def fixed_split(
+    split: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0, val_fraction: float = 0.2,
+    source: str = "manifest",
+) -> list[Fold]:
+    """One fold from a ``split`` column (train/val/test); val carved from train if absent."""
+    s = np.asarray([str(v).strip().lower() for v in split])
+    train = np.flatnonzero(np.isin(s, list(TRAIN_NAMES)))
+    val = np.flatnonzero(np.isin(s, list(VAL_NAMES)))
+    test = np.flatnonzero(np.isin(s, list(TEST_NAMES)))
+    if len(train) == 0 or len(test) == 0:
+        raise AwclError(
+            f"{source}: split column needs 'train' and 'test' rows (found {sorted(set(s))})"
+        )
+    check_no_leak(groups, train, val, test, where=f"{source} split column")
+    if len(val) == 0:
+        train, val = carve_validation(train, y, groups, val_fraction, seed)
+    return [Fold(0, np.sort(train), np.sort(val), np.sort(test))]
+
+
+def check_classes(folds: list[Fold], y: np.ndarray, class_names: list[str]) -> list[str]:
+    """Error if a training part lacks a class; warn (and return warnings) for val/test."""
+    warnings = []
+    k = len(class_names)
+    for f in folds:
+        for part, idx in (("train", f.train), ("val", f.val), ("test", f.test)):
+            missing = [class_names[c] for c in range(k) if not np.any(y[idx] == c)]
+            if not missing:
+                continue
+            msg = f"fold {f.index}: {part} part has no samples of class(es) {', '.join(missing)}"
+            if part == "train":
+                raise AwclError(msg + "; merge or drop them with --classes, or use fewer --folds")
+            log.warning(msg)
+            warnings.append(msg)
+    return warnings
