@@ -45,7 +45,18 @@ def masked_contrastive_loss(
     the gathered batch. Anchors without any positive are left out of the mean.
     Computed in float32 for stability under bf16 autocast.
     """
-    z = F.normalize(z.float(), dim=1)
+    with torch.autocast(device_type=z.device.type, enabled=False):  # autocast would make z @ z.T bf16
+        return _masked_contrastive_loss_fp32(z.float(), pos, temperature, anchors, reduction)
+
+
+def _masked_contrastive_loss_fp32(
+    z: torch.Tensor,
+    pos: torch.Tensor,
+    temperature: float,
+    anchors: torch.Tensor | None,
+    reduction: str,
+) -> torch.Tensor:
+    z = F.normalize(z, dim=1)
     logits = z @ z.T / temperature  # [M, M]
     if anchors is not None:
         logits, pos = logits[anchors], pos[anchors]

@@ -1,0 +1,327 @@
+"""``pretrain(cfg) -> run dir``: every method on one Lightning engine.
+
+A run directory holds::
+
+    config.yaml     the PretrainConfig of the run
+    checkpoints/    epochNNN.ckpt every epoch, last.ckpt (link), stepNNNNNNN.ckpt every N steps
+    logs/tb/        TensorBoard events;  logs/csv/metrics.csv  per-step metrics
+    history.csv     per epoch: epoch, step, loss, img_per_s, knn_acc, seconds
+    encoder.pt      the encoder, loadable strict into torchvision resnet18 minus fc
+    heads.pt        the method's heads (projection / classifier) state dict
+    summary.json    method, epochs, final loss, steady-state img/s, kNN accuracy, classes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+
+from awcl import _compat  # noqa: F401  (before lightning/torchvision)
+from awcl.data.augment import parse_size
+from awcl.data.pairs import FrameIndex, frame_labels
+from awcl.data.store import open_dataset
+from awcl.errors import AwclError
+from awcl.methods.base import METHODS, build_method
+from awcl.models import ENCODER_FILE, save_encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of a pretraining run; defaults are the paper's."""
+
+    data: str = ""  # prepared dataset directory
+    out: str = "runs/pretrain"  # run directory
+    method: str = "awcl"  # awcl | simclr | clpi | uscl | supervised
+    granularity: str = "coarse"  # coarse | fine  (anatomy labels used as keys / classes)
+    anatomy_ratio: float = 1.0  # awcl: probability a labelled frame keeps its label per draw
+    ignore_labels: list[str] = field(default_factory=list)  # extra labels counted as unlabelled
+    class_group: int = 4  # awcl/clpi: same-class (same-scan) frames drawn together per batch
+    clpi_by: str = "video"  # clpi: scan key, video | patient
+    uscl_ce_weight: float = 1.0  # uscl: weight of the cross-entropy head
+    # model / optimisation
+    init: str = "random"  # random | run dir | encoder.pt | torchvision resnet18 .pth
+    proj_hidden: int = 512
+    proj_dim: int = 128
+    temperature: float = 0.5
+    epochs: int = 10
+    max_steps: int = -1  # stop after this many steps (benchmarks); -1 = epochs decide
+    batch_size: int = 32  # per process
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    # input and augmentation
+    size: tuple[int, int] = (224, 288)  # (H, W)
+    crop_scale: tuple[float, float] = (0.4, 1.0)
+    flip: float = 0.5
+    brightness: float = 0.4
+    contrast: float = 0.4
+    blur: float = 0.0
+    # engine
+    seed: int = 0
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: str = "auto"  # number of devices per node or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ddp_fork | ... (not ddp_spawn)
+    precision: str = "auto"  # auto (bf16-mixed on CPU, 16-mixed on GPU) | 32-true | ...
+    num_workers: int = 1  # DataLoader worker processes (0 = augment in the main process)
+    threads: int = 0  # torch intra-op threads on CPU; 0 = all cores
+    checkpoint_every_n_steps: int = 0  # extra step checkpoints (0 = per epoch only)
+    monitor_fraction: float = 0.2  # share of labelled patients held out for the kNN monitor
+    monitor_max: int = 512  # cap on bank / query frames of the monitor
+    log_every_n_steps: int = 10
+    progress: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            self.size = parse_size(self.size)
+        except ValueError as err:
+            raise AwclError(f"--size: {err}") from None
+        self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]
+        self.ignore_labels = list(self.ignore_labels or [])
+        if self.method not in METHODS and self.method not in (
+            "awcl", "simclr", "clpi", "uscl", "supervised"
+        ):
+            raise AwclError(f"unknown method {self.method!r}")
+        if self.granularity not in ("coarse", "fine"):
+            raise AwclError(f"--granularity must be coarse or fine, not {self.granularity!r}")
+        if "spawn" in str(self.strategy):
+            raise AwclError(
+                f"--strategy {self.strategy} is not supported (spawned children import torchvision "
+                "before awcl's compatibility shim); use ddp (torchrun/SLURM/Lightning launcher) or ddp_fork"
+            )
+        if self.batch_size < 2:
+            raise AwclError("--batch-size must be at least 2")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["size"] = list(self.size)
+        d["crop_scale"] = list(self.crop_scale)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PretrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise AwclError(f"unknown pretrain config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> PretrainConfig:
+        p = Path(path)
+        if not p.is_file():
+            raise AwclError(f"{p}: config file not found")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise AwclError(f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(d, dict):
+            raise AwclError(f"{p}: expected a mapping of config keys")
+        d = {k.replace("-", "_"): v for k, v in d.items()}
+        d.update(overrides)
+        try:
+            return cls.from_dict(d)
+        except AwclError as err:
+            raise AwclError(f"{p}: {err}") from None
+
+
+# ---------------------------------------------------------------------------- helpers
+def _held_out(ds, cfg: PretrainConfig) -> np.ndarray:
+    """[N] bool: frames of the patients held out for the kNN monitor (labels hidden)."""
+    n = len(ds)
+    hide = np.zeros(n, dtype=bool)
+    if cfg.monitor_fraction <= 0:
+        return hide
+    labels = np.array([v is not None for v in frame_labels(ds, cfg.granularity, cfg.ignore_labels)])
+    patients = ds.manifest["patient_id"].to_numpy()
+    labelled_patients = np.unique(patients[labels])
+    if len(labelled_patients) < 2:
+        return hide
+    rng = np.random.default_rng([cfg.seed, 7])
+    k = min(len(labelled_patients) - 1, max(1, round(cfg.monitor_fraction * len(labelled_patients))))
+    chosen = rng.choice(labelled_patients, size=k, replace=False)
+    return np.isin(patients, chosen)
+
+
+def _monitor(ds, cfg: PretrainConfig, hide: np.ndarray, frames_path: str):
+    from awcl.train.engine import KnnMonitor
+
+    if not hide.any():
+        return None
+    full = FrameIndex.from_dataset(ds, cfg.granularity, cfg.ignore_labels)
+    y = full.label
+    rng = np.random.default_rng([cfg.seed, 8])
+    bank = np.flatnonzero((y >= 0) & ~hide)
+    query = np.flatnonzero((y >= 0) & hide)
+    if len(bank) == 0 or len(query) == 0 or len(np.unique(y[bank])) < 2:
+        return None
+    bank = np.sort(rng.permutation(bank)[: cfg.monitor_max])
+    query = np.sort(rng.permutation(query)[: cfg.monitor_max])
+    return KnnMonitor(frames_path, bank, y[bank], query, y[query], cfg.size)
+
+
+def _precision(cfg: PretrainConfig, accelerator: str) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16-mixed" if accelerator == "cpu" else "16-mixed"
+
+
+def _accelerator(cfg: PretrainConfig) -> str:
+    if cfg.accelerator != "auto":
+        return cfg.accelerator
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def _devices(cfg: PretrainConfig) -> int | str:
+    d = str(cfg.devices)
+    return int(d) if d.isdigit() else d
+
+
+def _latest_checkpoint(ckdir: Path) -> Path | None:
+    """The checkpoint with the most training steps (epoch-end 'last' wins ties)."""
+    best: tuple[int, int, Path] | None = None
+    for p in ckdir.glob("*.ckpt"):
+        try:
+            meta = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # a torn file from a kill mid-write: skip it
+            warnings.warn(f"{p}: unreadable checkpoint skipped", stacklevel=2)
+            continue
+        cand = (int(meta.get("global_step", 0)), int(p.name == "last.ckpt"), p)
+        if best is None or cand[:2] > best[:2]:
+            best = cand
+    return best[2] if best else None
+
+
+# ---------------------------------------------------------------------------- main API
+def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
+    """Run one pretraining and return its run directory (see the module docstring).
+
+    ``callbacks``: extra Lightning callbacks (tests use one to simulate a kill).
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from awcl.train.engine import History, PretrainModule, Throughput
+
+    run = Path(cfg.out)
+    ckdir = run / "checkpoints"
+    ckpt_path: Path | None = None
+    if cfg.resume:
+        ckpt_path = _latest_checkpoint(ckdir) if ckdir.is_dir() else None
+        if ckpt_path is None:
+            raise AwclError(f"{run}: nothing to resume (no checkpoints/*.ckpt)")
+    elif (run / "summary.json").exists() or (ckdir.is_dir() and any(ckdir.glob("*.ckpt"))):
+        raise AwclError(f"{run}: already holds a run; pass --resume to continue it or a new --out")
+    ds = open_dataset(cfg.data)
+    frames_path = str(Path(ds.root) / "frames.npy")
+    accelerator = _accelerator(cfg)
+    if accelerator == "cpu":
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+
+    hide = _held_out(ds, cfg)
+    index = FrameIndex.from_dataset(ds, cfg.granularity, cfg.ignore_labels, hide=hide)
+    method = build_method(cfg.method, cfg, index)
+    if method.needs_labels and not (index.label >= 0).any():
+        raise AwclError(
+            f"{ds.root}: method {cfg.method!r} needs {cfg.granularity} labels but no frame has one"
+        )
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    module = PretrainModule(cfg, method, frames_path)
+    throughput = Throughput()
+    monitor = _monitor(ds, cfg, hide, frames_path)
+    cbs: list = [throughput]
+    if monitor is not None:
+        cbs.append(monitor)
+    cbs.append(History(run / "history.csv", throughput, monitor))
+    cbs.append(
+        ModelCheckpoint(
+            dirpath=ckdir,
+            filename="epoch{epoch:03d}",
+            auto_insert_metric_name=False,
+            every_n_epochs=1,
+            save_top_k=-1,
+            save_last="link",  # a link to the newest epoch checkpoint, not a second copy
+        )
+    )
+    if cfg.checkpoint_every_n_steps > 0:
+        cbs.append(
+            ModelCheckpoint(
+                dirpath=ckdir,
+                filename="step{step:07d}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=cfg.checkpoint_every_n_steps,
+                save_top_k=1,
+                monitor="step",
+                mode="max",
+            )
+        )
+    cbs += list(callbacks or [])
+    loggers = [
+        TensorBoardLogger(save_dir=str(run), name="logs", version="tb", default_hp_metric=False),
+        CSVLogger(save_dir=str(run), name="logs", version="csv"),
+    ]
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=_devices(cfg),
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=_precision(cfg, accelerator),
+        max_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        callbacks=cbs,
+        logger=loggers,
+        log_every_n_steps=cfg.log_every_n_steps,
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # our batch samplers shard by rank themselves
+        num_sanity_val_steps=0,
+        deterministic=False,
+        default_root_dir=str(run),
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*Precision bf16-mixed is not supported.*")
+        trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+
+    if trainer.is_global_zero:
+        save_encoder(module.encoder, run / ENCODER_FILE)
+        torch.save({k: v.cpu() for k, v in module.heads.state_dict().items()}, run / "heads.pt")
+        summary = {
+            "method": cfg.method,
+            "granularity": cfg.granularity,
+            "anatomy_ratio": cfg.anatomy_ratio,
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "final_loss": throughput.epoch_loss,
+            "img_per_s": throughput.steady,
+            "knn_acc": monitor.last if monitor else None,
+            "classes": index.classes,
+            "labelled_frames": int((index.label >= 0).sum()),
+            "frames": index.n,
+            "size": list(cfg.size),
+            "precision": _precision(cfg, accelerator),
+            "devices": trainer.world_size,
+            "encoder": ENCODER_FILE,
+        }
+        summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
+        tmp = run / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, run / "summary.json")
+    return run

@@ -1,0 +1,144 @@
+"""Pair samplers and augmentations (no training): who is paired with whom, which key, and
+whether batches really hold anatomy positives."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from awcl.data.augment import Augment, AugmentConfig, parse_size
+from awcl.data.pairs import (
+    AnatomySampler,
+    FrameIndex,
+    InstanceSampler,
+    LabelledSampler,
+    PairViews,
+    ScanSampler,
+    VideoMixSampler,
+    collate_views,
+    frame_labels,
+)
+from awcl.data.store import DatasetWriter, open_dataset
+from awcl.errors import AwclError
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    """6 patients x 2 videos x 10 frames; 40% labelled (4CH/3VT -> heart, TV -> brain, bg)."""
+    out = tmp_path_factory.mktemp("s") / "ds"
+    rng = np.random.default_rng(0)
+    fines = ["4CH", "3VT", "TV", None, "bg", None, None, None, None, None]
+    with DatasetWriter(out, size=(30, 40)) as w:
+        for p in range(6):
+            for v in range(2):
+                for f in range(10):
+                    fine = fines[(f + p) % 10]
+                    coarse = {"4CH": "heart", "3VT": "heart", "TV": "brain", "bg": "bg"}.get(fine)
+                    # some frames carry only the fine label: coarse must come from the hierarchy
+                    w.add((rng.random((30, 40)) * 255).astype(np.uint8), video_id=f"p{p}v{v}",
+                          patient_id=f"p{p}", frame_index=f,
+                          coarse_label=coarse if f % 3 else None, fine_label=fine)
+        w.meta["hierarchy"] = {"4CH": "heart", "3VT": "heart", "TV": "brain"}
+        w.meta["ignore_labels"] = ["bg"]
+    return open_dataset(out)
+
+
+def test_labels_granularity_hierarchy_ignore(ds) -> None:
+    coarse = frame_labels(ds, "coarse")
+    fine = frame_labels(ds, "fine")
+    m = ds.manifest
+    for i in range(len(ds)):
+        f = m["fine_label"].iat[i]
+        if pd.isna(f) or f == "bg":
+            assert coarse[i] is None and fine[i] is None
+        else:
+            assert fine[i] == f and coarse[i] == ds.hierarchy[f]
+    assert set(filter(None, coarse)) == {"heart", "brain"}
+    assert frame_labels(ds, "coarse", ignore=["brain"]).count("brain") == 0
+
+
+def test_awcl_pairs_keys_and_batches(ds) -> None:
+    idx = FrameIndex.from_dataset(ds, "coarse")
+    s = AnatomySampler(idx, batch_size=16, ratio=1.0, group=4, seed=3)
+    batches = s.epoch_batches(0)
+    assert len(batches) == len(s) == 120 // 16
+    met = total = 0
+    for batch in batches:
+        keys = Counter(it[3] for it in batch if it[3] >= 0)
+        for a, b, c, key, _, _ in batch:
+            assert c == -1
+            if idx.label[a] >= 0:
+                assert key == idx.label[a] and b != a and idx.label[b] == key  # another frame, same anatomy
+                total += 1
+                met += keys[key] > 1
+            else:
+                assert key == -1 and b == a  # unlabelled: second augmentation of itself
+    # grouping: labelled anchors meet other samples of their class far more often than chance
+    assert total > 0 and met / total > 0.9
+    # partners come from other scans too
+    other_scan = [idx.video[a] != idx.video[b] for bt in batches for a, b, _, k, _, _ in bt if k >= 0]
+    assert any(other_scan)
+
+
+def test_anatomy_ratio_and_fine(ds) -> None:
+    idx = FrameIndex.from_dataset(ds, "fine")
+    n_lab = int((idx.label >= 0).sum())
+    assert idx.classes == ["3VT", "4CH", "TV"]
+    kept = [
+        sum(it[3] >= 0 for bt in AnatomySampler(idx, 8, ratio=r, seed=1).epoch_batches(e) for it in bt)
+        for r in (0.0, 0.5)
+        for e in range(4)
+    ]
+    assert kept[:4] == [0, 0, 0, 0]
+    assert 0.3 * n_lab < np.mean(kept[4:]) < 0.7 * n_lab
+    with pytest.raises(AwclError):
+        AnatomySampler(idx, 8, ratio=1.5)
+
+
+def test_epoch_seeded_and_sharded(ds) -> None:
+    idx = FrameIndex.from_dataset(ds)
+    one = AnatomySampler(idx, 16, ratio=0.5, seed=5)
+    assert one.epoch_batches(2) == one.epoch_batches(2)
+    assert one.epoch_batches(2) != one.epoch_batches(3)
+    r0 = AnatomySampler(idx, 8, ratio=0.5, seed=5, world_size=2, rank=0).epoch_batches(2)
+    r1 = AnatomySampler(idx, 8, ratio=0.5, seed=5, world_size=2, rank=1).epoch_batches(2)
+    assert [a + b for a, b in zip(r0, r1)] == one.epoch_batches(2)
+    with pytest.raises(AwclError, match="fewer than one batch"):
+        InstanceSampler(idx, 200)
+
+
+def test_clpi_uscl_supervised(ds) -> None:
+    idx = FrameIndex.from_dataset(ds)
+    for bt in ScanSampler(idx, 16, by="video", seed=0).epoch_batches(0):
+        for a, b, _, key, _, _ in bt:
+            assert idx.video[a] == idx.video[b] == key and a != b
+    for bt in ScanSampler(idx, 16, by="patient", seed=0).epoch_batches(0):
+        for a, b, _, key, _, _ in bt:
+            assert idx.patient[a] == idx.patient[b] == key
+    for bt in VideoMixSampler(idx, 16, seed=0).epoch_batches(0):
+        for a, b, c, key, label, _ in bt:
+            assert idx.video[a] == idx.video[b] == idx.video[c] and key == -1
+            assert label == -1 or label == idx.label[b]
+    sup = LabelledSampler(idx, 4, seed=0).epoch_batches(0)
+    assert all(idx.label[it[0]] >= 0 and it[4] == idx.label[it[0]] for bt in sup for it in bt)
+
+
+def test_augment_shapes_determinism_and_views(ds) -> None:
+    aug = Augment(AugmentConfig(size=(24, 32), blur=0.5))
+    f = np.asarray(ds.frames[0])
+    a = aug(f, np.random.default_rng(1))
+    assert a.shape == (24, 32) and a.dtype == np.uint8
+    assert np.array_equal(a, aug(f, np.random.default_rng(1)))
+    big = Augment(AugmentConfig(size=(64, 80)))(f, np.random.default_rng(2))  # upsizing works
+    assert big.shape == (64, 80)
+    views = PairViews(str(Path(ds.root) / "frames.npy"), aug)
+    batch = collate_views([views[(0, 5, -1, 1, 1, 7)], views[(2, 1, 3, -1, -1, 8)]])
+    assert batch["x1"].shape == batch["x2"].shape == (2, 24, 32)
+    assert batch["key"].tolist() == [1, -1]
+    assert parse_size("112x144") == (112, 144)
+    with pytest.raises(ValueError):
+        parse_size("112")
