@@ -214,11 +214,15 @@ def test_uid_named_dicom_is_pseudonymised(tmp_path: Path):
     src.mkdir()
     uid = "1.2.840.113619.2.55.3.6046"
     _write_dicom(src / uid, np.stack([_scene(t) for t in range(3)]), patient_id=None)  # no suffix
+    broken = "1.2.840.113619.2.55.3.7777"  # DICOM magic, then garbage: a counted skip
+    (src / f"{broken}.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage" * 8)
     ds = open_dataset(prepare_videos(src, tmp_path / "out", every=1, size=SIZE))
     assert len(ds) == 3
     assert ds.manifest["video_id"].iloc[0] == ds.manifest["patient_id"].iloc[0] == anonymize(uid)
+    assert [s["file"] for s in ds.meta["skipped"]] == [anonymize(f"{broken}.dcm") + ".dcm"]
     for f in (tmp_path / "out").rglob("*"):
-        assert uid.encode() not in f.read_bytes() and b"Janeqwerty" not in f.read_bytes()
+        data = f.read_bytes()
+        assert uid.encode() not in data and broken.encode() not in data and b"Janeqwerty" not in data
 
 
 def test_prepare_videos_is_deterministic(video_folder: Path, tmp_path: Path):
@@ -379,11 +383,28 @@ def test_prepare_images_bad_tables(image_folder, tmp_path: Path):
         prepare_images(src, tmp_path / "o", **{**kw, "fine_col": "Plane_x"})
     with pytest.raises(DataError, match="no column"):
         prepare_images(src, tmp_path / "o", **{**kw, "sep": ","})  # wrong separator
+    latin = tmp_path / "latin.csv"  # a spreadsheet export in cp1252, not UTF-8
+    latin.write_bytes("Image_name;Patient_num;Plane;Sub_plane\ng8.png;P1;;Fémur\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"latin\.csv: not UTF-8"):
+        prepare_images(src, tmp_path / "o", **{**kw, "labels": latin})
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("Image_name;Patient_num;Plane;Sub_plane\n")
+    with pytest.raises(DataError, match=r"header\.csv: label table has no rows"):
+        prepare_images(src, tmp_path / "o", **{**kw, "labels": header_only})
     empty = tmp_path / "nothing"
     empty.mkdir()
     with pytest.raises(DataError, match="no image files"):
         prepare_images(empty, tmp_path / "o", **kw)
     assert not (tmp_path / "o").exists()
+
+
+def test_prepare_images_table_with_byte_order_mark(image_folder, tmp_path: Path):
+    """Excel's "CSV UTF-8" starts with a BOM, which must not hide the first column's name."""
+    src, table, mapping = image_folder
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    ds = open_dataset(prepare_images(src, tmp_path / "o", **{**_img_kwargs(table, mapping), "labels": bom}))
+    assert sorted(ds.manifest["file"]) == ["g16.png", "g8.png", "pal.png", "rgba.png"]
 
 
 def test_cli_prepare_images_and_error(image_folder, tmp_path: Path, capsys):
@@ -402,6 +423,13 @@ def test_cli_prepare_images_and_error(image_folder, tmp_path: Path, capsys):
     rc = awcl_main(["prepare", "videos", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("awcl: error:") and "nope" in err and "Traceback" not in err
+    # --out at an existing folder that is not a prepared dataset: refused, folder untouched
+    rc = awcl_main(
+        ["prepare", "images", str(src), "--labels", str(table), "--sep", ";",
+         "--path-col", "Image_name", "--out", str(src)]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "not a prepared dataset" in err and (src / "g8.png").is_file()
 
 
 # ---------------------------------------------------------------------------- real POCUS

@@ -153,6 +153,12 @@ def test_hc18_cli_limit(tmp_path, capsys):
     assert len(open_dataset(tmp_path / "o")) == 2
     assert main(["prepare", "hc18", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")]) == 2
     assert "source folder not found" in capsys.readouterr().err
+    # a negative --limit would silently drop the last rows (head(-3)): a usage error instead
+    for bad in (["--limit", "-3"], ["--size", "2x2"], ["--size", "big"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["prepare", "hc18", str(src), "--out", str(tmp_path / "o3"), *bad])
+        assert exc.value.code == 2 and bad[0] in capsys.readouterr().err
+    assert not (tmp_path / "o3").exists()
 
 
 # ============================================================================ POCUS (real)

@@ -57,12 +57,6 @@ def test_round_trip(tmp_path):
     assert "6 frames" in summarize(ds)
 
 
-def test_no_names_reach_the_manifest(tmp_path):
-    out = _write(tmp_path / "ds")
-    text = (out / "manifest.csv").read_text() + (out / "dataset.json").read_text()
-    assert "Jane" not in text and "Doe" not in text
-
-
 def test_failed_write_leaves_nothing_and_keeps_old(tmp_path):
     out = _write(tmp_path / "ds")
     before = (out / "manifest.csv").read_bytes()
@@ -107,3 +101,50 @@ def test_anonymize_is_stable_and_opaque():
     assert anonymize("DOE^JANE") == anonymize("DOE^JANE")
     assert anonymize("DOE^JANE") != anonymize("DOE^JOHN")
     assert "JANE" not in anonymize("DOE^JANE")
+
+
+def test_open_reports_damaged_files_as_data_errors(tmp_path):
+    out = _write(tmp_path / "ds")
+    (out / "frames.npy").write_bytes((out / "frames.npy").read_bytes()[:100])  # truncated
+    with pytest.raises(DataError, match=r"frames\.npy"):
+        open_dataset(out)
+    (out / "frames.npy").unlink()
+    with pytest.raises(DataError, match=r"frames\.npy"):
+        open_dataset(out)
+    (out / "manifest.csv").unlink()
+    with pytest.raises(DataError, match=r"manifest\.csv"):
+        open_dataset(out)
+    (out / "dataset.json").write_text("{")
+    with pytest.raises(DataError, match=r"dataset\.json"):
+        open_dataset(out)
+
+
+def test_writer_never_replaces_what_is_not_a_dataset(tmp_path):
+    precious = tmp_path / "docs"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    with pytest.raises(DataError, match="not a prepared dataset"):
+        _write(precious)
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(DataError, match="not a prepared dataset"):
+        _write(a_file)
+    assert a_file.read_text() == "x"
+    # an output below a plain file cannot be created: one DataError, nothing left behind
+    with pytest.raises(DataError, match=r"notes\.txt"):
+        _write(a_file / "ds")
+    # an empty folder and an existing dataset are replaced
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(open_dataset(_write(empty, n=2))) == 2
+    assert len(open_dataset(_write(empty, n=3))) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "empty", "notes.txt"]
+
+
+def test_summarize_counts_per_label_video_and_patient(tmp_path):
+    text = summarize(open_dataset(_write(tmp_path / "ds")))
+    # 3 labelled frames (i = 1, 3, 5) from videos v1, v0, v2 and one patient (i % 2 == 1)
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("heart"))
+    assert line.split()[1:] == ["3", "/", "3", "/", "1"]
+    assert "3 videos, 2 patients, 1 masks" in text

@@ -160,7 +160,9 @@ def load_mapping(path: str | os.PathLike) -> dict[str, str]:
         import yaml
 
         try:
-            data = yaml.safe_load(p.read_text())
+            data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError:
+            raise DataError(f"{p}: not UTF-8 text (save the file as UTF-8)") from None
         except yaml.YAMLError as err:
             raise DataError(f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
         if not isinstance(data, dict):
@@ -173,8 +175,12 @@ def load_mapping(path: str | os.PathLike) -> dict[str, str]:
                 mapping[str(key)] = str(value)
     else:
         try:
-            df = pd.read_csv(p, sep=None, engine="python", dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            df = pd.read_csv(
+                p, sep=None, engine="python", dtype=str, keep_default_na=False, encoding="utf-8-sig"
+            )
+        except UnicodeDecodeError:
+            raise DataError(f"{p}: not UTF-8 text (save the table as UTF-8)") from None
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
             raise DataError(f"{p}: not a readable mapping table ({err})") from None
         if df.shape[1] < 2:
             raise DataError(f"{p}: mapping table needs two columns (fine, coarse)")
@@ -204,8 +210,13 @@ class LabelTable:
         if not p.is_file():
             raise DataError(f"{p}: label table not found")
         try:
-            df = pd.read_csv(p, sep=self.sep, dtype=str, keep_default_na=False, engine="python")
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            # utf-8-sig: spreadsheet programs put a byte-order mark before the first header.
+            df = pd.read_csv(
+                p, sep=self.sep, dtype=str, keep_default_na=False, engine="python", encoding="utf-8-sig"
+            )
+        except UnicodeDecodeError:
+            raise DataError(f"{p}: not UTF-8 text (save the table as UTF-8)") from None
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, re.error) as err:
             raise DataError(f"{p}: not a readable table with separator {self.sep!r} ({err})") from None
         # Headers with stray spaces ("Train ") are common in released tables: match stripped.
         by_stripped = {c.strip(): c for c in df.columns}
@@ -359,7 +370,7 @@ def prepare_videos(
                 dicom = sniff(path) == "dicom"
                 pid = dicom_metadata(path)["patient_id"] if dicom else None
             except DataError as err:
-                _skip(writer, st, _shown(rel), _strip_file(str(err), str(path)))
+                _skip(writer, st, _shown(rel), _skip_reason(err, path, rel))
                 continue
             row = labels.get(rel, {})
             shown = _shown(rel)
@@ -395,6 +406,16 @@ def _shown(rel: str) -> str:
     if _UID.match(p.name):
         return anonymize(rel)
     return anonymize(rel) + p.suffix if _UID.match(p.stem) else rel
+
+
+def _skip_reason(err: DataError, path: Path, rel: str) -> str:
+    """The error without its leading file name; a UID-named file stays pseudonymised even
+    where a decoder repeats its path inside the message."""
+    reason = _strip_file(str(err), str(path))
+    shown = _shown(rel)
+    if shown != rel:
+        reason = reason.replace(str(path), shown).replace(path.name, Path(shown).name)
+    return reason
 
 
 def _crop_desc(spec: CropSpec) -> str:
@@ -491,7 +512,7 @@ def prepare_images(
             try:
                 image = load_still(row["path"])
             except DataError as err:
-                _skip(writer, st, rel, _strip_file(str(err), str(row["path"])))
+                _skip(writer, st, _shown(rel), _skip_reason(err, Path(row["path"]), rel))
                 continue
             box = _region(image[None], crop)
             if _shown(rel) != rel:
@@ -610,7 +631,8 @@ def cli_type(parse):
     return convert
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts that must be >= 1 (``--every``, ``--limit``)."""
     try:
         v = int(text)
     except ValueError:
@@ -629,7 +651,7 @@ def register_prepare(sub: argparse._SubParsersAction) -> None:
         "ultrasound region, resize and write a prepared dataset.",
     )
     _add_common(pv)
-    pv.add_argument("--every", type=_positive_int, default=8, help="keep every k-th frame (default 8)")
+    pv.add_argument("--every", type=positive_int, default=8, help="keep every k-th frame (default 8)")
     pv.add_argument("--labels", default=None, help="optional table of per-video labels")
     pv.set_defaults(func=_run_videos)
 

@@ -36,6 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from awcl.data.ingest import cli_type
+from awcl.data.ingest import parse_size as _parse_hw
 from awcl.data.store import DatasetWriter
 from awcl.errors import AwclError
 
@@ -752,7 +754,10 @@ def make_phantom_videos(
         raise AwclError(f"phantom: video size must be even, got {h}x{w}")
     render_cfg = replace(cfg, text=False) if screen else cfg
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AwclError(f"{out_dir}: cannot create the output folder ({err.strerror or err})") from None
     paths = []
     for index, (patient, visit, fetus) in enumerate(_scan_roster(cfg)):
         plan = _plan_scan(cfg, index, patient, visit, fetus)
@@ -781,14 +786,6 @@ def make_phantom_videos(
 
 
 # ---------------------------------------------------------------------------- CLI
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 224x288 (HxW), not {text!r}") from None
-    return h, w
-
-
 def _handler(args: argparse.Namespace) -> int:
     cfg = PhantomConfig(
         seed=args.seed,
@@ -825,7 +822,7 @@ def register_prepare(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--scans", type=int, default=d.scans, help=f"number of scans/videos (default {d.scans})")
     p.add_argument("--frames-per-scan", type=int, default=d.frames_per_scan, help=f"frames per sweep (default {d.frames_per_scan})")
-    p.add_argument("--size", type=_parse_size, default=d.size, help="frame size HxW (default 224x288)")
+    p.add_argument("--size", type=cli_type(_parse_hw), default=d.size, help="frame size HxW (default 224x288)")
     p.add_argument("--labelled-fraction", type=float, default=d.labelled_fraction, help=f"share of labelled frames (default {d.labelled_fraction})")
     p.add_argument("--second-scan-fraction", type=float, default=d.second_scan_fraction, help=f"share of scans that are a patient's second scan (default {d.second_scan_fraction})")
     p.add_argument("--masks", choices=["all", "brain", "none"], default=d.masks, help="head masks for every frame (all-zero without a head), brain frames only, or none (default all)")

@@ -136,14 +136,31 @@ class PreparedDataset:
         return {int(k): v for k, v in self.meta.get("mask_classes", {}).items()}
 
 
+def _load_array(path: Path) -> np.ndarray:
+    """Memory-map a uint8 [N, H, W] .npy of a prepared dataset (DataError if missing/corrupt)."""
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: missing or not a readable array ({err.__class__.__name__})") from None
+    if arr.ndim != 3 or arr.dtype != np.uint8:
+        raise DataError(f"{path}: expected uint8 [N, H, W], found {arr.dtype} {tuple(arr.shape)}")
+    return arr
+
+
 def read_manifest(path: Path) -> pd.DataFrame:
     """Read a manifest CSV with stable dtypes: ids as strings, labels <NA> where empty."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: missing or unreadable manifest ({err.__class__.__name__})") from None
     for col in MANIFEST_COLUMNS:
         if col not in df.columns:
             raise DataError(f"{path}: manifest lacks column {col!r}")
-    df["frame_index"] = df["frame_index"].astype("int64")
-    df["mask_index"] = df["mask_index"].astype("int64")
+    try:
+        df["frame_index"] = df["frame_index"].astype("int64")
+        df["mask_index"] = df["mask_index"].astype("int64")
+    except ValueError:
+        raise DataError(f"{path}: frame_index / mask_index must be integers") from None
     for col in LABEL_COLUMNS:
         df[col] = df[col].replace("", pd.NA).astype("string")
     for col in df.columns:
@@ -161,18 +178,24 @@ def open_dataset(path: str | os.PathLike) -> PreparedDataset:
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
         raise DataError(f"{root}: not a prepared dataset (no dataset.json); run `awcl prepare` first")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise DataError(f"{meta_path}: unknown format {meta.get('format')!r} (expected {FORMAT})")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{meta_path}: unreadable ({err.__class__.__name__}: {err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise DataError(f"{meta_path}: unknown format {got!r} (expected {FORMAT})")
     manifest = read_manifest(root / "manifest.csv")
-    frames = np.load(root / "frames.npy", mmap_mode="r")
-    masks = np.load(root / "masks.npy", mmap_mode="r") if (root / "masks.npy").exists() else None
-    if frames.ndim != 3 or len(frames) != len(manifest):
+    frames = _load_array(root / "frames.npy")
+    masks = _load_array(root / "masks.npy") if (root / "masks.npy").exists() else None
+    if len(frames) != len(manifest):
         raise DataError(
             f"{root}: frames.npy holds {len(frames)} frames but manifest.csv has {len(manifest)} rows"
         )
-    if masks is not None and int(manifest["mask_index"].max()) >= len(masks):
+    if masks is not None and int(manifest["mask_index"].to_numpy().max(initial=-1)) >= len(masks):
         raise DataError(f"{root}: manifest mask_index points past masks.npy")
+    if masks is not None and masks.shape[1:] != frames.shape[1:]:
+        raise DataError(f"{root}: masks.npy is {masks.shape[1:]} but frames.npy is {frames.shape[1:]}")
     return PreparedDataset(root=root, manifest=manifest, frames=frames, masks=masks, meta=meta)
 
 
@@ -207,12 +230,25 @@ class DatasetWriter:
         self._masks: _ArrayAppender | None = None
 
     def __enter__(self) -> DatasetWriter:
-        if self.out.exists() and not self.overwrite:
-            raise DataError(f"{self.out}: already exists (pass overwrite to replace it)")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.out.parent / f".{self.out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        self._tmp.mkdir()
-        self._frames = _ArrayAppender(self._tmp / "frames.npy", self.size)
+        if self.out.exists() or self.out.is_symlink():
+            if not self.overwrite:
+                raise DataError(f"{self.out}: already exists (pass overwrite to replace it)")
+            # Replacing deletes the old directory: only ever do that to a prepared dataset
+            # (or an empty folder), never to a folder the user pointed --out at by mistake.
+            if not _replaceable(self.out):
+                raise DataError(
+                    f"{self.out}: exists and is not a prepared dataset; refusing to replace it "
+                    "(choose another output or remove it)"
+                )
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.out.parent / f".{self.out.name}.tmp-{uuid.uuid4().hex[:8]}"
+            self._tmp.mkdir()
+            self._frames = _ArrayAppender(self._tmp / "frames.npy", self.size)
+        except OSError as err:
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+            raise DataError(f"{self.out}: cannot write the dataset here ({_os_reason(err)})") from None
         return self
 
     def skip(self, file: str | os.PathLike, reason: str) -> None:
@@ -258,45 +294,65 @@ class DatasetWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._tmp is not None
         try:
-            if self._frames is not None:
-                self._frames.close()
-            if self._masks is not None:
-                self._masks.close()
-            if exc_type is not None:
-                return
-            if not self.rows:
-                raise DataError(
-                    f"{self.out}: no frames were prepared"
-                    + (f" ({len(self.skipped)} inputs skipped)" if self.skipped else "")
-                )
-            df = pd.DataFrame(self.rows)
-            extras = [c for c in df.columns if c not in MANIFEST_COLUMNS]
-            df = df[MANIFEST_COLUMNS + extras]
-            if df["frame_id"].duplicated().any():
-                dup = df.loc[df["frame_id"].duplicated(), "frame_id"].iloc[0]
-                raise DataError(f"{self.out}: duplicate frame_id {dup!r}")
-            df.to_csv(self._tmp / "manifest.csv", index=False)
-            meta = {
-                "format": FORMAT,
-                **self.meta,
-                "height": self.size[0],
-                "width": self.size[1],
-                "num_frames": len(df),
-                "num_masks": self._masks.count if self._masks else 0,
-                "skipped": self.skipped,
-            }
-            (self._tmp / "dataset.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-            if self.out.exists():
-                old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
-                self.out.rename(old)
-                self._tmp.rename(self.out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                self._tmp.rename(self.out)
-            self._tmp = None
+            self._finish(exc)
+        except OSError as err:  # disk full, permissions: one line, not a traceback
+            raise DataError(f"{self.out}: dataset not written: {_os_reason(err)}") from None
         finally:
             if self._tmp is not None and self._tmp.exists():
                 shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        assert self._tmp is not None
+        if self._frames is not None:
+            self._frames.close()
+        if self._masks is not None:
+            self._masks.close()
+        if exc is not None:
+            if isinstance(exc, OSError):
+                raise exc
+            return
+        if not self.rows:
+            raise DataError(
+                f"{self.out}: no frames were prepared"
+                + (f" ({len(self.skipped)} inputs skipped)" if self.skipped else "")
+            )
+        df = pd.DataFrame(self.rows)
+        extras = [c for c in df.columns if c not in MANIFEST_COLUMNS]
+        df = df[MANIFEST_COLUMNS + extras]
+        if df["frame_id"].duplicated().any():
+            dup = df.loc[df["frame_id"].duplicated(), "frame_id"].iloc[0]
+            raise DataError(f"{self.out}: duplicate frame_id {dup!r}")
+        df.to_csv(self._tmp / "manifest.csv", index=False)
+        meta = {
+            "format": FORMAT,
+            **self.meta,
+            "height": self.size[0],
+            "width": self.size[1],
+            "num_frames": len(df),
+            "num_masks": self._masks.count if self._masks else 0,
+            "skipped": self.skipped,
+        }
+        (self._tmp / "dataset.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if self.out.exists():
+            old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
+            self.out.rename(old)
+            self._tmp.rename(self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            self._tmp.rename(self.out)
+        self._tmp = None
+
+
+def _replaceable(path: Path) -> bool:
+    """A prepared dataset or an empty directory may be replaced by a new prepare run."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return (path / "dataset.json").is_file() or not any(path.iterdir())
+
+
+def _os_reason(err: OSError) -> str:
+    where = f" ({err.filename})" if err.filename else ""
+    return f"{err.strerror or err}{where}"
 
 
 def summarize(ds: PreparedDataset) -> str:
@@ -311,10 +367,11 @@ def summarize(ds: PreparedDataset) -> str:
         lines.append(f"skipped inputs at prepare time: {len(ds.meta['skipped'])}")
     for col in LABEL_COLUMNS:
         counts = m[col].fillna("<unlabelled>").value_counts().sort_index()
-        lines.append(f"{col} (frames / videos):")
-        vids = m.assign(_l=m[col].fillna("<unlabelled>")).groupby("_l")["video_id"].nunique()
+        lines.append(f"{col} (frames / videos / patients):")
+        groups = m.assign(_l=m[col].fillna("<unlabelled>")).groupby("_l")
+        vids, pats = groups["video_id"].nunique(), groups["patient_id"].nunique()
         for name, n in counts.items():
-            lines.append(f"  {name:<28} {n:>8} / {vids[name]:>5}")
+            lines.append(f"  {name:<28} {n:>8} / {vids[name]:>5} / {pats[name]:>5}")
     if "split" in m.columns:
         lines.append("split: " + ", ".join(f"{k}={v}" for k, v in m["split"].value_counts().items()))
     per_video = m.groupby("video_id").size()

@@ -46,8 +46,11 @@ def sniff(path: str | os.PathLike) -> str:
     size = p.stat().st_size
     if size == 0:
         raise DataError(f"{p}: empty file (0 bytes)")
-    with open(p, "rb") as fh:
-        head = fh.read(512)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(512)
+    except OSError as err:
+        raise DataError(f"{p}: cannot read ({err.strerror or err})") from None
     if len(head) >= 132 and head[128:132] == b"DICM":
         return "dicom"
     if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"):

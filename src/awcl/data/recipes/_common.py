@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from awcl.data import download
+from awcl.data.ingest import cli_type, positive_int
+from awcl.data.ingest import parse_size as _parse_size
 from awcl.data.store import DEFAULT_SIZE
 from awcl.errors import DataError
 
@@ -30,15 +32,8 @@ class ReleaseFile:
     extract: bool = True  # archives are unpacked; plain files (a CSV) are kept as they are
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"224x288"`` -> (224, 288) as (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 224x288, not {text!r}") from None
-    if h < 8 or w < 8:
-        raise argparse.ArgumentTypeError(f"size {text!r} is too small (minimum 8x8)")
-    return h, w
+# The one HxW parser of the data layer, as an argparse type (usage error, exit 2).
+parse_size = cli_type(_parse_size)
 
 
 def find_release_root(src: str | os.PathLike, is_root: Callable[[Path], bool], what: str) -> Path:
@@ -98,7 +93,7 @@ def add_common_args(p: argparse.ArgumentParser, default_cache: str) -> None:
         help="download cache folder (default ~/.cache/awcl/<recipe>, or $AWCL_CACHE/<recipe>)",
     )
     p.add_argument("--url", default=None, help="download from this URL instead of the public one")
-    p.add_argument("--limit", type=int, default=None, help="prepare only the first N items (testing)")
+    p.add_argument("--limit", type=positive_int, default=None, help="prepare only the first N items (testing)")
 
 
 def source_from_args(args: argparse.Namespace, files: Sequence[ReleaseFile]) -> Path:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from awcl.data.crop import crop, detect_region
 from awcl.data.imageio import resize
+from awcl.data.ingest import positive_int
 from awcl.data.recipes._common import (
     ReleaseFile,
     add_common_args,
@@ -224,6 +225,6 @@ def _cli(args: argparse.Namespace) -> int:
 def register_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pocus", help="POCUS lung ultrasound videos and images, class per file")
     add_common_args(p, "pocus")
-    p.add_argument("--every", type=int, default=8, help="keep every k-th video frame (default 8)")
+    p.add_argument("--every", type=positive_int, default=8, help="keep every k-th video frame (default 8)")
     p.add_argument("--no-images", action="store_true", help="skip pocus_images/ (videos only)")
     p.set_defaults(func=_cli)
