@@ -1,0 +1,127 @@
+"""The real executors of a study: prepare data, pretrain, fine-tune and embed through the
+public APIs of ``awcl.data``, ``awcl.train`` and ``awcl.evaluate``.
+
+Each function has the :data:`awcl.study.runner.RunFn` shape ``fn(run, inputs) -> dict``: it
+writes into ``run.output`` and returns a JSON-able summary stored in the run's DONE record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+from awcl.errors import AwclError
+from awcl.study.runner import Executors, Run
+
+
+def _build(cls: type, values: dict[str, Any], what: str) -> Any:
+    """``cls(**values)`` with a clear error for keys ``cls`` does not have."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise AwclError(f"{what}: unknown setting {unknown[0]!r} (allowed: {', '.join(sorted(names))})")
+    return cls(**values)
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    """YAML gives lists; the configs want (H, W) tuples."""
+    return {k: tuple(v) if k == "size" and isinstance(v, list) else v for k, v in d.items()}
+
+
+def prepare_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
+    from awcl.data.store import open_dataset
+
+    c = run.config
+    recipe, params = c["recipe"], _tuples(dict(c.get("params") or {}))
+    if recipe == "phantom":
+        from awcl.data.phantom import PhantomConfig, make_phantom
+
+        make_phantom(run.output, _build(PhantomConfig, params, "phantom params"))
+    elif recipe == "pocus":
+        from awcl.data.recipes.pocus import PocusConfig, prepare_pocus
+
+        prepare_pocus(c["src"], run.output, _build(PocusConfig, params, "pocus params"))
+    elif recipe == "hc18":
+        from awcl.data.recipes.hc18 import HC18Config, prepare_hc18
+
+        prepare_hc18(c["src"], run.output, _build(HC18Config, params, "hc18 params"))
+    else:  # config validation lists the recipes; this is a guard for new ones
+        raise AwclError(f"unknown recipe {recipe!r}")
+    return {"frames": len(open_dataset(run.output))}
+
+
+def _data_path(run: Run, inputs: dict[str, Path | str]) -> str:
+    return str(inputs["data"]) if "data" in inputs else str(run.config["data"])
+
+
+def _init(run: Run, inputs: dict[str, Path | str]) -> str:
+    return str(inputs["init"]) if "init" in inputs else str(run.config.get("init", "random"))
+
+
+def finetune_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
+    from awcl.evaluate.finetune import FinetuneConfig, finetune
+
+    c = dict(run.config)
+    known = {"task", "protocol", "head", "preset", "epochs", "folds", "classes", "seed"}
+    values: dict[str, Any] = {k: c[k] for k in known if c.get(k) is not None}
+    values["label"] = c.get("granularity", "coarse")
+    for k, v in c.items():  # task ``extra:`` settings (size, max_per_video, label, ...)
+        if k not in known | {"granularity", "data", "init"}:
+            values[k] = v
+    values = _tuples(values)
+    cfg = _build(FinetuneConfig, {"data": _data_path(run, inputs), "out": str(run.output),
+                                  "init": _init(run, inputs), **values}, f"task {run.name}")  # fmt: skip
+    metrics = finetune(cfg)
+    keep = ("task", "protocol", "classes", "num_frames", "folds", "mean", "std", "warnings")
+    return {k: metrics[k] for k in keep if k in metrics}
+
+
+def pretrain_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
+    import json
+
+    from awcl.data.store import open_dataset
+    from awcl.train.pretrain import PretrainConfig, pretrain
+
+    data = _data_path(run, inputs)
+    values = _tuples({k: v for k, v in run.config.items() if v is not None and k != "data"})
+    values.setdefault("size", open_dataset(data).size)  # default: the prepared frame size
+    values.setdefault("progress", False)  # the study draws its own progress bar
+    # In one long-lived process (many runs, tqdm's monitor thread, TensorBoard writer threads)
+    # a fork()ed DataLoader worker can inherit a held lock and hang forever (seen here on the
+    # second run of a study). Augment in the main process unless the config asks otherwise.
+    values.setdefault("num_workers", 0)
+    cfg = _build(PretrainConfig, {"data": data, "out": str(run.output), **values},
+                 f"pretrain {run.name}")  # fmt: skip
+    out = Path(pretrain(cfg))
+    # Per-epoch Lightning checkpoints (~130 MB each with the optimiser state) are only needed
+    # to resume *inside* a run; the study resumes between runs and keeps encoder.pt.
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    result: dict[str, Any] = {}
+    summary = out / "summary.json"
+    if summary.is_file():
+        s = json.loads(summary.read_text())
+        keep = ("final_loss", "img_per_s", "knn_acc", "epochs", "steps", "labelled_frames", "frames")
+        result = {k: s[k] for k in keep if k in s}
+    return result
+
+
+def embed_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
+    from awcl.evaluate.embed import EmbedConfig, embed
+
+    c = run.config
+    cfg = EmbedConfig(
+        data=_data_path(run, inputs),
+        out=str(run.output),
+        init=_init(run, inputs),
+        label=c.get("granularity", "coarse"),
+        max_frames=c.get("max_samples", 500),
+        seed=c.get("seed", 0),
+    )
+    res = embed(cfg)
+    return {k: res[k] for k in ("num_frames", "plots") if k in res}
+
+
+def real_executors() -> Executors:
+    return Executors(data=prepare_data, pretrain=pretrain_run, finetune=finetune_run, embed=embed_run)

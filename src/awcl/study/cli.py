@@ -1,0 +1,104 @@
+"""``awcl study CONFIG --out DIR``, ``awcl report DIR`` and ``awcl demo``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+
+from awcl.study.config import load_config
+from awcl.study.demo import DEFAULT_OUT, run_demo
+from awcl.study.report import summary_text, write_report
+from awcl.study.runner import run_study
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool) -> Iterator[None]:
+    """Keep per-step INFO logs of the runs out of the progress bar unless -v was given; route
+    the remaining log lines through tqdm so they do not break the bar."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    if verbose:
+        with logging_redirect_tqdm():
+            yield
+        return
+    names = ("awcl", "lightning", "lightning.pytorch", "lightning.fabric")
+    old = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            # library deprecation/perf hints from inside the runs would break the bar
+            warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
+            warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+            with logging_redirect_tqdm():
+                yield
+    finally:
+        for n, lvl in old.items():
+            logging.getLogger(n).setLevel(lvl)
+
+
+def _finish(out: str, t0: float) -> None:
+    files = write_report(out)
+    print(summary_text(out))
+    print(f"\nreport: {files.html.resolve()}")
+    print(f"        {files.markdown.resolve()}  (results: {files.csv.name})")
+    print(f"total time: {time.perf_counter() - t0:.0f} s")
+
+
+def _study(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    cfg = load_config(args.config, args.set)
+    with _quiet(getattr(args, "verbose", False)):
+        run_study(cfg, args.out, progress=not args.no_progress)
+    _finish(args.out, t0)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    files = write_report(args.dir)
+    print(f"report: {files.html.resolve()}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    with _quiet(getattr(args, "verbose", False)):
+        run_demo(args.out, fast=args.fast, overrides=args.set, progress=not args.no_progress)
+    _finish(args.out, t0)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study",
+        help="run a grid of pretraining + downstream runs (cached, resumable) and write a report",
+        description="Run every pretraining and downstream run of a study config once (finished "
+        "runs are cached under OUT/runs and skipped on a re-run), then write OUT/report.html, "
+        "OUT/report.md and OUT/results.csv. CONFIG is a YAML file or a shipped name "
+        "(demo, pocus, hc18).",
+    )
+    p.add_argument("config", help="study YAML file, or demo | pocus | hc18")
+    p.add_argument("--out", required=True, help="study directory (created; re-use it to resume)")
+    p.add_argument("--set", action="append", default=[], metavar="K=V",
+                   help="set a variable (data_root=../shared/data) or a key (pretrain.epochs=5, "
+                   "tasks.0.epochs=70); repeatable")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_study)
+
+    r = sub.add_parser("report", help="(re)write the report of a study directory")
+    r.add_argument("dir", help="study directory written by `awcl study` or `awcl demo`")
+    r.set_defaults(func=_report)
+
+    d = sub.add_parser(
+        "demo",
+        help="build the phantom, run a small study on it and write the report (minutes on a CPU)",
+    )
+    d.add_argument("--out", default=DEFAULT_OUT, help=f"study directory (default: {DEFAULT_OUT})")
+    d.add_argument("--fast", action="store_true", help="a smaller smoke version (tiny frames, 1 epoch)")
+    d.add_argument("--set", action="append", default=[], metavar="K=V", help="override a demo setting")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=_demo)

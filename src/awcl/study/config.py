@@ -1,0 +1,428 @@
+"""Study configuration: a YAML file naming the data, the methods, the sweep and the tasks.
+
+A study config is read in three steps: YAML -> ``${var}`` substitution (variables from the
+file's ``vars:`` block, overridden by ``--set name=value``) -> dataclasses validated here.
+Every problem raises :class:`~awcl.errors.AwclError` with one line naming the file, the key
+and the bad value.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from awcl.errors import AwclError
+
+METHODS = (
+    "random",
+    "imagenet",
+    "supervised-coarse",
+    "supervised-fine",
+    "simclr",
+    "clpi",
+    "uscl",
+    "awcl-coarse",
+    "awcl-fine",
+)
+# Methods that need a pretraining run (random/imagenet are inits only).
+PRETRAINED = tuple(m for m in METHODS if m not in ("random", "imagenet"))
+RECIPES = ("phantom", "pocus", "hc18")
+TASKS = ("classify", "segment")
+PROTOCOLS = ("full", "partial")
+PRETRAIN_DATASET = "pretrain"  # a task's `dataset: pretrain` reuses the pretraining data
+
+TOP_KEYS = frozenset(
+    ("name", "pretrain_data", "methods", "tasks", "pretrain", "anatomy_ratios", "anatomy_ratio",
+     "sweep_tasks", "sweep_methods", "seeds", "imagenet_weights", "embed")
+)  # fmt: skip
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass
+class DatasetSpec:
+    """A prepared dataset directory, or a recipe that prepares one (cached in the study)."""
+
+    path: str | None = None
+    recipe: str | None = None
+    src: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        if self.path:
+            return Path(self.path).name
+        return str(self.recipe)
+
+
+@dataclass
+class PretrainSettings:
+    """Settings shared by every pretraining run (the method fills in the rest).
+
+    ``extra`` is passed through to :class:`awcl.train.pretrain.PretrainConfig` as is.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    size: list[int] | None = None  # [H, W]; None keeps the dataset's size
+    lr: float = 1e-3
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskSpec:
+    """One downstream task: a dataset, classification or segmentation, and its protocols."""
+
+    name: str
+    dataset: DatasetSpec | str  # a DatasetSpec, or "pretrain"
+    task: str = "classify"
+    protocols: list[str] = field(default_factory=lambda: ["full"])
+    head: str | None = None
+    preset: str | None = None
+    epochs: int = 10
+    folds: int = 3
+    classes: list[str] | None = None
+    granularity: str = "coarse"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EmbedSpec:
+    """t-SNE of penultimate features per method, on one task's data (default: the first)."""
+
+    task: str | None = None
+    max_samples: int = 500
+    enabled: bool = True
+
+
+@dataclass
+class StudyConfig:
+    name: str
+    pretrain_data: DatasetSpec
+    methods: list[str]
+    tasks: list[TaskSpec]
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
+    anatomy_ratios: list[float] = field(default_factory=lambda: [0.5])
+    anatomy_ratio: float = 0.5  # the ratio used in the main tables
+    sweep_tasks: list[str] | None = None  # tasks the ratio sweep is evaluated on (None: all)
+    sweep_methods: list[str] | None = None  # awcl methods swept over ratios (None: all listed)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    imagenet_weights: str | None = None
+    embed: EmbedSpec = field(default_factory=EmbedSpec)
+    vars: dict[str, str] = field(default_factory=dict)
+    source: str = ""  # the file it came from (for messages)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("source", None)
+        return d
+
+
+# ------------------------------------------------------------------------- helpers
+class _Ctx:
+    """Carries the file name so every error names the file and the key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def err(self, key: str, msg: str) -> AwclError:
+        return AwclError(f"{self.source}: {key}: {msg}")
+
+    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.err(key, f"expected a mapping, got {type(value).__name__} {value!r}")
+        return value
+
+    def check_keys(self, d: dict[str, Any], key: str, allowed: set[str]) -> None:
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            where = f"{key}.{unknown[0]}" if key else unknown[0]
+            raise self.err(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def integer(self, v: Any, key: str, minimum: int = 0) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise self.err(key, f"expected an integer >= {minimum}, got {v!r}")
+        return int(v)
+
+    def number(self, v: Any, key: str, lo: float | None = None, hi: float | None = None) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self.err(key, f"expected a number, got {v!r}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise self.err(key, f"{v!r} is outside [{lo}, {hi}]")
+        return float(v)
+
+    def string(self, v: Any, key: str) -> str:
+        if not isinstance(v, str) or not v:
+            raise self.err(key, f"expected a non-empty string, got {v!r}")
+        return v
+
+    def choice(self, v: Any, key: str, choices: tuple[str, ...]) -> str:
+        if v not in choices:
+            raise self.err(key, f"{v!r} is not one of {', '.join(choices)}")
+        return str(v)
+
+    def str_list(self, v: Any, key: str) -> list[str]:
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not v:
+            raise self.err(key, f"expected a non-empty list, got {v!r}")
+        return [self.string(x, f"{key}[{i}]") for i, x in enumerate(v)]
+
+
+def substitute(obj: Any, variables: dict[str, str], ctx: _Ctx, key: str = "") -> Any:
+    """Replace ``${name}`` in every string of ``obj``; an unknown name is an error."""
+    if isinstance(obj, dict):
+        return {k: substitute(v, variables, ctx, f"{key}.{k}" if key else str(k)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [substitute(v, variables, ctx, f"{key}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in variables:
+                raise ctx.err(
+                    key, f"${{{name}}} is not defined (add it under vars: or pass --set {name}=...)"
+                )
+            return str(variables[name])
+
+        return _VAR.sub(repl, obj)
+    return obj
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values are YAML scalars/lists (``3``, ``0.5``, ``[a, b]``), else strings."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> dict[str, Any]:
+    """Apply ``--set`` items: ``name=value`` sets a variable (or a top-level key such as
+    ``seeds=[0,1]``), ``a.b=value`` a nested config key (values parsed as YAML)."""
+    raw = copy.deepcopy(raw)
+    variables = dict(ctx.mapping(raw.get("vars"), "vars"))
+    for item in overrides:
+        if "=" not in item:
+            raise AwclError(f"--set {item!r}: expected NAME=VALUE")
+        name, value = item.split("=", 1)
+        name = name.strip()
+        if not name:
+            raise AwclError(f"--set {item!r}: empty name")
+        if "." not in name and (name in variables or name not in TOP_KEYS):
+            variables[name] = value
+            continue
+        node: Any = raw
+        parts = name.split(".")
+        for i, p in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):  # ``tasks.0.epochs=70``
+                if not p.isdigit() or int(p) >= len(node):
+                    raise AwclError(f"--set {item!r}: {p!r} is not an index of a {len(node)}-item list")
+                if last:
+                    node[int(p)] = _parse_value(value)
+                else:
+                    node = node[int(p)]
+            elif isinstance(node, dict):
+                if last:
+                    node[p] = _parse_value(value)
+                else:
+                    node = node.setdefault(p, {})
+            else:
+                raise AwclError(f"--set {item!r}: {'.'.join(parts[:i])!r} is not a mapping or list")
+    raw["vars"] = {k: str(v) for k, v in variables.items()}
+    return raw
+
+
+# ------------------------------------------------------------------------- parsing
+def _dataset(v: Any, key: str, ctx: _Ctx, allow_pretrain: bool = False) -> DatasetSpec | str:
+    if isinstance(v, str):
+        if allow_pretrain and v == PRETRAIN_DATASET:
+            return PRETRAIN_DATASET
+        return DatasetSpec(path=v)
+    d = ctx.mapping(v, key)
+    ctx.check_keys(d, key, {"path", "recipe", "src", "params"})
+    if bool(d.get("path")) == bool(d.get("recipe")):
+        raise ctx.err(key, "give either path: (a prepared dataset) or recipe: (to prepare one)")
+    if d.get("path"):
+        return DatasetSpec(path=ctx.string(d["path"], f"{key}.path"))
+    recipe = ctx.choice(d["recipe"], f"{key}.recipe", RECIPES)
+    src = d.get("src")
+    if recipe != "phantom" and not src:
+        raise ctx.err(f"{key}.src", f"recipe {recipe!r} needs src: (the downloaded data folder)")
+    params = ctx.mapping(d.get("params"), f"{key}.params")
+    return DatasetSpec(
+        recipe=recipe,
+        src=ctx.string(src, f"{key}.src") if src else None,
+        params=dict(params),
+    )
+
+
+def _size(v: Any, key: str, ctx: _Ctx) -> list[int] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) != 2:
+        raise ctx.err(key, f"expected [H, W], got {v!r}")
+    return [ctx.integer(x, f"{key}[{i}]", 8) for i, x in enumerate(v)]
+
+
+def _task(v: Any, key: str, ctx: _Ctx) -> TaskSpec:
+    d = ctx.mapping(v, key)
+    allowed = {
+        "name", "dataset", "task", "protocols", "head", "preset", "epochs", "folds",
+        "classes", "granularity", "extra",
+    }  # fmt: skip
+    ctx.check_keys(d, key, allowed)
+    if "name" not in d:
+        raise ctx.err(f"{key}.name", "missing")
+    if "dataset" not in d:
+        raise ctx.err(f"{key}.dataset", "missing (a path, a recipe mapping, or 'pretrain')")
+    t = TaskSpec(
+        name=ctx.string(d["name"], f"{key}.name"),
+        dataset=_dataset(d["dataset"], f"{key}.dataset", ctx, allow_pretrain=True),
+    )
+    t.task = ctx.choice(d.get("task", t.task), f"{key}.task", TASKS)
+    t.protocols = ctx.str_list(d.get("protocols", t.protocols), f"{key}.protocols")
+    for i, p in enumerate(t.protocols):
+        ctx.choice(p, f"{key}.protocols[{i}]", PROTOCOLS)
+    if len(set(t.protocols)) != len(t.protocols):
+        raise ctx.err(f"{key}.protocols", f"duplicates in {t.protocols}")
+    t.head = ctx.string(d["head"], f"{key}.head") if d.get("head") is not None else None
+    t.preset = ctx.string(d["preset"], f"{key}.preset") if d.get("preset") is not None else None
+    t.epochs = ctx.integer(d.get("epochs", t.epochs), f"{key}.epochs", 1)
+    t.folds = ctx.integer(d.get("folds", t.folds), f"{key}.folds", 2)
+    if d.get("classes") is not None:
+        t.classes = ctx.str_list(d["classes"], f"{key}.classes")
+    t.granularity = ctx.choice(d.get("granularity", t.granularity), f"{key}.granularity", ("coarse", "fine"))
+    t.extra = dict(ctx.mapping(d.get("extra"), f"{key}.extra"))
+    return t
+
+
+def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None = None) -> StudyConfig:
+    """Validate a raw (YAML-loaded) config; ``overrides`` are ``--set`` items."""
+    ctx = _Ctx(source)
+    if not isinstance(raw, dict):
+        raise AwclError(f"{source}: a study config must be a YAML mapping, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [], ctx)
+    variables = raw.pop("vars", {})
+    raw = substitute(raw, variables, ctx)
+    ctx.check_keys(raw, "", set(TOP_KEYS))
+    for req in ("pretrain_data", "methods", "tasks"):
+        if req not in raw:
+            raise ctx.err(req, "missing")
+    name = ctx.string(raw.get("name", Path(source).stem), "name")
+    data = _dataset(raw["pretrain_data"], "pretrain_data", ctx)
+    methods = ctx.str_list(raw["methods"], "methods")
+    for i, m in enumerate(methods):
+        ctx.choice(m, f"methods[{i}]", METHODS)
+    if len(set(methods)) != len(methods):
+        raise ctx.err("methods", f"duplicates in {methods}")
+
+    p = ctx.mapping(raw.get("pretrain"), "pretrain")
+    ctx.check_keys(p, "pretrain", {"epochs", "batch_size", "size", "lr", "extra"})
+    pre = PretrainSettings(
+        epochs=ctx.integer(p.get("epochs", 10), "pretrain.epochs", 1),
+        batch_size=ctx.integer(p.get("batch_size", 32), "pretrain.batch_size", 2),
+        size=_size(p.get("size"), "pretrain.size", ctx),
+        lr=ctx.number(p.get("lr", 1e-3), "pretrain.lr", 0.0),
+        extra=dict(ctx.mapping(p.get("extra"), "pretrain.extra")),
+    )
+
+    tasks_raw = raw["tasks"]
+    if not isinstance(tasks_raw, list) or not tasks_raw:
+        raise ctx.err("tasks", f"expected a non-empty list of tasks, got {tasks_raw!r}")
+    tasks = [_task(t, f"tasks[{i}]", ctx) for i, t in enumerate(tasks_raw)]
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ctx.err("tasks", f"task names must be unique, got {names}")
+
+    ratios_raw = raw.get("anatomy_ratios", [0.5])
+    if not isinstance(ratios_raw, list) or not ratios_raw:
+        raise ctx.err("anatomy_ratios", f"expected a non-empty list, got {ratios_raw!r}")
+    ratios = [ctx.number(r, f"anatomy_ratios[{i}]", 0.0, 1.0) for i, r in enumerate(ratios_raw)]
+    main_ratio = ctx.number(raw.get("anatomy_ratio", ratios[len(ratios) // 2]), "anatomy_ratio", 0.0, 1.0)
+    if main_ratio not in ratios:
+        ratios = sorted([*ratios, main_ratio])
+    sweep = raw.get("sweep_tasks")
+    sweep_tasks = None
+    if sweep is not None:
+        sweep_tasks = ctx.str_list(sweep, "sweep_tasks")
+        for i, s in enumerate(sweep_tasks):
+            if s not in names:
+                raise ctx.err(f"sweep_tasks[{i}]", f"{s!r} is not a task name ({', '.join(names)})")
+
+    sweep_methods = None
+    if raw.get("sweep_methods") is not None:
+        sweep_methods = ctx.str_list(raw["sweep_methods"], "sweep_methods")
+        for i, m in enumerate(sweep_methods):
+            if not m.startswith("awcl-") or m not in methods:
+                raise ctx.err(f"sweep_methods[{i}]", f"{m!r} is not an awcl method listed in methods")
+
+    seeds_raw = raw.get("seeds", [0])
+    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
+        seeds_raw = [seeds_raw]
+    if not isinstance(seeds_raw, list) or not seeds_raw:
+        raise ctx.err("seeds", f"expected a non-empty list of integers, got {seeds_raw!r}")
+    seeds = [ctx.integer(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds_raw)]
+
+    weights = raw.get("imagenet_weights")
+    weights = ctx.string(weights, "imagenet_weights") if weights else None
+
+    e = ctx.mapping(raw.get("embed"), "embed")
+    ctx.check_keys(e, "embed", {"task", "max_samples", "enabled"})
+    embed = EmbedSpec(
+        task=e.get("task"),
+        max_samples=ctx.integer(e.get("max_samples", 500), "embed.max_samples", 10),
+        enabled=bool(e.get("enabled", True)),
+    )
+    if embed.task is not None and embed.task not in names:
+        raise ctx.err("embed.task", f"{embed.task!r} is not a task name ({', '.join(names)})")
+
+    return StudyConfig(
+        name=name,
+        pretrain_data=data,  # type: ignore[arg-type]
+        methods=methods,
+        tasks=tasks,
+        pretrain=pre,
+        anatomy_ratios=sorted(set(ratios)),
+        anatomy_ratio=main_ratio,
+        sweep_tasks=sweep_tasks,
+        sweep_methods=sweep_methods,
+        seeds=seeds,
+        imagenet_weights=weights,
+        embed=embed,
+        vars=dict(variables),
+        source=source,
+    )
+
+
+def builtin_config(name: str) -> Path | None:
+    """Path of a config shipped with awcl (``demo``, ``pocus``, ``hc18``), or None."""
+    stem = name[:-5] if name.endswith(".yaml") else name
+    ref = resources.files("awcl") / "configs" / f"{stem}.yaml"
+    return Path(str(ref)) if ref.is_file() else None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> StudyConfig:
+    """Read a study config file (or a shipped config by name, e.g. ``pocus``)."""
+    p = Path(path)
+    if not p.is_file():
+        # ``pocus`` or ``configs/pocus.yaml`` name a config shipped in awcl/configs/
+        shipped = builtin_config(p.name) if p.parent.name in ("", "configs") else None
+        if shipped is None:
+            raise AwclError(f"{p}: study config not found")
+        p = shipped
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0] if str(err) else "invalid YAML"
+        raise AwclError(f"{p}: not valid YAML ({first})") from None
+    return parse_config(raw, source=str(p), overrides=overrides)

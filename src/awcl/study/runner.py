@@ -1,0 +1,411 @@
+"""Expand a study config into a grid of runs, run each once, cache by config hash, resume.
+
+Every run (preparing a dataset, a pretraining, a downstream fine-tuning, an embedding) lives
+in ``DIR/runs/<kind>-<name>-<hash>/``; the hash covers the run's resolved config and the
+hashes of the runs it depends on, so changing a setting re-runs exactly what it affects. The
+run writes into ``<run dir>/run/``; a ``DONE`` file (JSON record, written atomically last)
+marks it finished. A run dir without ``DONE`` is a leftover of an interrupted study and is
+cleared and redone.
+
+The work itself is done by an :class:`Executors` bundle (the real one calls
+``awcl.data``/``awcl.train``/``awcl.evaluate``; tests inject fast stand-ins).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from awcl.errors import AwclError
+from awcl.study.config import PRETRAIN_DATASET, DatasetSpec, StudyConfig, TaskSpec
+
+log = logging.getLogger(__name__)
+
+DONE = "DONE"
+RUN_SUBDIR = "run"
+INDEX = "study.json"
+
+
+@dataclass
+class Run:
+    """One node of the grid. ``deps`` maps a role (``data``, ``init``) to the run it needs."""
+
+    kind: str  # data | pretrain | finetune | embed
+    name: str
+    config: dict[str, Any]
+    labels: dict[str, Any] = field(default_factory=dict)
+    deps: dict[str, Run] = field(default_factory=dict)
+    weight: float = 1.0  # relative cost, for the progress bar's time estimate
+    key: str = ""
+    dir: Path = Path()
+
+    def __post_init__(self) -> None:
+        payload = {
+            "kind": self.kind,
+            "config": self.config,
+            "deps": {role: dep.key for role, dep in sorted(self.deps.items())},
+        }
+        blob = json.dumps(payload, sort_keys=True, default=str)
+        self.key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def dirname(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)
+        return f"{self.kind}-{safe}-{self.key}"
+
+    @property
+    def output(self) -> Path:
+        """Where the run's own files live (a prepared dataset, a pretrain run dir, ...)."""
+        return self.dir / RUN_SUBDIR
+
+    @property
+    def done(self) -> bool:
+        return (self.dir / DONE).is_file()
+
+    def record(self) -> dict[str, Any]:
+        return json.loads((self.dir / DONE).read_text())
+
+
+RunFn = Callable[[Run, dict[str, Path | str]], dict[str, Any]]
+
+
+@dataclass
+class Executors:
+    """How each kind of run is carried out: ``fn(run, inputs) -> result dict``.
+
+    ``inputs`` maps each dependency role to that run's output dir; the function writes into
+    ``run.output`` and returns a JSON-able summary (finetune: ``{"folds": [{metric: value}]}``;
+    pretrain: ``{"final_loss": ..}``; embed: ``{"tsne": "<file>"}``).
+    """
+
+    data: RunFn
+    pretrain: RunFn
+    finetune: RunFn
+    embed: RunFn
+
+    def __getitem__(self, kind: str) -> RunFn:
+        return getattr(self, kind)
+
+
+@dataclass
+class Plan:
+    runs: list[Run]
+    notes: list[str]
+
+
+# ------------------------------------------------------------------------ planning
+def _abs(p: str | None) -> str | None:
+    return str(Path(p).expanduser().resolve()) if p else None
+
+
+def _data_run(spec: DatasetSpec) -> Run | str:
+    """A prepared dataset path (str) or the run that prepares it."""
+    if spec.path:
+        return _abs(spec.path)  # type: ignore[return-value]
+    cfg = {"recipe": spec.recipe, "src": _abs(spec.src), "params": spec.params}
+    return Run("data", str(spec.recipe), cfg, labels={"recipe": spec.recipe}, weight=2.0)
+
+
+def _method_config(method: str, ratio: float | None, seed: int, cfg: StudyConfig) -> dict[str, Any]:
+    base, _, gran = method.partition("-")
+    p = cfg.pretrain
+    out: dict[str, Any] = {
+        "method": base,
+        "epochs": p.epochs,
+        "batch_size": p.batch_size,
+        "size": p.size,
+        "lr": p.lr,
+        "seed": seed,
+    }
+    if gran:
+        out["granularity"] = gran
+    if ratio is not None:
+        out["anatomy_ratio"] = ratio
+    out.update(p.extra)
+    return out
+
+
+def _sweep_protocol(task: TaskSpec) -> str:
+    return "full" if "full" in task.protocols else task.protocols[0]
+
+
+def plan_study(cfg: StudyConfig, out: Path) -> Plan:
+    """Expand ``cfg`` into runs in dependency order (data, pretrain, then downstream)."""
+    notes: list[str] = []
+    runs: dict[str, Run] = {}
+
+    def add(run: Run) -> Run:
+        if run.key not in runs:
+            run.dir = out / "runs" / run.dirname
+            runs[run.key] = run
+        return runs[run.key]
+
+    def data_ref(spec: DatasetSpec | str) -> Run | str:
+        if spec == PRETRAIN_DATASET:
+            return pre_data
+        ref = _data_run(spec)  # type: ignore[arg-type]
+        return add(ref) if isinstance(ref, Run) else ref
+
+    pre_data = data_ref(cfg.pretrain_data)
+
+    # encoders: (method, ratio, seed, init) where init is 'random', a weights path or a Run
+    encoders: list[tuple[str, float | None, int, Run | str]] = []
+    for seed in cfg.seeds:
+        for method in cfg.methods:
+            if method == "random":
+                encoders.append((method, None, seed, "random"))
+            elif method == "imagenet":
+                w = cfg.imagenet_weights
+                if not w or not Path(w).is_file():
+                    note = (
+                        f"imagenet skipped: weights file {w!r} not found"
+                        if w
+                        else "imagenet skipped: no imagenet_weights file given in the config"
+                    )
+                    if note not in notes:
+                        notes.append(note)
+                    continue
+                encoders.append((method, None, seed, _abs(w)))  # type: ignore[arg-type]
+            else:
+                swept = method.startswith("awcl") and (
+                    cfg.sweep_methods is None or method in cfg.sweep_methods
+                )
+                ratios = cfg.anatomy_ratios if swept else [None]
+                if method.startswith("awcl") and not swept:
+                    ratios = [cfg.anatomy_ratio]
+                for r in ratios:
+                    mcfg = _method_config(method, r, seed, cfg)
+                    deps = {"data": pre_data} if isinstance(pre_data, Run) else {}
+                    if isinstance(pre_data, str):
+                        mcfg["data"] = pre_data
+                    labels = {"method": method, "seed": seed, "ratio": r}
+                    w = cfg.pretrain.epochs * (3.0 if method != "uscl" else 2.0)
+                    run = add(Run("pretrain", method if r is None else f"{method}-r{r:g}", mcfg, labels, deps, w))
+                    encoders.append((method, r, seed, run))
+
+    sweep = set(cfg.sweep_tasks) if cfg.sweep_tasks is not None else {t.name for t in cfg.tasks}
+    for method, ratio, seed, init in encoders:
+        main = ratio is None or ratio == cfg.anatomy_ratio
+        for task in cfg.tasks:
+            data = data_ref(task.dataset)
+            for protocol in task.protocols:
+                if not main and not (task.name in sweep and protocol == _sweep_protocol(task)):
+                    continue
+                tcfg: dict[str, Any] = {
+                    "task": task.task,
+                    "protocol": protocol,
+                    "head": task.head,
+                    "preset": task.preset,
+                    "epochs": task.epochs,
+                    "folds": task.folds,
+                    "classes": task.classes,
+                    "granularity": task.granularity,
+                    "seed": seed,
+                    **task.extra,
+                }
+                deps: dict[str, Run] = {}
+                if isinstance(data, Run):
+                    deps["data"] = data
+                else:
+                    tcfg["data"] = data
+                if isinstance(init, Run):
+                    deps["init"] = init
+                else:
+                    tcfg["init"] = init
+                labels = {
+                    "method": method, "ratio": ratio, "seed": seed, "task": task.name,
+                    "task_kind": task.task, "protocol": protocol, "main": main,
+                }  # fmt: skip
+                cost = task.epochs * task.folds * (1.0 if protocol == "full" else 0.4)
+                cost *= 1.5 if task.task == "segment" else 1.0
+                suffix = "" if ratio is None else f"-r{ratio:g}"
+                add(Run("finetune", f"{method}{suffix}-{task.name}-{protocol}", tcfg, labels, deps, cost))
+
+    if cfg.embed.enabled:
+        names = [t.name for t in cfg.tasks]
+        etask_name = cfg.embed.task or next((t.name for t in cfg.tasks if t.task == "classify"), names[0])
+        etask = cfg.tasks[names.index(etask_name)]
+        data = data_ref(etask.dataset)
+        for method, ratio, seed, init in encoders:
+            if seed != cfg.seeds[0] or not (ratio is None or ratio == cfg.anatomy_ratio):
+                continue
+            ecfg: dict[str, Any] = {
+                "max_samples": cfg.embed.max_samples,
+                "granularity": etask.granularity,
+                "seed": seed,
+            }
+            deps = {}
+            if isinstance(data, Run):
+                deps["data"] = data
+            else:
+                ecfg["data"] = data
+            if isinstance(init, Run):
+                deps["init"] = init
+            else:
+                ecfg["init"] = init
+            labels = {"method": method, "ratio": ratio, "seed": seed, "task": etask.name}
+            add(Run("embed", f"{method}-{etask.name}", ecfg, labels, deps, 1.0))
+
+    order = {"data": 0, "pretrain": 1, "finetune": 2, "embed": 3}
+    ordered = sorted(runs.values(), key=lambda r: order[r.kind])  # stable within a kind
+    return Plan(ordered, notes)
+
+
+# ------------------------------------------------------------------------ running
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _inputs(run: Run) -> dict[str, Path | str]:
+    return {role: dep.output for role, dep in run.deps.items()}
+
+
+def _describe(run: Run) -> str:
+    lab = run.labels
+    bits = [f"{k}={lab[k]}" for k in ("seed",) if k in lab and len(str(lab[k])) < 20]
+    return f"{run.kind:<8} {run.name} ({', '.join(bits)})" if bits else f"{run.kind:<8} {run.name}"
+
+
+def headline(run: Run, result: dict[str, Any]) -> str:
+    """A short result summary for the per-run line."""
+    if run.kind == "finetune" and result.get("folds"):
+        import numpy as np
+
+        folds = result["folds"]
+        prefer = ("accuracy", "f1", "macro_f1", "dice", "miou")
+        metric = next((m for m in prefer if m in folds[0]), next(iter(folds[0])))
+        vals = [f[metric] for f in folds if isinstance(f.get(metric), (int, float))]
+        return f"{metric} {np.mean(vals):.3f} ± {np.std(vals):.3f} over {len(vals)} folds"
+    if run.kind == "pretrain" and "final_loss" in result:
+        return f"final loss {result['final_loss']:.4f}"
+    if run.kind == "data" and "frames" in result:
+        return f"{result['frames']} frames"
+    return ""
+
+
+def execute(run: Run, executors: Executors) -> dict[str, Any]:
+    """Run one grid node (or return its cached record)."""
+    if run.done:
+        return run.record()
+    if run.dir.exists():  # leftover of an interrupted study
+        shutil.rmtree(run.dir)
+    run.dir.mkdir(parents=True)
+    _write_json_atomic(
+        run.dir / "config.json",
+        {"kind": run.kind, "name": run.name, "config": run.config, "labels": run.labels,
+         "deps": {r: d.dirname for r, d in run.deps.items()}},
+    )  # fmt: skip
+    for role, dep in run.deps.items():
+        if not dep.done:
+            raise AwclError(f"{run.dir}: dependency {role} ({dep.dirname}) has not finished")
+    t0 = time.perf_counter()
+    try:
+        result = executors[run.kind](run, _inputs(run)) or {}
+    except AwclError as err:
+        raise AwclError(f"{run.kind} {run.name}: {err}") from None
+    record = {
+        "kind": run.kind,
+        "name": run.name,
+        "key": run.key,
+        "labels": run.labels,
+        "config": run.config,
+        "result": result,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    _write_json_atomic(run.dir / DONE, record)  # last: marks the run finished
+    return record
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    plan: Plan
+    computed: list[str]  # dirnames of runs computed in this call
+    cached: list[str]  # dirnames of runs found finished
+
+
+def write_index(cfg: StudyConfig, plan: Plan, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    index = {
+        "name": cfg.name,
+        "source": cfg.source,
+        "anatomy_ratio": cfg.anatomy_ratio,
+        "notes": plan.notes,
+        "runs": [
+            {"kind": r.kind, "name": r.name, "key": r.key, "dir": r.dirname, "labels": r.labels,
+             "deps": {role: d.dirname for role, d in r.deps.items()}}
+            for r in plan.runs
+        ],
+    }  # fmt: skip
+    _write_json_atomic(out / INDEX, index)
+    tmp = out / ".config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    os.replace(tmp, out / "config.yaml")
+
+
+def run_study(
+    cfg: StudyConfig,
+    out: str | os.PathLike,
+    executors: Executors | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> StudyResult:
+    """Run every run of the study that is not finished yet; return what was done.
+
+    A progress bar covers the whole grid (weighted by each run's rough cost, so its time
+    remaining is meaningful); one line is printed per finished run.
+    """
+    out = Path(out)
+    if executors is None:
+        from awcl.study.backends import real_executors
+
+        executors = real_executors()
+    plan = plan_study(cfg, out)
+    write_index(cfg, plan, out)
+    for note in plan.notes:
+        (echo or tqdm.write)(f"note: {note}")
+    cached = [r for r in plan.runs if r.done]
+    todo = [r for r in plan.runs if not r.done]
+    total = sum(r.weight for r in plan.runs)
+    done_w = sum(r.weight for r in cached)
+    say = echo or tqdm.write
+    say(
+        f"study {cfg.name}: {len(plan.runs)} runs, {len(cached)} already finished, "
+        f"{len(todo)} to run -> {out}"
+    )
+    bar = tqdm(
+        total=total,
+        initial=done_w,
+        disable=not progress,
+        smoothing=0,  # runs differ a lot; the average rate gives a steadier ETA
+        unit="w",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+        desc=cfg.name,
+    )
+    computed: list[str] = []
+    try:
+        for run in todo:
+            bar.set_description_str(f"{cfg.name} | {run.kind} {run.name}"[:60])
+            rec = execute(run, executors)
+            computed.append(run.dirname)
+            bar.update(min(run.weight, max(0.0, bar.total - bar.n)))  # float sums may overshoot
+            line = f"done {_describe(run)}  {rec['seconds']:.1f}s"
+            h = headline(run, rec.get("result", {}))
+            say(f"{line}  {h}" if h else line)
+    finally:
+        bar.close()
+    return StudyResult(out, plan, computed, [r.dirname for r in cached])

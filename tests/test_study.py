@@ -1,0 +1,220 @@
+"""Study config validation and the runner's cache/resume behaviour (fast stand-in runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from awcl.errors import AwclError
+from awcl.study.config import load_config, parse_config
+from awcl.study.runner import Executors, plan_study, run_study
+
+
+def base_raw(tmp: Path | None = None) -> dict:
+    return {
+        "name": "t",
+        "vars": {"data_root": "/nowhere"},
+        "pretrain_data": {"recipe": "phantom", "params": {"n": 3}},
+        "methods": ["random", "simclr", "awcl-coarse", "awcl-fine"],
+        "anatomy_ratios": [0.2, 0.5],
+        "anatomy_ratio": 0.5,
+        "pretrain": {"epochs": 2, "batch_size": 8},
+        "tasks": [
+            {"name": "cls", "dataset": "pretrain", "task": "classify", "protocols": ["full", "partial"],
+             "epochs": 1, "folds": 2},
+            {"name": "seg", "dataset": "pretrain", "task": "segment", "protocols": ["full"],
+             "epochs": 1, "folds": 2},
+        ],
+        "seeds": [0],
+    }
+
+
+# ------------------------------------------------------------------ config validation
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (lambda r: r["methods"].append("byol"), ["methods[4]", "byol"]),
+        (lambda r: r.update(bogus=1), ["bogus", "unknown key"]),
+        (lambda r: r["tasks"][0].update(task="detect"), ["tasks[0].task", "detect"]),
+        (lambda r: r["tasks"][1].update(protocols=["full", "linear"]), ["tasks[1].protocols[1]", "linear"]),
+        (lambda r: r["pretrain"].update(epochs=0), ["pretrain.epochs", "0"]),
+        (lambda r: r["pretrain"].update(size=[64]), ["pretrain.size"]),
+        (lambda r: r.update(anatomy_ratios=[0.2, 1.5]), ["anatomy_ratios[1]", "1.5"]),
+        (lambda r: r.update(pretrain_data={"recipe": "pocus"}), ["pretrain_data.src", "pocus"]),
+        (lambda r: r.update(pretrain_data={"recipe": "mnist", "src": "x"}), ["pretrain_data.recipe", "mnist"]),
+        (lambda r: r.update(pretrain_data={"path": "${missing}/x"}), ["pretrain_data.path", "missing"]),
+        (lambda r: r["tasks"].append(dict(r["tasks"][0])), ["tasks", "unique"]),
+        (lambda r: r.update(sweep_tasks=["nope"]), ["sweep_tasks[0]", "nope"]),
+        (lambda r: r.pop("tasks"), ["tasks", "missing"]),
+        (lambda r: r["tasks"][0].update(folds="three"), ["tasks[0].folds", "three"]),
+        (lambda r: r.update(sweep_methods=["simclr"]), ["sweep_methods[0]", "simclr"]),
+    ],
+)
+def test_config_errors_name_key_and_value(mutate, words):
+    raw = base_raw()
+    mutate(raw)
+    with pytest.raises(AwclError) as exc:
+        parse_config(raw, source="my.yaml")
+    msg = str(exc.value)
+    assert msg.startswith("my.yaml: ")
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_variables_and_overrides(tmp_path):
+    raw = base_raw()
+    raw["pretrain_data"] = {"path": "${data_root}/prepared"}
+    cfg = parse_config(raw, overrides=["data_root=/data", "pretrain.epochs=5", "seeds=[1, 2]", "tasks.1.epochs=4"])
+    assert cfg.pretrain_data.path == "/data/prepared"
+    assert cfg.pretrain.epochs == 5
+    assert cfg.seeds == [1, 2]
+    assert cfg.tasks[1].epochs == 4
+    with pytest.raises(AwclError, match="index"):
+        parse_config(raw, overrides=["tasks.9.epochs=4"])
+    with pytest.raises(AwclError, match="NAME=VALUE"):
+        parse_config(raw, overrides=["oops"])
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(AwclError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methods: [a\n")
+    with pytest.raises(AwclError, match=r"bad\.yaml: not valid YAML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("name", ["demo", "pocus", "hc18"])
+def test_shipped_configs_parse(name):
+    cfg = load_config(name, overrides=["data_root=/somewhere"])
+    assert cfg.methods and cfg.tasks
+
+
+# ------------------------------------------------------------------ stand-in runs
+class Calls:
+    def __init__(self, fail_at: int | None = None):
+        self.log: list[str] = []
+        self.fail_at = fail_at
+
+    def _tick(self, run):
+        self.log.append(run.dirname)
+        if self.fail_at is not None and len(self.log) == self.fail_at:
+            raise RuntimeError("simulated crash")
+        run.output.mkdir(parents=True)
+
+    def executors(self) -> Executors:
+        def data(run, inputs):
+            self._tick(run)
+            (run.output / "dataset.json").write_text("{}")
+            return {"frames": 10}
+
+        def pretrain(run, inputs):
+            assert (Path(inputs["data"]) / "dataset.json").is_file()
+            self._tick(run)
+            loss = np.linspace(2, 1, run.config["epochs"])
+            (run.output / "history.csv").write_text(
+                "epoch,loss,img_per_s\n" + "".join(f"{i + 1},{v},{50}\n" for i, v in enumerate(loss))
+            )
+            return {"final_loss": float(loss[-1])}
+
+        def finetune(run, inputs):
+            self._tick(run)
+            rng = np.random.default_rng(len(run.name))
+            img = np.zeros((20, 20, 3), np.uint8)
+            cv2.imwrite(str(run.output / "confusion_fold0.png"), img)
+            return {"folds": [{"accuracy": float(rng.uniform()), "macro_f1": float(rng.uniform())}
+                              for _ in range(run.config["folds"])]}
+
+        def embed(run, inputs):
+            self._tick(run)
+            cv2.imwrite(str(run.output / "tsne.png"), np.full((20, 20, 3), 128, np.uint8))
+            return {"tsne": "tsne.png"}
+
+        return Executors(data, pretrain, finetune, embed)
+
+
+def test_plan_grid_shape(tmp_path):
+    cfg = parse_config(base_raw())
+    plan = plan_study(cfg, tmp_path)
+    kinds = [r.kind for r in plan.runs]
+    assert kinds.count("data") == 1
+    # simclr + awcl-coarse x2 ratios + awcl-fine x2 ratios
+    assert kinds.count("pretrain") == 5
+    # main encoders (random, simclr, awcl-c, awcl-f @0.5): 3 runs each; sweep (r=0.2): cls-full + seg-full
+    assert kinds.count("finetune") == 4 * 3 + 2 * 2
+    assert kinds.count("embed") == 4
+    assert len({r.key for r in plan.runs}) == len(plan.runs)
+    assert "imagenet" not in str(plan.notes)
+
+
+def test_imagenet_skipped_with_note(tmp_path):
+    raw = base_raw()
+    raw["methods"].append("imagenet")
+    raw["imagenet_weights"] = str(tmp_path / "missing.pth")
+    plan = plan_study(parse_config(raw), tmp_path)
+    assert any("imagenet skipped" in n for n in plan.notes)
+    assert not any(r.labels.get("method") == "imagenet" for r in plan.runs)
+
+
+def test_cache_and_resume(tmp_path):
+    cfg = parse_config(base_raw())
+    out = tmp_path / "study"
+    crash = Calls(fail_at=7)
+    with pytest.raises(RuntimeError, match="simulated"):
+        run_study(cfg, out, crash.executors(), progress=False, echo=lambda s: None)
+    done_before = {p.parent.name for p in (out / "runs").glob("*/DONE")}
+    assert len(done_before) == 6
+    half = out / "runs" / crash.log[-1]
+    assert half.is_dir() and not (half / "DONE").exists()  # the crashed run left no DONE
+
+    calls = Calls()
+    res = run_study(cfg, out, calls.executors(), progress=False, echo=lambda s: None)
+    assert set(calls.log).isdisjoint(done_before)  # finished runs are not recomputed
+    assert len(calls.log) == len(res.plan.runs) - 6
+    assert crash.log[-1] in calls.log  # the interrupted one is redone
+
+    again = Calls()
+    res2 = run_study(cfg, out, again.executors(), progress=False, echo=lambda s: None)
+    assert again.log == [] and res2.computed == []
+    assert len(res2.cached) == len(res2.plan.runs)
+
+    # changing a downstream setting re-runs only the downstream runs it touches
+    raw = base_raw()
+    raw["tasks"][1]["epochs"] = 2
+    changed = Calls()
+    run_study(parse_config(raw), out, changed.executors(), progress=False, echo=lambda s: None)
+    assert changed.log and all("-seg-" in d for d in changed.log)
+
+
+def test_done_record_contents(tmp_path):
+    cfg = parse_config(base_raw())
+    run_study(cfg, tmp_path, Calls().executors(), progress=False, echo=lambda s: None)
+    index = json.loads((tmp_path / "study.json").read_text())
+    rec = json.loads((tmp_path / "runs" / index["runs"][-1]["dir"] / "DONE").read_text())
+    assert {"kind", "config", "result", "seconds", "labels"} <= set(rec)
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_sweep_methods_limits_the_sweep(tmp_path):
+    raw = base_raw()
+    raw["sweep_methods"] = ["awcl-coarse"]
+    plan = plan_study(parse_config(raw), tmp_path)
+    pre = [r.name for r in plan.runs if r.kind == "pretrain"]
+    assert sorted(pre) == ["awcl-coarse-r0.2", "awcl-coarse-r0.5", "awcl-fine-r0.5", "simclr"]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from awcl.cli import main
+
+    assert main(["study", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("awcl: error: ") and "nope.yaml" in err and "\n" not in err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a study directory" in capsys.readouterr().err
+    cfg = load_config("configs/pocus.yaml", ["data_root=/x"])  # the shipped copy
+    assert cfg.pretrain_data.src == "/x/pocus"
