@@ -88,10 +88,6 @@ def pretrain_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     values = _tuples({k: v for k, v in run.config.items() if v is not None and k != "data"})
     values.setdefault("size", open_dataset(data).size)  # default: the prepared frame size
     values.setdefault("progress", False)  # the study draws its own progress bar
-    # In one long-lived process (many runs, tqdm's monitor thread, TensorBoard writer threads)
-    # a fork()ed DataLoader worker can inherit a held lock and hang forever (seen here on the
-    # second run of a study). Augment in the main process unless the config asks otherwise.
-    values.setdefault("num_workers", 0)
     cfg = _build(PretrainConfig, {"data": data, "out": str(run.output), **values},
                  f"pretrain {run.name}")  # fmt: skip
     out = Path(pretrain(cfg))

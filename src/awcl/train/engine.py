@@ -31,6 +31,13 @@ class NonFiniteLoss(AwclError):
     """The loss became NaN/inf; training stops and the last good checkpoint is kept."""
 
 
+def _worker_context() -> str | None:
+    """'forkserver' where the platform has it (Linux), else the platform default."""
+    import multiprocessing as mp
+
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else None
+
+
 def _worker_init(_: int) -> None:
     import cv2
 
@@ -78,6 +85,10 @@ class PretrainModule(L.LightningModule):
             worker_init_fn=_worker_init if workers > 0 else None,
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
+            # fork() from a process with live threads (TensorBoard writer, tqdm monitor, a
+            # previous run's pools) can copy a held lock into the worker and hang it; workers
+            # forked from a clean forkserver process cannot.
+            multiprocessing_context=_worker_context() if workers > 0 else None,
             pin_memory=torch.cuda.is_available(),
         )
 
