@@ -60,7 +60,7 @@ def test_pickled_module_is_refused(tmp_path):
     with pytest.raises(AwclError, match="weights_only"):
         load_state_file(tmp_path / "module.pt")
     (tmp_path / "junk.pt").write_text("not a checkpoint")
-    with pytest.raises(AwclError, match="junk.pt"):
+    with pytest.raises(AwclError, match=r"junk\.pt"):
         load_state_file(tmp_path / "junk.pt")
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(AwclError, match="not a state dict"):
