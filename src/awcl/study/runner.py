@@ -140,6 +140,17 @@ def _sweep_protocol(task: TaskSpec) -> str:
     return "full" if "full" in task.protocols else task.protocols[0]
 
 
+
+def _link(config: dict[str, Any], **refs: Any) -> dict[str, Run]:
+    """Each ref that is a Run becomes a dependency; a plain value goes into ``config``."""
+    deps: dict[str, Run] = {}
+    for name, ref in refs.items():
+        if isinstance(ref, Run):
+            deps[name] = ref
+        else:
+            config[name] = ref
+    return deps
+
 def plan_study(cfg: StudyConfig, out: Path) -> Plan:
     """Expand ``cfg`` into runs in dependency order (data, pretrain, then downstream)."""
     notes: list[str] = []
@@ -214,15 +225,7 @@ def plan_study(cfg: StudyConfig, out: Path) -> Plan:
                     "seed": seed,
                     **task.extra,
                 }
-                deps: dict[str, Run] = {}
-                if isinstance(data, Run):
-                    deps["data"] = data
-                else:
-                    tcfg["data"] = data
-                if isinstance(init, Run):
-                    deps["init"] = init
-                else:
-                    tcfg["init"] = init
+                deps = _link(tcfg, data=data, init=init)
                 labels = {
                     "method": method, "ratio": ratio, "seed": seed, "task": task.name,
                     "task_kind": task.task, "protocol": protocol, "main": main,
@@ -245,15 +248,7 @@ def plan_study(cfg: StudyConfig, out: Path) -> Plan:
                 "granularity": etask.granularity,
                 "seed": seed,
             }
-            deps = {}
-            if isinstance(data, Run):
-                deps["data"] = data
-            else:
-                ecfg["data"] = data
-            if isinstance(init, Run):
-                deps["init"] = init
-            else:
-                ecfg["init"] = init
+            deps = _link(ecfg, data=data, init=init)
             labels = {"method": method, "ratio": ratio, "seed": seed, "task": etask.name}
             add(Run("embed", f"{method}-{etask.name}", ecfg, labels, deps, 1.0))
 
