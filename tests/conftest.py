@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# The precision probe caches its per-machine answer; keep tests away from the user's cache.
+os.environ.setdefault("AWCL_CACHE_DIR", tempfile.mkdtemp(prefix="awcl-test-cache-"))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

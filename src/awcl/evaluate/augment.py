@@ -34,30 +34,33 @@ class AugmentConfig:
 
 
 def _uniform(b: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(b, generator=g)
+    return lo + (hi - lo) * torch.rand(b, generator=g, device=g.device)
 
 
 def augment(
     x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Randomly transform ``x: [B,1,H,W]`` (and ``mask: [B,H,W]``) with one draw per sample."""
-    b = x.shape[0]
+    """Randomly transform ``x: [B,1,H,W]`` (and ``mask: [B,H,W]``) with one draw per sample.
+
+    Random draws come from ``g`` on its own device (pass a generator on ``x``'s device)."""
+    b, dev = x.shape[0], g.device
     if cfg.geometric:
         ang = _uniform(b, -cfg.rotate_deg, cfg.rotate_deg, g) * math.pi / 180
         sc = _uniform(b, *cfg.scale, g)
         sh = _uniform(b, -cfg.shear, cfg.shear, g)
         tx = _uniform(b, -cfg.shift, cfg.shift, g) * 2
         ty = _uniform(b, -cfg.shift, cfg.shift, g) * 2
-        fx = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if cfg.hflip else torch.ones(b)
-        fy = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if cfg.vflip else torch.ones(b)
+        coin = lambda: torch.rand(b, generator=g, device=dev) < 0.5  # noqa: E731
+        fx = torch.where(coin(), -1.0, 1.0) if cfg.hflip else torch.ones(b, device=dev)
+        fy = torch.where(coin(), -1.0, 1.0) if cfg.vflip else torch.ones(b, device=dev)
         cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
-        theta = torch.zeros(b, 2, 3)
+        theta = torch.zeros(b, 2, 3, device=dev)
         theta[:, 0, 0] = cos * fx
         theta[:, 0, 1] = (-sin + sh * cos) * fy
         theta[:, 1, 0] = sin * fx
         theta[:, 1, 1] = (cos + sh * sin) * fy
         theta[:, 0, 2], theta[:, 1, 2] = tx, ty
-        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if mask is not None:
             m = F.grid_sample(
@@ -65,10 +68,10 @@ def augment(
             )
             mask = m[:, 0].long()
     if cfg.gamma != (1.0, 1.0):
-        gam = _uniform(b, *cfg.gamma, g).view(b, 1, 1, 1)
+        gam = _uniform(b, *cfg.gamma, g).view(b, 1, 1, 1).to(x.device)
         x = x.clamp_min(0).pow(gam)
     if cfg.brightness:
-        x = x + _uniform(b, -cfg.brightness, cfg.brightness, g).view(b, 1, 1, 1)
+        x = x + _uniform(b, -cfg.brightness, cfg.brightness, g).view(b, 1, 1, 1).to(x.device)
     if cfg.noise_std:
-        x = x + cfg.noise_std * torch.randn(x.shape, generator=g)
+        x = x + cfg.noise_std * torch.randn(x.shape, generator=g, device=dev).to(x.device)
     return x.clamp(0, 1), mask

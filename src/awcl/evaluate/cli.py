@@ -28,7 +28,10 @@ def _finetune(args: argparse.Namespace) -> int:
         head=args.head, preset=args.preset, label=args.label, classes=classes, folds=args.folds,
         split=args.split, group=args.group, val_fraction=args.val_fraction, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, size=args.size, max_per_video=args.max_per_video,
-        dice_loss=args.dice_loss, seed=args.seed, threads=args.threads, bf16=not args.fp32,
+        dice_loss=args.dice_loss, seed=args.seed, threads=args.threads,
+        precision="32-true" if args.fp32 else args.precision, accelerator=args.accelerator,
+        devices=args.devices, strategy=args.strategy, progress=not args.no_progress,
+        keep_checkpoints=args.keep_checkpoints,
     )
     m = finetune(cfg)
     keys = ["accuracy", "precision", "recall", "f1"] if cfg.task == "classify" else [
@@ -45,6 +48,7 @@ def _embed(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, init=args.init, label=args.label, color_by=args.color_by,
         size=args.size, max_per_video=args.max_per_video, max_frames=args.max_frames,
         perplexity=args.perplexity, seed=args.seed, threads=args.threads,
+        precision=args.precision, accelerator=args.accelerator,
     )
     s = embed(cfg)
     print(json.dumps({k: s[k] for k in ("num_frames", "dim", "plots")}))
@@ -73,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["classify", "segment"], default="classify")
     p.add_argument("--protocol", choices=["full", "partial"], default="full",
                    help="full: train encoder + head; partial: encoder frozen")
-    p.add_argument("--head", choices=list(HEADS), default="linear", help="classification head")
+    p.add_argument("--head", choices=list(HEADS), default=None,
+                   help="classification head (default: the preset's, task1 sononet, task2 fc2)")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="paper protocol (default task1 for classify, task3 for segment)")
     p.add_argument("--label", default="coarse", help="coarse | fine | a manifest column")
@@ -92,7 +97,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dice-loss", action="store_true", help="segmentation: add soft Dice to CE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
+    p.add_argument("--precision", default="auto",
+                   help="auto (fastest safe for this hardware) | 32-true | bf16-mixed | 16-mixed")
+    p.add_argument("--fp32", action="store_true", help="same as --precision 32-true")
+    p.add_argument("--accelerator", default="auto", help="auto | cpu | gpu")
+    p.add_argument("--devices", default="1", help="devices to train on (>1: DDP)")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy (ddp with --devices > 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep checkpoints/fold<k>/best.ckpt (the best validation epoch)")
     p.set_defaults(func=_finetune)
 
     e = sub.add_parser("embed", help="penultimate features + t-SNE plot of a prepared dataset")
@@ -108,6 +121,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--perplexity", type=float, default=30.0)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--precision", default="auto", help="auto | 32-true | bf16-mixed | 16-mixed")
+    e.add_argument("--accelerator", default="auto", help="auto | cpu | gpu")
     e.set_defaults(func=_embed)
 
     w = sub.add_parser("weights", help="download published weights (ImageNet ResNet-18)")

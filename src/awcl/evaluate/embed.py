@@ -15,8 +15,10 @@ from awcl import _compat  # noqa: F401
 from awcl.data.store import open_dataset
 from awcl.errors import AwclError
 from awcl.evaluate.finetune import RunDir, load_frames, subsample_per_video
+from awcl.evaluate.fit import Engine, encode
 from awcl.evaluate.plots import plot_tsne
 from awcl.models import build_encoder
+from awcl.train.precision import choose, resolve_accelerator
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +38,23 @@ class EmbedConfig:
     seed: int = 0
     batch_size: int = 64
     threads: int | None = None
-    bf16: bool = True
+    precision: str = "auto"  # auto: the fastest safe precision for this hardware
+    accelerator: str = "auto"  # auto | cpu | gpu
 
 
-def extract_features(encoder, frames: torch.Tensor, batch: int = 64, bf16: bool = True) -> np.ndarray:
-    """``frames: uint8 [N,H,W]`` -> penultimate features ``[N, 512]`` float32."""
-    encoder.eval()
-    out = []
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
-    with torch.no_grad(), ctx:
-        for s in range(0, len(frames), batch):
-            x = frames[s : s + batch].float().div(255).unsqueeze(1)
-            out.append(encoder(x).float())
-    return torch.cat(out).numpy()
+def extract_features(encoder, frames: torch.Tensor, batch: int = 64,
+                     engine: Engine | None = None) -> np.ndarray:
+    """``frames: uint8 [N,H,W]`` -> penultimate features ``[N, 512]`` float32, on the
+    engine's device and precision (default: chosen for this machine)."""
+    if engine is None:
+        engine = engine_for("auto", "auto", tuple(frames.shape[-2:]))
+    return encode(encoder, frames, engine, batch=batch).numpy()
+
+
+def engine_for(precision: str, accelerator: str, size: tuple[int, int]) -> Engine:
+    """An inference engine: the device and the precision chosen for it at ``size``."""
+    acc = resolve_accelerator(accelerator)
+    return Engine(choose(precision, acc, size), acc)
 
 
 def _column(m, name: str) -> str:
@@ -74,7 +80,9 @@ def embed(cfg: EmbedConfig) -> dict:
         rows = np.sort(rng.choice(rows, cfg.max_frames, replace=False))
     torch.manual_seed(cfg.seed)  # a 'random' init is reproducible too
     encoder = build_encoder(cfg.init)
-    feats = extract_features(encoder, load_frames(ds, rows, cfg.size), cfg.batch_size, cfg.bf16)
+    frames = load_frames(ds, rows, cfg.size)
+    engine = engine_for(cfg.precision, cfg.accelerator, tuple(frames.shape[-2:]))
+    feats = extract_features(encoder, frames, cfg.batch_size, engine)
     run = RunDir(cfg.out)
     try:
         np.save(run.tmp / "features.npy", feats.astype(np.float32))

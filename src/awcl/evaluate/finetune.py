@@ -7,7 +7,6 @@ that it also writes to ``metrics.json`` (schema in docs/finetune.md).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -18,7 +17,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -30,7 +28,10 @@ from awcl import _compat  # noqa: F401
 from awcl.data.store import PreparedDataset, open_dataset
 from awcl.errors import AwclError, DataError
 from awcl.evaluate.augment import AugmentConfig
+from awcl.evaluate.fit import Engine
 from awcl.evaluate.splits import Fold, check_classes, fixed_split, kfold_splits
+from awcl.train.precision import choose, resolve_accelerator
+from awcl.train.trainer import is_global_zero
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ PROTOCOLS = ("full", "partial")
 
 @dataclass(frozen=True)
 class Preset:
-    """Optimiser, schedule and augmentation of one paper protocol."""
+    """Optimiser, schedule, head and augmentation of one paper protocol."""
 
     optimizer: str  # "sgd" | "rmsprop"
     lr: float
@@ -51,23 +52,31 @@ class Preset:
     milestones: tuple[int, ...]
     lr_gamma: float
     augment: AugmentConfig
+    head: str | None = None  # classification head of the protocol (None: segmentation)
+    iterations: int | None = None  # a schedule given in steps (used unless --epochs is set)
 
 
 PRESETS: dict[str, Preset] = {
-    # Task I: full fine-tuning of the classifier (paper: 70 epochs, x0.1 at 30 and 55).
+    # Task I: full fine-tuning with the SonoNet-style head of the paper's [4] (paper: SGD lr
+    # 0.01, 70 epochs, x0.1 at 30 and 55; flips, +-10 degree rotation, gamma, brightness).
     "task1": Preset(
         "sgd", 0.01, 0.9, 5e-4, 16, 70, (30, 55), 0.1,
-        AugmentConfig(hflip=True, vflip=True, rotate_deg=10, gamma=(0.8, 1.25), brightness=0.1),
+        AugmentConfig(hflip=True, rotate_deg=10, gamma=(0.8, 1.25), brightness=0.1),
+        head="sononet",
     ),
-    # Task II: two FC layers (paper: SGD lr 0.1, 200 epochs, x0.1 at 150).
+    # Task II: two FC layers (paper: SGD lr 0.1, 200 epochs, x0.1 at 150; +-30 degree
+    # rotation, flip, Gaussian noise, shear <= 0.2).
     "task2": Preset(
         "sgd", 0.1, 0.9, 5e-4, 16, 200, (150,), 0.1,
         AugmentConfig(hflip=True, rotate_deg=30, noise_std=0.03, shear=0.2),
+        head="fc2",
     ),
-    # Task III: segmentation (paper: RMSprop lr 1e-3, momentum 0.9, wd 1e-3).
+    # Task III: segmentation (paper: RMSprop lr 1e-3, momentum 0.9, wd 1e-3, 50k iterations;
+    # scaling, shifts, rotation, flips). ``epochs`` is the fallback when iterations are off.
     "task3": Preset(
         "rmsprop", 1e-3, 0.9, 1e-3, 16, 50, (), 0.1,
-        AugmentConfig(hflip=True, vflip=True, rotate_deg=15, scale=(0.9, 1.1), shift=0.1),
+        AugmentConfig(hflip=True, rotate_deg=15, scale=(0.9, 1.1), shift=0.1),
+        iterations=50_000,
     ),
 }
 
@@ -81,7 +90,7 @@ class FinetuneConfig:
     init: str = "random"
     task: str = "classify"  # classify | segment
     protocol: str = "full"  # full | partial (encoder frozen)
-    head: str = "linear"  # linear | fc2 | sononet (classification)
+    head: str | None = None  # linear | fc2 | sononet; None = the preset's (task1 sononet, task2 fc2)
     preset: str | None = None  # task1 | task2 | task3 (default: task1 / task3 by task)
     label: str = "coarse"  # coarse | fine | any manifest column
     classes: list[str] | None = None  # e.g. ["covid", "pneumonia=pneumonia+viral", "regular"]
@@ -89,7 +98,7 @@ class FinetuneConfig:
     split: str = "kfold"  # kfold | fixed (manifest column ``split``)
     group: str = "patient_id"  # grouping column: no group on both sides of a split
     val_fraction: float = 0.2
-    epochs: int | None = None
+    epochs: int | None = None  # overrides the preset's epochs (and its iterations)
     batch_size: int | None = None
     lr: float | None = None
     size: tuple[int, int] | None = None  # (H, W) to resize to; None = prepared size
@@ -97,8 +106,14 @@ class FinetuneConfig:
     dice_loss: bool = False  # segmentation: CE + soft Dice
     seed: int = 0
     threads: int | None = None
-    bf16: bool = True  # bf16 autocast on CPU
-    channels_last: bool = True
+    # engine (awcl.train.trainer / awcl.train.precision)
+    precision: str = "auto"  # auto: the fastest safe precision for this hardware
+    channels_last: bool | None = None  # None: with the precision choice
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: str = "1"  # devices for training (>1: DDP, see docs/finetune.md)
+    strategy: str = "auto"
+    progress: bool = False  # Lightning progress bar per fold
+    keep_checkpoints: bool = False  # keep checkpoints/fold<k>/best.ckpt (best validation epoch)
 
     def resolved_preset(self) -> Preset:
         name = self.preset or ("task3" if self.task == "segment" else "task1")
@@ -115,7 +130,13 @@ class FinetuneConfig:
             batch_size=self.batch_size or p.batch_size,
             lr=self.lr or p.lr,
             milestones=milestones,
+            iterations=p.iterations if self.epochs is None else None,
         )
+
+    @property
+    def resolved_head(self) -> str:
+        """The classification head: as given, else the preset's, else linear."""
+        return self.head or self.resolved_preset().head or "linear"
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -124,7 +145,7 @@ class FinetuneConfig:
             raise AwclError(f"--protocol must be one of {', '.join(PROTOCOLS)} (got {self.protocol!r})")
         from awcl.evaluate.heads import HEADS
 
-        if self.task == "classify" and self.head not in HEADS:
+        if self.task == "classify" and self.resolved_head not in HEADS:
             raise AwclError(f"--head must be one of {', '.join(HEADS)} (got {self.head!r})")
         if self.split not in ("kfold", "fixed"):
             raise AwclError(f"--split must be kfold or fixed (got {self.split!r})")
@@ -132,33 +153,15 @@ class FinetuneConfig:
             raise AwclError("--epochs must be >= 1")
         self.resolved_preset()
 
+    def engine(self, size: tuple[int, int]) -> Engine:
+        """Device, precision (chosen for this hardware at frame ``size``) and trainer options."""
+        accelerator = resolve_accelerator(self.accelerator)
+        choice = choose(self.precision, accelerator, size, channels_last=self.channels_last)
+        return Engine(choice, accelerator, self.devices, self.strategy, self.progress,
+                      self.keep_checkpoints)
+
 
 # ---------------------------------------------------------------------------- helpers
-def autocast(cfg: FinetuneConfig):
-    """bf16 autocast on CPU (about 2x faster here); a no-op when disabled."""
-    if not cfg.bf16:
-        return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=torch.bfloat16)
-
-
-def make_optimizer(params, p: Preset) -> tuple[torch.optim.Optimizer, Any]:
-    params = [q for q in params if q.requires_grad]
-    if p.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    elif p.optimizer == "rmsprop":
-        opt = torch.optim.RMSprop(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    else:
-        raise AwclError(f"unknown optimizer {p.optimizer!r}")
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(p.milestones), gamma=p.lr_gamma)
-    return opt, sched
-
-
-def to_input(frames: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
-    """uint8 ``[B,H,W]`` -> float ``[B,1,H,W]`` in [0,1] (channels_last when enabled)."""
-    x = frames.float().div_(255.0).unsqueeze(1)
-    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
-
-
 def subsample_per_video(m: pd.DataFrame, rows: np.ndarray, k: int | None) -> np.ndarray:
     """At most ``k`` evenly spaced frames of each video (keeps long videos from dominating)."""
     if not k:
@@ -293,6 +296,8 @@ def config_record(cfg: FinetuneConfig) -> dict:
     d = asdict(cfg)
     d["size"] = list(cfg.size) if cfg.size else None
     d["resolved_preset"] = json.loads(json.dumps(asdict(cfg.resolved_preset())))
+    if cfg.task == "classify":
+        d["resolved_head"] = cfg.resolved_head
     return d
 
 
@@ -306,25 +311,35 @@ def finetune(cfg: FinetuneConfig) -> dict:
     ds = open_dataset(cfg.data)
     if cfg.group not in ds.manifest.columns:
         raise DataError(f"{ds.root}: manifest has no grouping column {cfg.group!r}")
+    engine = cfg.engine(tuple(cfg.size) if cfg.size else tuple(ds.size))
+    log.info("precision %s%s on %s: %s", engine.choice.precision,
+             " + channels_last" if engine.choice.channels_last else "", engine.choice.device,
+             engine.choice.reason)
     run = RunDir(cfg.out)
     t0 = time.time()
     try:
         if cfg.task == "classify":
             from awcl.evaluate.classify import run_classification
 
-            metrics = run_classification(cfg, ds, run.tmp)
+            metrics = run_classification(cfg, ds, run.tmp, engine)
         else:
             from awcl.evaluate.segment import run_segmentation
 
-            metrics = run_segmentation(cfg, ds, run.tmp)
+            metrics = run_segmentation(cfg, ds, run.tmp, engine)
         metrics["elapsed_s"] = round(time.time() - t0, 2)
         metrics["environment"] = {
             "torch": torch.__version__,
             "python": platform.python_version(),
             "threads": torch.get_num_threads(),
+            "accelerator": engine.accelerator,
+            "devices": str(engine.devices),
+            **engine.choice.to_dict(),
         }
         (run.tmp / "config.yaml").write_text(yaml.safe_dump(config_record(cfg), sort_keys=False))
         (run.tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if not is_global_zero():  # other DDP processes computed the same; rank zero writes
+            run.abort()
+            return metrics
         run.commit()
     except BaseException:
         run.abort()

@@ -3,7 +3,6 @@ head circumference (HC18) from an ellipse fitted to the predicted head."""
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 
@@ -11,21 +10,17 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from awcl.data.store import PreparedDataset
 from awcl.errors import AwclError, DataError
-from awcl.evaluate.augment import augment
 from awcl.evaluate.finetune import (
     FinetuneConfig,
-    autocast,
     load_frames,
     make_folds,
-    make_optimizer,
     subsample_per_video,
     summarize_folds,
-    to_input,
 )
+from awcl.evaluate.fit import DownstreamModule, Engine, FoldResult, Optim, fit_fold
 from awcl.evaluate.heads import UNet
 from awcl.evaluate.metrics import head_circumference_mm, pixel_confusion, segmentation_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
@@ -56,75 +51,23 @@ def load_masks(ds: PreparedDataset, rows: np.ndarray, size: tuple[int, int] | No
     return torch.from_numpy(masks)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft Dice over foreground classes. ``logits: [B,C,H,W]``, ``target: [B,H,W]``."""
-    prob = logits.softmax(1)[:, 1:]
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
-    inter = (prob * onehot).sum((0, 2, 3))
-    den = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-    return 1 - ((2 * inter + 1) / (den + 1)).mean()
-
-
-def _predict(model, frames, rows, cfg, batch=32) -> np.ndarray:
-    """Predicted class masks ``[N, H, W]`` uint8."""
-    out = []
-    with torch.no_grad(), autocast(cfg):
-        for s in range(0, len(rows), batch):
-            out.append(model(to_input(frames[rows[s : s + batch]], cfg)).argmax(1).to(torch.uint8))
-    return torch.cat(out).numpy()
-
-
-def _train_fold(cfg, frames, masks, fold, C):
+def _train_fold(cfg: FinetuneConfig, frames: torch.Tensor, masks: torch.Tensor, fold, C: int,
+                out: Path, engine: Engine) -> FoldResult:
+    """U-Net on ``fold.train`` (encoder frozen in the partial protocol), best epoch by val
+    mIoU; returns the predicted test masks ``[n, H, W]`` uint8."""
     p = cfg.resolved_preset()
     torch.manual_seed(cfg.seed + fold.index)
-    g = torch.Generator().manual_seed(cfg.seed + fold.index)
     model = UNet(build_encoder(cfg.init), C)
-    if cfg.protocol == "partial":
-        for q in model.encoder.parameters():
-            q.requires_grad_(False)
-    if cfg.channels_last:
+    if engine.choice.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt, sched = make_optimizer(model.parameters(), p)
-    history, best = [], (-1.0, 0, None)
-    for epoch in range(1, p.epochs + 1):
-        model.train()
-        if cfg.protocol == "partial":
-            model.encoder.eval()  # frozen: keep its BatchNorm statistics too
-        perm = torch.randperm(len(fold.train), generator=g)
-        tot, n = 0.0, 0
-        for s in range(0, len(perm), p.batch_size):
-            idx = fold.train[perm[s : s + p.batch_size].numpy()]
-            if len(idx) < 2 and len(perm) > 1:
-                continue
-            x, m = augment(to_input(frames[idx], cfg), p.augment, g, masks[idx].long())
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(cfg):
-                logits = model(x)
-            logits = logits.float()
-            loss = F.cross_entropy(logits, m)
-            if cfg.dice_loss:
-                loss = loss + dice_loss(logits, m)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot += float(loss.detach()) * len(idx)
-            n += len(idx)
-        sched.step()
-        model.eval()
-        vp = _predict(model, frames, fold.val, cfg)
-        vm = segmentation_metrics(pixel_confusion(masks[fold.val].numpy(), vp, C))
-        history.append(
-            {"fold": fold.index, "epoch": epoch, "train_loss": tot / max(n, 1),
-             "val_loss": float("nan"), "val_miou": vm["miou"], "val_dice": vm["dice"],
-             "lr": opt.param_groups[0]["lr"]}
-        )
-        log.info("fold %d epoch %d: loss %.4f val mIoU %.4f", fold.index, epoch, tot / max(n, 1), vm["miou"])
-        if vm["miou"] > best[0]:
-            best = (vm["miou"], epoch, copy.deepcopy(model.state_dict()))
-    model.load_state_dict(best[2])
-    model.eval()
-    return _predict(model, frames, fold.test, cfg), history, best[1], best[0]
+    module = DownstreamModule(
+        model, kind="segment", num_classes=C,
+        optim=Optim(p.optimizer, p.lr, p.momentum, p.weight_decay, p.milestones, p.lr_gamma),
+        data=(frames, masks), fold=fold, batch_size=p.batch_size, augment_cfg=p.augment,
+        channels_last=engine.choice.channels_last, seed=cfg.seed + fold.index,
+        dice=cfg.dice_loss, frozen=model.encoder if cfg.protocol == "partial" else None,
+    )
+    return fit_fold(module, out, engine, p.epochs, p.iterations or -1)
 
 
 def _hc_columns(m: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
@@ -136,7 +79,7 @@ def _hc_columns(m: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
     return hc, None, None
 
 
-def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path) -> dict:
+def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path, engine: Engine) -> dict:
     m = ds.manifest
     src = str(ds.root / "manifest.csv")
     if ds.masks is None:
@@ -160,7 +103,8 @@ def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path) -> dic
     per_fold, history, preds = [], [], []
     cm_total = np.zeros((C, C), dtype=np.int64)
     for fold in folds:
-        pred, hist, best_epoch, best_val = _train_fold(cfg, frames, masks, fold, C)
+        res = _train_fold(cfg, frames, masks, fold, C, out, engine)
+        pred, hist, best_epoch, best_val = res.output, res.history, res.best_epoch, res.best_val
         true = masks[fold.test].numpy()
         cm = pixel_confusion(true, pred, C)
         cm_total += cm

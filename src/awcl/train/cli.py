@@ -45,7 +45,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--devices", "devices", str, "devices per node (number or auto)"),
     ("--num-nodes", "num_nodes", int, "nodes (torchrun / SLURM)"),
     ("--strategy", "strategy", str, "Lightning strategy: auto | ddp | ddp_fork | ..."),
-    ("--precision", "precision", str, "auto (bf16-mixed CPU, 16-mixed GPU) | 32-true | bf16-mixed | 16-mixed"),
+    ("--precision", "precision", str, "auto (the fastest safe one for this hardware: bf16 only on CPUs with native bf16, timed once per machine; bf16/fp16 mixed on GPU) | 32-true | bf16-mixed | 16-mixed"),
     ("--num-workers", "num_workers", int, "DataLoader worker processes (0: main process)"),
     ("--threads", "threads", int, "torch CPU threads (0: all cores)"),
     ("--checkpoint-every-n-steps", "checkpoint_every_n_steps", int, "extra checkpoint every N steps"),
@@ -76,6 +76,9 @@ def config_from_args(args: argparse.Namespace):
         base["ignore_labels"] = list(args.ignore_label)
     if args.no_progress:
         base["progress"] = False
+    for name in ("channels_last", "compile"):
+        if getattr(args, name, None) is not None:
+            base[name] = getattr(args, name)
     base["resume"] = bool(args.resume)
     if not base.get("data"):
         raise AwclError("--data is required (a prepared dataset directory)")
@@ -118,4 +121,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML file of PretrainConfig keys (flags override it)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction,
+                   default=None, help="NHWC memory format (default: with the precision choice)")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="torch.compile the encoder (minutes of start-up; measured in benchmarks/)")
     p.set_defaults(func=_run)

@@ -1,8 +1,9 @@
 """The Lightning side of pretraining: the module, its data loader, and the callbacks that
 measure throughput, run the kNN monitor and write ``history.csv``.
 
-Images travel as uint8 (4x less to copy than float) and become float [0, 1] channels_last
-tensors inside the step, under Lightning's autocast (bf16 on CPU, fp16 on GPU).
+Images travel as uint8 (4x less to copy than float) and become float [0, 1] tensors inside
+the step (channels_last where the precision choice says so), under Lightning's autocast at
+the precision chosen for the hardware (``awcl.train.precision``).
 """
 
 from __future__ import annotations
@@ -45,18 +46,24 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def to_input(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, H, W] -> float [B, 1, H, W] in [0, 1], channels_last."""
-    return (x.unsqueeze(1).float() / 255.0).contiguous(memory_format=torch.channels_last)
+def to_input(x: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """uint8 [B, H, W] -> float [B, 1, H, W] in [0, 1] (channels_last when asked)."""
+    x = x.unsqueeze(1).float() / 255.0
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 class PretrainModule(L.LightningModule):
     """Encoder + the method's heads; ``training_step`` = views -> encoder -> method loss."""
 
-    def __init__(self, cfg: Any, method: Method, frames_path: str):
+    def __init__(self, cfg: Any, method: Method, frames_path: str, channels_last: bool = True):
         super().__init__()
         self.cfg, self.method, self.frames_path = cfg, method, frames_path
-        self.encoder = build_encoder(cfg.init).to(memory_format=torch.channels_last)
+        self.channels_last = channels_last
+        self.encoder = build_encoder(cfg.init)
+        if channels_last:
+            self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        if getattr(cfg, "compile", False):
+            self.encoder.compile()  # in place: state_dict keys (checkpoints, encoder.pt) unchanged
         self.heads = method.heads()
         self.augment = Augment(
             AugmentConfig(
@@ -94,7 +101,7 @@ class PretrainModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x = batch["x1"] if "x2" not in batch else torch.cat([batch["x1"], batch["x2"]])
-        h = self.encoder(to_input(x))  # [V·B, 512]
+        h = self.encoder(to_input(x, self.channels_last))  # [V·B, 512]
         loss, logs = self.method.loss(self.heads, h, batch)
         if not bool(torch.isfinite(loss)):
             raise NonFiniteLoss(
@@ -195,7 +202,7 @@ class KnnMonitor(Callback):
         out = []
         for s in range(0, len(rows), self.batch):
             x = np.stack([resize_full(np.asarray(frames[i]), self.size) for i in rows[s : s + self.batch]])
-            x = to_input(torch.from_numpy(x)).to(pl_module.device)
+            x = to_input(torch.from_numpy(x), pl_module.channels_last).to(pl_module.device)
             with pl_module.trainer.precision_plugin.forward_context():
                 out.append(torch.nn.functional.normalize(enc(x).float(), dim=1).cpu())
         return torch.cat(out)

@@ -35,6 +35,7 @@ from awcl.data.store import open_dataset
 from awcl.errors import AwclError
 from awcl.methods.base import METHODS, build_method
 from awcl.models import ENCODER_FILE, save_encoder
+from awcl.train.precision import choose, resolve_accelerator
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ class PretrainConfig:
     devices: str = "auto"  # number of devices per node or "auto"
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ddp_fork | ... (not ddp_spawn)
-    precision: str = "auto"  # auto (bf16-mixed on CPU, 16-mixed on GPU) | 32-true | ...
+    precision: str = "auto"  # auto (chosen for the hardware, see awcl.train.precision) | 32-true | ...
+    channels_last: bool | None = None  # None: with the precision choice (auto: the faster)
+    compile: bool = False  # torch.compile the encoder (slow start; pays on long GPU runs)
     num_workers: int = 1  # DataLoader worker processes (0 = augment in the main process)
     threads: int = 0  # torch intra-op threads on CPU; 0 = all cores
     checkpoint_every_n_steps: int = 0  # extra step checkpoints (0 = per epoch only)
@@ -174,18 +177,6 @@ def _monitor(ds, cfg: PretrainConfig, hide: np.ndarray, frames_path: str):
     return KnnMonitor(frames_path, bank, y[bank], query, y[query], cfg.size)
 
 
-def _precision(cfg: PretrainConfig, accelerator: str) -> str:
-    if cfg.precision != "auto":
-        return cfg.precision
-    return "bf16-mixed" if accelerator == "cpu" else "16-mixed"
-
-
-def _accelerator(cfg: PretrainConfig) -> str:
-    if cfg.accelerator != "auto":
-        return cfg.accelerator
-    return "gpu" if torch.cuda.is_available() else "cpu"
-
-
 def _devices(cfg: PretrainConfig) -> int | str:
     d = str(cfg.devices)
     return int(d) if d.isdigit() else d
@@ -228,9 +219,12 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
         raise AwclError(f"{run}: already holds a run; pass --resume to continue it or a new --out")
     ds = open_dataset(cfg.data)
     frames_path = str(Path(ds.root) / "frames.npy")
-    accelerator = _accelerator(cfg)
+    accelerator = resolve_accelerator(cfg.accelerator)
     if accelerator == "cpu":
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    choice = choose(cfg.precision, accelerator, cfg.size, channels_last=cfg.channels_last)
+    log.info("precision %s%s on %s: %s", choice.precision,
+             " + channels_last" if choice.channels_last else "", choice.device, choice.reason)
 
     hide = _held_out(ds, cfg)
     index = FrameIndex.from_dataset(ds, cfg.granularity, cfg.ignore_labels, hide=hide)
@@ -243,7 +237,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)
-    module = PretrainModule(cfg, method, frames_path)
+    module = PretrainModule(cfg, method, frames_path, channels_last=choice.channels_last)
     throughput = Throughput()
     monitor = _monitor(ds, cfg, hide, frames_path)
     cbs: list = [throughput]
@@ -282,7 +276,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
         devices=_devices(cfg),
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        precision=_precision(cfg, accelerator),
+        precision=choice.precision,
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         callbacks=cbs,
@@ -316,7 +310,11 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             "labelled_frames": int((index.label >= 0).sum()),
             "frames": index.n,
             "size": list(cfg.size),
-            "precision": _precision(cfg, accelerator),
+            "precision": choice.precision,
+            "channels_last": choice.channels_last,
+            "precision_reason": choice.reason,
+            "device": choice.device,
+            "compiled": bool(cfg.compile),
             "devices": trainer.world_size,
             "encoder": ENCODER_FILE,
         }
