@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from _synth import make_class_dataset, make_seg_dataset
+from awcl.data.store import open_dataset
 from awcl.errors import AwclError
 from awcl.evaluate import FinetuneConfig, finetune
 from awcl.evaluate.finetune import PRESETS, load_frames
 from awcl.evaluate.heads import Classifier, SonoNetHead, UNet, make_head
-from awcl.data.store import open_dataset
 from awcl.models import Encoder
 from awcl.train.engine import to_input
 
