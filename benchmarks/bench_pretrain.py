@@ -1,17 +1,22 @@
 """Pretraining throughput, all on this machine in one run, at each --sizes (HxW), batch 32.
 
+For every precision candidate of this machine (CPU: fp32, fp32 + channels_last, and bf16
+autocast + channels_last; GPU: bf16/fp16 mixed), and for ``auto`` (what a user gets):
+
 (a) ``awcl pretrain`` end to end from a prepared dataset (the engine's own steady-state
     img/s: time between consecutive step ends, data waiting included, warm-up left out);
 (b) the model step alone on uint8 tensors already in memory (same precision/channels_last,
     same loss) — the ceiling for (a);
 (c) a straightforward reference: per-sample PIL transforms in DataLoader workers, fp32,
-    torchvision ResNet-18 on 3-channel input, NT-Xent.
+    torchvision ResNet-18 on 3-channel input, NT-Xent (once per size).
 
-Images/s counts encoder inputs (two views per sample). Targets on a 2-core CPU:
-(a)/(b) >= 0.9 and (a)/(c) >= 2.0.
+Images/s counts encoder inputs (two views per sample). Targets: (a)/(b) >= 0.9 at the chosen
+precision, auto within 10% of the fastest, (a)/(c) >= 1.5 (goal 2). The first lines name the
+CPU and its bf16 capability (or the GPU).
 
     python benchmarks/bench_pretrain.py                 # 30 timed steps per figure
     python benchmarks/bench_pretrain.py --steps 3 --sizes 32x40   # smoke test
+    python benchmarks/bench_pretrain.py --precisions auto --blur 0.5   # one row, with blur
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 import awcl  # noqa: F401  (torchvision shim)
 from awcl.data.augment import parse_size
 from awcl.data.store import DatasetWriter
+from awcl.train.precision import Choice
 
 
 def synthetic_dataset(out: Path, n: int, size: tuple[int, int]) -> Path:
@@ -48,7 +54,7 @@ def synthetic_dataset(out: Path, n: int, size: tuple[int, int]) -> Path:
     return out
 
 
-def bench_end_to_end(data: Path, size, args) -> float:
+def bench_end_to_end(data: Path, size, args, precision: str, channels_last: bool | None) -> tuple[float, dict]:
     from awcl.train.pretrain import PretrainConfig, pretrain
 
     run = Path(tempfile.mkdtemp(prefix="bench_run_"))
@@ -58,15 +64,18 @@ def bench_end_to_end(data: Path, size, args) -> float:
             data=str(data), out=str(run), method=args.method, size=size,
             batch_size=args.batch_size, epochs=1, max_steps=args.warmup + args.steps,
             num_workers=args.workers, threads=args.threads, progress=False,
-            monitor_fraction=0, log_every_n_steps=max(1, args.steps),
+            monitor_fraction=0, log_every_n_steps=max(1, args.steps), precision=precision,
+            channels_last=channels_last, blur=args.blur, crop_scale=(0.08, 1.0),
+            compile=args.compile,
         )
         pretrain(cfg)
-        return float(json.loads((run / "summary.json").read_text())["img_per_s"])
+        summary = json.loads((run / "summary.json").read_text())
+        return float(summary["img_per_s"] or "nan"), summary
     finally:
         shutil.rmtree(run, ignore_errors=True)
 
 
-def bench_model_step(size, args) -> float:
+def bench_model_step(size, args, precision: str, channels_last: bool) -> float:
     from awcl.data.pairs import FrameIndex
     from awcl.methods.base import build_method
     from awcl.models import Encoder
@@ -76,28 +85,42 @@ def bench_model_step(size, args) -> float:
                           class_group=4, clpi_by="video", uscl_ce_weight=1.0)
     idx = FrameIndex(video=np.zeros(1, int), patient=np.zeros(1, int), label=np.zeros(1, int), classes=[])
     method = build_method("simclr", cfg, idx)
-    enc = Encoder().to(memory_format=torch.channels_last)
-    heads = method.heads()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    enc = Encoder().to(dev, memory_format=fmt)
+    if args.compile:
+        enc.compile()
+    heads = method.heads().to(dev)
     params = list(enc.parameters()) + list(heads.parameters())
     opt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-6)
     b = args.batch_size
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (2 * b, *size), dtype=torch.uint8, generator=g)
-    batch = {"key": torch.full((b,), -1)}
+    x = torch.randint(0, 256, (2 * b, *size), dtype=torch.uint8, generator=g).to(dev)
+    batch = {"key": torch.full((b,), -1, device=dev)}
+    dtype = Choice(precision, channels_last, "", "").autocast_dtype
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss, _ = method.loss(heads, enc(to_input(x)), batch)
+        with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            loss, _ = method.loss(heads, enc(to_input(x, channels_last)), batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
     for _ in range(args.warmup):
         step()
+    _sync()
     t = time.perf_counter()
     for _ in range(args.steps):
         step()
+    _sync()
     return 2 * b * args.steps / (time.perf_counter() - t)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 class _RefViews(torch.utils.data.Dataset):
@@ -165,6 +188,29 @@ def bench_reference(data: Path, size, args) -> float:
     return seen / (time.perf_counter() - t)
 
 
+def candidates(args) -> list[tuple[str, str, bool | None]]:
+    """(label, precision, channels_last) rows to measure; 'auto' is what a user gets."""
+    from awcl.train.precision import cpu_candidates
+
+    if torch.cuda.is_available():
+        rows = [("bf16-mixed+cl", "bf16-mixed", True), ("16-mixed+cl", "16-mixed", True)]
+    else:
+        rows = [(f"{p.replace('-true', '')}{'+cl' if cl else ''}", p, cl) for p, cl in cpu_candidates()]
+    rows.append(("auto", "auto", None))
+    want = set(filter(None, args.precisions.split(",")))
+    return [r for r in rows if not want or r[0] in want or r[1] in want]
+
+
+def machine_lines() -> list[str]:
+    from awcl.train.precision import describe_cpu
+
+    lines = [f"cpu: {describe_cpu()}"]
+    if torch.cuda.is_available():
+        lines.append(f"gpu: {torch.cuda.get_device_name()} (bf16: {torch.cuda.is_bf16_supported()})")
+    lines.append(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="112x144,224x288", help="comma-separated HxW list")
@@ -177,6 +223,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--data", help="prepared dataset (default: a synthetic one at 224x288)")
     p.add_argument("--skip", default="", help="comma list of figures to skip: a,b,c")
+    p.add_argument("--precisions", default="", help="comma list of rows (default: all, e.g. auto,fp32+cl)")
+    p.add_argument("--blur", type=float, default=0.0, help="pretraining blur probability in (a)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder in (a) and (b)")
     args = p.parse_args()
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     skip = set(filter(None, args.skip.split(",")))
@@ -187,16 +236,28 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="bench_data_"))
         n = max(256, args.batch_size * (args.warmup + args.steps + 2))
         data = synthetic_dataset(tmp / "ds", n, (224, 288))
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
-          f"batch {args.batch_size}, method {args.method}, timed steps {args.steps}")
-    print(f"{'size':>9} {'(a) e2e':>9} {'(b) step':>9} {'(c) ref':>9} {'a/b':>6} {'a/c':>6}   img/s")
+    for line in machine_lines():
+        print(line)
+    print(f"batch {args.batch_size}, method {args.method}, timed steps {args.steps}, "
+          f"blur {args.blur}, compile {args.compile}")
+    print(f"{'size':>9} {'precision':>16} {'(a) e2e':>9} {'(b) step':>9} {'(c) ref':>9} "
+          f"{'a/b':>6} {'a/c':>6}   img/s")
     try:
         for text in args.sizes.split(","):
             size = parse_size(text)
-            a = bench_end_to_end(data, size, args) if "a" not in skip else float("nan")
-            b = bench_model_step(size, args) if "b" not in skip else float("nan")
             c = bench_reference(data, size, args) if "c" not in skip else float("nan")
-            print(f"{text:>9} {a:9.1f} {b:9.1f} {c:9.1f} {a / b:6.2f} {a / c:6.2f}", flush=True)
+            for label, prec, cl in candidates(args):
+                a, summary = (bench_end_to_end(data, size, args, prec, cl) if "a" not in skip
+                              else (float("nan"), {}))
+                if prec == "auto":  # the step at what auto chose
+                    chosen = summary.get("precision", "32-true")
+                    b_prec, b_cl = chosen, bool(summary.get("channels_last", True))
+                    label = f"auto={chosen.replace('-true', '')}{'+cl' if b_cl else ''}"
+                else:
+                    b_prec, b_cl = prec, bool(cl)
+                b = bench_model_step(size, args, b_prec, b_cl) if "b" not in skip else float("nan")
+                print(f"{text:>9} {label:>16} {a:9.1f} {b:9.1f} {c:9.1f} {a / b:6.2f} {a / c:6.2f}",
+                      flush=True)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
