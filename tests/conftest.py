@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,7 +12,9 @@ import pytest
 import torch
 
 # The precision probe caches its per-machine answer; keep tests away from the user's cache.
-os.environ.setdefault("AWCL_CACHE_DIR", tempfile.mkdtemp(prefix="awcl-test-cache-"))
+if "AWCL_CACHE_DIR" not in os.environ:
+    os.environ["AWCL_CACHE_DIR"] = tempfile.mkdtemp(prefix="awcl-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["AWCL_CACHE_DIR"], True)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

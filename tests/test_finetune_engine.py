@@ -110,3 +110,26 @@ def test_gpu_asked_without_one_is_one_line(cls_data, tmp_path, monkeypatch):
     with pytest.raises(AwclError, match="no CUDA device"):
         finetune(FinetuneConfig(data=str(cls_data), out=str(tmp_path / "o"), accelerator="gpu"))
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_finetune_writes_one_complete_run(cls_data, tmp_path):
+    """--devices 2 --strategy ddp on CPU (gloo): Lightning launches a second process; the run
+    directory is written once, every frame is tested exactly once, selection is per epoch."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "awcl", "finetune", "--data", str(cls_data), "--out", str(out),
+           "--epochs", "2", "--folds", "2", "--batch-size", "8", "--head", "linear",
+           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("accuracy") == 1  # only rank zero reports
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["environment"]["devices"] == "2"
+    pred = pd.read_csv(out / "predictions.csv")
+    assert len(pred) == 60 and pred.frame_id.is_unique
+    hist = pd.read_csv(out / "history.csv")
+    assert len(hist) == 4 and all(1 <= f["best_epoch"] <= 2 for f in m["folds"])
+    assert not list(tmp_path.glob(".ddp.tmp-*"))  # the other rank left nothing behind

@@ -34,6 +34,10 @@ def _finetune(args: argparse.Namespace) -> int:
         keep_checkpoints=args.keep_checkpoints,
     )
     m = finetune(cfg)
+    from awcl.train.trainer import is_global_zero
+
+    if not is_global_zero():
+        return 0  # DDP: rank zero reports
     keys = ["accuracy", "precision", "recall", "f1"] if cfg.task == "classify" else [
         "gaa", "ma", "miou", "dice", "hc_mae_mm"]
     parts = [f"{k} {m['mean'][k]:.4f} ± {m['std'][k]:.4f}" for k in keys if k in m["mean"]]

@@ -311,6 +311,8 @@ def fit_fold(module: DownstreamModule, out: Path, engine: Engine, max_epochs: in
         output = torch.cat(trainer.predict(module, dataloaders=test)).numpy()
     if not engine.keep_checkpoints:
         shutil.rmtree(ckdir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            ckdir.parent.rmdir()  # only when no other fold kept anything
     hist = module.history
     vals = [h[score] for h in hist]
     best_i = int(np.argmax(vals)) if vals else 0  # first maximum, as the checkpoint's strict '>'
