@@ -84,6 +84,7 @@ def test_every_method_runs(tiny: Path, tmp_path: Path, method: str, extra: dict)
     assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"]))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["method"] == method and summary["steps"] > 0
+    assert summary["class_group"] == 1 and summary["batch_composition"]
 
 
 def test_encoder_loads_strict_into_torchvision(uninterrupted: Path) -> None:

@@ -142,3 +142,22 @@ def test_augment_shapes_determinism_and_views(ds) -> None:
     assert parse_size("112x144") == (112, 144)
     with pytest.raises(ValueError):
         parse_size("112")
+
+
+def test_default_batches_are_random_as_in_the_paper(ds) -> None:
+    """Default: no class grouping (the paper's random batches); grouping is an option."""
+    from awcl.methods import build_method
+    from awcl.train.pretrain import PretrainConfig
+
+    idx = FrameIndex.from_dataset(ds)
+    cfg = PretrainConfig(anatomy_ratio=0.5)
+    assert cfg.class_group <= 1
+    for name in ("awcl", "clpi"):
+        method = build_method(name, cfg, idx)
+        units = method.sampler(16, 0, 1, 0).units(np.random.default_rng(0))
+        assert all(len(u) == 1 for u in units), name  # every sample placed independently
+        assert method.batch_composition() == "random"
+    grouped = build_method("awcl", PretrainConfig(class_group=4), idx)
+    units = grouped.sampler(16, 0, 1, 0).units(np.random.default_rng(0))
+    assert max(len(u) for u in units) == 4
+    assert "groups of 4" in grouped.batch_composition()

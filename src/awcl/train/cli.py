@@ -23,7 +23,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--method", "method", str, "awcl | simclr | clpi | uscl | supervised"),
     ("--granularity", "granularity", str, "coarse | fine: which anatomy labels make positives/classes"),
     ("--anatomy-ratio", "anatomy_ratio", float, "awcl: probability a labelled frame keeps its label per draw"),
-    ("--class-group", "class_group", int, "awcl/clpi: frames of one class/scan drawn together into a batch"),
+    ("--class-group", "class_group", int, "awcl/clpi: k>1 draws frames of one class/scan in groups of k per batch; 0 or 1 (default): random batches as in the paper"),
     ("--clpi-by", "clpi_by", str, "clpi: scan key, video | patient"),
     ("--uscl-ce-weight", "uscl_ce_weight", float, "uscl: weight of the cross-entropy head"),
     ("--init", "init", str, "random | run dir | encoder.pt | torchvision resnet18 .pth"),
