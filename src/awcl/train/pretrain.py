@@ -51,7 +51,8 @@ class PretrainConfig:
     ignore_labels: list[str] = field(default_factory=list)  # extra labels counted as unlabelled
     class_group: int = 1  # awcl/clpi: k>1 draws same-class (same-scan) frames in groups of k; 0/1: random batches (paper)
     clpi_by: str = "video"  # clpi: scan key, video | patient
-    uscl_ce_weight: float = 1.0  # uscl: weight of the cross-entropy head
+    uscl_ce_weight: float = 0.2  # uscl: weight of the cross-entropy head, per view (official 0.2)
+    uscl_rounds: int = 0  # uscl: passes over the videos per epoch (0: ~frames/videos; 1: official)
     # model / optimisation
     init: str = "random"  # random | run dir | encoder.pt | torchvision resnet18 .pth
     proj_hidden: int = 512
