@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import struct
@@ -30,7 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from awcl import logs
 from awcl.errors import DataError
+
+log = logging.getLogger("awcl.data")
 
 FORMAT = "awcl-prepared/1"
 MANIFEST_COLUMNS = [
@@ -225,6 +229,7 @@ class DatasetWriter:
         self.rows: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {"source": source, "hierarchy": {}, "ignore_labels": []}
         self.skipped: list[dict[str, str]] = []
+        self.notes: list[dict[str, str]] = []
         self._tmp: Path | None = None
         self._frames: _ArrayAppender | None = None
         self._masks: _ArrayAppender | None = None
@@ -252,8 +257,19 @@ class DatasetWriter:
         return self
 
     def skip(self, file: str | os.PathLike, reason: str) -> None:
-        """Record a skipped input (counted in dataset.json and reported by the caller)."""
+        """Record a skipped input in dataset.json (``skipped``) and log it (one summary line
+        per reason on the console, see :mod:`awcl.logs`). A leading ``<file>: `` of the
+        reason (DataError texts start so) is dropped: the file is recorded beside it."""
+        reason = _without_file(reason, str(file))
         self.skipped.append({"file": str(file), "reason": reason})
+        logs.skipped(log, file, reason)
+
+    def note(self, file: str | os.PathLike, reason: str) -> None:
+        """Record a problem that did not stop the input from being used (``notes`` in
+        dataset.json), e.g. an image kept without a mask."""
+        reason = _without_file(reason, str(file))
+        self.notes.append({"file": str(file), "reason": reason})
+        logs.noted(log, file, reason)
 
     def add(
         self,
@@ -331,6 +347,7 @@ class DatasetWriter:
             "num_frames": len(df),
             "num_masks": self._masks.count if self._masks else 0,
             "skipped": self.skipped,
+            **({"notes": self.notes} if self.notes else {}),
         }
         (self._tmp / "dataset.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         if self.out.exists():
@@ -341,6 +358,14 @@ class DatasetWriter:
         else:
             self._tmp.rename(self.out)
         self._tmp = None
+        if self.skipped or self.notes:
+            keys = " and ".join(k for k, v in (("skipped", self.skipped), ("notes", self.notes)) if v)
+            logs.details_at(f"{self.out / 'dataset.json'} (key {keys}: every file and its reason)")
+
+
+def _without_file(reason: str, file: str) -> str:
+    head, sep, tail = reason.partition(": ")
+    return tail if sep and head and (head == file or head.endswith(file)) else reason
 
 
 def _replaceable(path: Path) -> bool:
