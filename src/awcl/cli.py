@@ -18,6 +18,7 @@ from awcl.errors import AwclError
 _REGISTRARS = [
     ("awcl.data.cli", "register"),
     ("awcl.train.cli", "register"),
+    ("awcl.train.export", "register"),
     ("awcl.evaluate.cli", "register"),
     ("awcl.study.cli", "register"),
 ]

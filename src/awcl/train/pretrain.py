@@ -31,10 +31,11 @@ import yaml
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
 from awcl.data.augment import parse_size
 from awcl.data.pairs import FrameIndex, frame_labels
-from awcl.data.store import open_dataset
+from awcl.data.store import describe_source, open_dataset, union_dataset
 from awcl.errors import AwclError
 from awcl.methods.base import METHODS, build_method
 from awcl.models import ENCODER_FILE, save_encoder
+from awcl.train.trackers import build_loggers, check_loggers
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 class PretrainConfig:
     """Every setting of a pretraining run; defaults are the paper's."""
 
-    data: str = ""  # prepared dataset directory
+    data: str | list[str] = ""  # prepared dataset directory, or several (their union is used)
     out: str = "runs/pretrain"  # run directory
     method: str = "awcl"  # awcl | simclr | clpi | uscl | supervised
     granularity: str = "coarse"  # coarse | fine  (anatomy labels used as keys / classes)
@@ -82,6 +83,9 @@ class PretrainConfig:
     monitor_fraction: float = 0.2  # share of labelled patients held out for the kNN monitor
     monitor_max: int = 512  # cap on bank / query frames of the monitor
     log_every_n_steps: int = 10
+    logger: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])  # + wandb | mlflow
+    tracker_project: str = "awcl"  # W&B project / MLflow experiment
+    tracker_uri: str = ""  # MLflow tracking URI ("" = $MLFLOW_TRACKING_URI or <run>/logs/mlruns)
     progress: bool = True
     resume: bool = False
 
@@ -92,6 +96,9 @@ class PretrainConfig:
             raise AwclError(f"--size: {err}") from None
         self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]
         self.ignore_labels = list(self.ignore_labels or [])
+        self.logger = check_loggers(self.logger)
+        if isinstance(self.data, (list, tuple)):
+            self.data = [str(d) for d in self.data] if len(self.data) != 1 else str(self.data[0])
         if self.method not in METHODS and self.method not in (
             "awcl", "simclr", "clpi", "uscl", "supervised"
         ):
@@ -186,6 +193,14 @@ def _accelerator(cfg: PretrainConfig) -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
+def _cpus() -> int:
+    """Cores this process may use (a SLURM job's or a parallel study job's share), not all
+    of the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _devices(cfg: PretrainConfig) -> int | str:
     d = str(cfg.devices)
     return int(d) if d.isdigit() else d
@@ -213,7 +228,6 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     ``callbacks``: extra Lightning callbacks (tests use one to simulate a kill).
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from awcl.train.engine import History, PretrainModule, Throughput
 
@@ -226,11 +240,11 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             raise AwclError(f"{run}: nothing to resume (no checkpoints/*.ckpt)")
     elif (run / "summary.json").exists() or (ckdir.is_dir() and any(ckdir.glob("*.ckpt"))):
         raise AwclError(f"{run}: already holds a run; pass --resume to continue it or a new --out")
-    ds = open_dataset(cfg.data)
+    ds = open_dataset(union_dataset(cfg.data))  # several --data: their cached union
     frames_path = str(Path(ds.root) / "frames.npy")
     accelerator = _accelerator(cfg)
     if accelerator == "cpu":
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        torch.set_num_threads(cfg.threads or _cpus())
 
     hide = _held_out(ds, cfg)
     index = FrameIndex.from_dataset(ds, cfg.granularity, cfg.ignore_labels, hide=hide)
@@ -273,10 +287,8 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             )
         )
     cbs += list(callbacks or [])
-    loggers = [
-        TensorBoardLogger(save_dir=str(run), name="logs", version="tb", default_hp_metric=False),
-        CSVLogger(save_dir=str(run), name="logs", version="csv"),
-    ]
+    loggers, keep_ids = build_loggers(cfg.logger, run, cfg.tracker_project, cfg.tracker_uri, cfg.resume)
+    cbs.append(keep_ids)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=_devices(cfg),
@@ -319,6 +331,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             "precision": _precision(cfg, accelerator),
             "devices": trainer.world_size,
             "encoder": ENCODER_FILE,
+            "data_sources": ds.meta.get("sources") or [describe_source(ds)],
         }
         summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
         tmp = run / ".summary.json.tmp"
