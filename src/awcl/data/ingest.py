@@ -18,7 +18,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +135,7 @@ def _check_src(src: str | os.PathLike) -> Path:
 
 
 def _skip(writer: DatasetWriter, stats: PrepareStats, file: str, reason: str) -> None:
-    log.warning("skipped %s: %s", file, reason)
-    writer.skip(file, reason)
+    writer.skip(file, reason)  # recorded in dataset.json and logged (summarised per reason)
     stats.skipped += 1
 
 
@@ -193,16 +192,55 @@ def load_mapping(path: str | os.PathLike) -> dict[str, str]:
     return mapping
 
 
+AUTO = "auto"  # a LabelTable column given as "auto" is looked up among the usual names
+# Usual header names per role, in order of preference, compared after lower-casing and
+# turning spaces/dashes into underscores. The manifest's own names come first, so a table
+# written like awcl's manifest (``image, coarse_label, fine_label, patient_id``) just works.
+COLUMN_NAMES: dict[str, tuple[str, ...]] = {
+    "path": ("path", "image", "file", "filename", "file_name", "image_name", "image_path",
+             "filepath", "file_path", "img", "video", "video_path"),
+    "coarse": ("coarse_label", "coarse", "label", "class", "class_name"),
+    "fine": ("fine_label", "fine"),
+    "patient": ("patient_id", "patient", "patientid", "patient_num", "patient_number",
+                "subject", "subject_id", "scan_id", "case_id"),
+}  # fmt: skip
+# Headers that look like labels: reported when a table has them but they are not used.
+_LABELISH = re.compile(r"label|class|plane|view|anatomy|organ|diagnos|category|target|finding|standard")
+
+
+def _sniff_sep(path: Path) -> str:
+    """The separator of a table: one of , ; tab | seen in its first lines (default ',')."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            sample = fh.read(64 * 1024)
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except (csv.Error, OSError, UnicodeDecodeError):
+        return ","  # one column, or unreadable: read_csv gives the precise error
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
 @dataclass
 class LabelTable:
-    """Which columns of a user's label table hold what (names as the user wrote them)."""
+    """Which columns of a user's label table hold what (names as the user wrote them).
+
+    Each column is a header name, ``"auto"`` (the first of :data:`COLUMN_NAMES` the table
+    has; the path column must then be found) or None (not used).
+    """
 
     path: str | os.PathLike
-    sep: str = ","
-    path_col: str = "path"
-    coarse_col: str | None = None
-    fine_col: str | None = None
-    patient_col: str | None = None
+    sep: str = AUTO  # or ",", ";", "\t", ...
+    path_col: str | None = AUTO
+    coarse_col: str | None = AUTO
+    fine_col: str | None = AUTO
+    patient_col: str | None = AUTO
+    # filled by read(): role -> header used, and label-like headers left unused
+    used: dict[str, str] = field(default_factory=dict)
+    unused_labelish: list[str] = field(default_factory=list)
 
     def read(self) -> pd.DataFrame:
         """The table with columns ``path, coarse, fine, patient`` (strings, '' = unknown)."""
@@ -211,8 +249,9 @@ class LabelTable:
             raise DataError(f"{p}: label table not found")
         try:
             # utf-8-sig: spreadsheet programs put a byte-order mark before the first header.
+            sep = _sniff_sep(p) if self.sep == AUTO else self.sep
             df = pd.read_csv(
-                p, sep=self.sep, dtype=str, keep_default_na=False, engine="python", encoding="utf-8-sig"
+                p, sep=sep, dtype=str, keep_default_na=False, engine="python", encoding="utf-8-sig"
             )
         except UnicodeDecodeError:
             raise DataError(f"{p}: not UTF-8 text (save the table as UTF-8)") from None
@@ -220,24 +259,63 @@ class LabelTable:
             raise DataError(f"{p}: not a readable table with separator {self.sep!r} ({err})") from None
         # Headers with stray spaces ("Train ") are common in released tables: match stripped.
         by_stripped = {c.strip(): c for c in df.columns}
+        by_norm: dict[str, str] = {}
+        for c in df.columns:
+            by_norm.setdefault(_norm(c), c)
+        columns = ", ".join(repr(c) for c in df.columns)
         out = pd.DataFrame(index=df.index)
+        self.used = {}
         for role, name in (
             ("path", self.path_col),
             ("coarse", self.coarse_col),
             ("fine", self.fine_col),
             ("patient", self.patient_col),
         ):
-            if name is None:
+            col = None
+            if name is not None and name.strip().lower() == AUTO:
+                taken = set(self.used.values())
+                col = next(
+                    (by_norm[n] for n in COLUMN_NAMES[role] if n in by_norm and by_norm[n] not in taken),
+                    None,
+                )
+                if col is None and role == "path":
+                    raise DataError(
+                        f"{p}: no image path column (separator {self.sep!r}; columns are {columns}); "
+                        f"name it with --path-col, or call it one of: {', '.join(COLUMN_NAMES['path'][:6])}"
+                    )
+            elif name is not None:
+                col = by_stripped.get(name.strip())
+                if col is None:
+                    raise DataError(f"{p}: no column {name!r} (separator {self.sep!r}; columns are {columns})")
+            if col is None:
                 out[role] = ""
                 continue
-            col = by_stripped.get(name.strip())
-            if col is None:
-                raise DataError(
-                    f"{p}: no column {name!r} (separator {self.sep!r}; columns are "
-                    f"{', '.join(repr(c) for c in df.columns)})"
-                )
+            self.used[role] = col
             out[role] = df[col].astype(str).str.strip()
+        used = set(self.used.values())
+        self.unused_labelish = [
+            c for c in df.columns if c not in used and _LABELISH.search(_norm(c)) and (df[c] != "").any()
+        ]
+        desc = ", ".join(f"{role}={col.strip()!r}" for role, col in self.used.items())
+        log.info("%s: columns used: %s", p.name, desc)
+        if self.unused_labelish:
+            log.warning(
+                "%s: column%s %s look%s like labels but %s not used (name %s with --coarse-col / "
+                "--fine-col; columns used: %s)",
+                p, "s" * (len(self.unused_labelish) > 1),
+                ", ".join(repr(c.strip()) for c in self.unused_labelish),
+                "" if len(self.unused_labelish) > 1 else "s",
+                "are" if len(self.unused_labelish) > 1 else "is",
+                "them" if len(self.unused_labelish) > 1 else "it", desc,
+            )  # fmt: skip
         return out
+
+    def describe(self) -> dict[str, Any]:
+        """What read() used, for dataset.json (``prepare.columns``)."""
+        return {
+            "used": {r: c.strip() for r, c in self.used.items()},
+            "unused_label_like": [c.strip() for c in self.unused_labelish],
+        }
 
 
 def _label_rows(
@@ -311,11 +389,11 @@ def prepare_videos(
     size: tuple[int, int] = DEFAULT_SIZE,
     crop: CropSpec = "auto",
     labels_csv: str | os.PathLike | None = None,
-    sep: str = ",",
-    path_col: str = "path",
-    coarse_col: str | None = None,
-    fine_col: str | None = None,
-    patient_col: str | None = None,
+    sep: str = AUTO,
+    path_col: str | None = AUTO,
+    coarse_col: str | None = AUTO,
+    fine_col: str | None = AUTO,
+    patient_col: str | None = AUTO,
     mapping: str | os.PathLike | None = None,
     strict: bool = False,
     source: str = "videos",
@@ -347,8 +425,11 @@ def prepare_videos(
     labels: dict[str, dict[str, str]] = {}
     pre_skips: list[tuple[str, str]] = []
     hierarchy: dict[str, str] = dict(sorted(fine_to_coarse.items())) if fine_to_coarse else {}
+    columns: dict[str, Any] | None = None
     if labels_csv is not None:
-        table = LabelTable(labels_csv, sep, path_col, coarse_col, fine_col, patient_col).read()
+        spec = LabelTable(labels_csv, sep, path_col, coarse_col, fine_col, patient_col)
+        table = spec.read()
+        columns = spec.describe()
         table, pre_skips = _label_rows(table, fine_to_coarse, strict, str(labels_csv))
         hierarchy = _hierarchy(table, fine_to_coarse)
         labels, unmatched = _match_table(table, rels)
@@ -357,7 +438,8 @@ def prepare_videos(
         writer.meta.update(
             {
                 "hierarchy": hierarchy,
-                "prepare": {"kind": "videos", "every": every, "crop": _crop_desc(crop)},
+                "prepare": {"kind": "videos", "every": every, "crop": _crop_desc(crop),
+                            **({"columns": columns} if columns else {})},
             }
         )
         for file, reason in pre_skips:
@@ -435,11 +517,11 @@ def prepare_images(
     out: str | os.PathLike,
     *,
     labels: str | os.PathLike,
-    sep: str = ",",
-    path_col: str = "path",
-    coarse_col: str | None = None,
-    fine_col: str | None = None,
-    patient_col: str | None = None,
+    sep: str = AUTO,
+    path_col: str | None = AUTO,
+    coarse_col: str | None = AUTO,
+    fine_col: str | None = AUTO,
+    patient_col: str | None = AUTO,
     mapping: str | os.PathLike | None = None,
     size: tuple[int, int] = DEFAULT_SIZE,
     crop: CropSpec = "auto",
@@ -451,7 +533,10 @@ def prepare_images(
     """Prepare the still images named in a label table (paths relative to ``src``).
 
     The user names the table's separator and columns (image path, coarse label, fine label,
-    patient/scan id). ``mapping`` (CSV fine,coarse or YAML) fills the coarse label from the
+    patient/scan id); a column left at ``"auto"`` is found among the usual header names
+    (:data:`COLUMN_NAMES`: ``path/image/file/filename``, ``coarse_label``, ``fine_label``,
+    ``patient_id``, ...), None leaves it unused. Label-like columns that end up unused are
+    reported with a warning. ``mapping`` (CSV fine,coarse or YAML) fills the coarse label from the
     fine one and becomes ``meta['hierarchy']``; a fine label it lacks is a counted skip
     (``strict=True``: an error). Rows naming missing or unreadable files and repeated rows
     are counted skips. Patient ids are pseudonymised with ``anonymize``; without a patient
@@ -464,7 +549,8 @@ def prepare_images(
     if not files_on_disk:
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     fine_to_coarse = load_mapping(mapping) if mapping is not None else None
-    table = LabelTable(labels, sep, path_col, coarse_col, fine_col, patient_col).read()
+    spec = LabelTable(labels, sep, path_col, coarse_col, fine_col, patient_col)
+    table = spec.read()
     if table.empty:
         raise DataError(f"{labels}: label table has no rows")
     with DatasetWriter(out, size=size, source=source) as writer:
@@ -472,7 +558,7 @@ def prepare_images(
         writer.meta.update(
             {
                 "hierarchy": _hierarchy(rows, fine_to_coarse),
-                "prepare": {"kind": "images", "crop": _crop_desc(crop)},
+                "prepare": {"kind": "images", "crop": _crop_desc(crop), "columns": spec.describe()},
             }
         )
         st.inputs += len(table)
@@ -546,16 +632,16 @@ def _print_summary(out: Path, st: PrepareStats) -> None:
         counts = m[col].dropna().value_counts().sort_index()
         if len(counts):
             print(f"  {col}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-    for item in ds.meta.get("skipped", [])[:20]:
-        print(f"  skipped {item['file']}: {item['reason']}")
-    if len(ds.meta.get("skipped", [])) > 20:
-        print(f"  ... and {len(ds.meta['skipped']) - 20} more (see {out / 'dataset.json'})")
+    if ds.meta.get("skipped"):
+        # the reasons were logged (one summary per reason); the full list stays in the dataset
+        print(f"  every skipped input with its reason: {out / 'dataset.json'}, key \"skipped\"")
 
 
 def _add_common(p: argparse.ArgumentParser, default_crop: str = "auto") -> None:
     p.add_argument("src", help="source folder (searched recursively)")
     p.add_argument("--out", required=True, help="output dataset directory")
-    p.add_argument("--size", type=cli_type(parse_size), default=DEFAULT_SIZE, help="HxW, default 224x288")
+    p.add_argument("--size", type=cli_type(parse_size), default=DEFAULT_SIZE, metavar="HxW",
+                   help="frame size of the prepared dataset")  # fmt: skip
     p.add_argument(
         "--crop",
         type=cli_type(parse_crop),
@@ -563,11 +649,23 @@ def _add_common(p: argparse.ArgumentParser, default_crop: str = "auto") -> None:
         help="auto (detect the ultrasound region), none, or a fixed box y0,y1,x0,x1",
     )
     p.add_argument("--no-crop", dest="crop", action="store_const", const=None, help="same as --crop none")
-    p.add_argument("--sep", default=",", help="label table separator (default ',')")
-    p.add_argument("--path-col", default="path", help="table column with the file path")
-    p.add_argument("--coarse-col", default=None, help="table column with the coarse label")
-    p.add_argument("--fine-col", default=None, help="table column with the fine label")
-    p.add_argument("--patient-col", default=None, help="table column with the patient/scan id")
+    p.add_argument("--sep", default=AUTO, help="label table separator ('auto': detected from the table)")
+
+    def col(text: str) -> str | None:
+        return None if text.strip().lower() == "none" else text
+
+    for role, flag, what in (
+        ("path", "--path-col", "the file path"),
+        ("coarse", "--coarse-col", "the coarse label"),
+        ("fine", "--fine-col", "the fine label"),
+        ("patient", "--patient-col", "the patient/scan id"),
+    ):
+        names = "/".join(COLUMN_NAMES[role][:4])
+        p.add_argument(
+            flag, type=col, default=AUTO, metavar="NAME",
+            help=f"table column with {what}; 'auto' takes the first of {names}, ... the table "
+            "has" + ("" if role == "path" else ", 'none' leaves it unused"),
+        )  # fmt: skip
     p.add_argument("--mapping", default=None, help="fine->coarse mapping (CSV fine,coarse or YAML)")
     p.add_argument(
         "--strict", action="store_true", help="fail on a label missing from the mapping instead of skipping"
@@ -651,14 +749,17 @@ def register_prepare(sub: argparse._SubParsersAction) -> None:
         "ultrasound region, resize and write a prepared dataset.",
     )
     _add_common(pv)
-    pv.add_argument("--every", type=positive_int, default=8, help="keep every k-th frame (default 8)")
+    pv.add_argument("--every", type=positive_int, default=8, help="keep every k-th frame")
     pv.add_argument("--labels", default=None, help="optional table of per-video labels")
     pv.set_defaults(func=_run_videos)
 
     pi = sub.add_parser(
         "images",
         help="a folder of still images plus a label table -> prepared dataset",
-        description="Prepare the images named in a label table whose separator and columns you name.",
+        description="Prepare the images named in a label table. Columns named like awcl's "
+        "manifest (image/path/file/filename, coarse_label, fine_label, patient_id) are used "
+        "without flags; name others with --path-col/--coarse-col/--fine-col/--patient-col. "
+        "Label-like columns left unused are reported.",
     )
     _add_common(pi)
     pi.add_argument("--labels", required=True, help="label table (CSV/TSV...)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import struct
@@ -30,7 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from awcl import logs
 from awcl.errors import DataError
+
+log = logging.getLogger("awcl.data")
 
 FORMAT = "awcl-prepared/1"
 MANIFEST_COLUMNS = [
@@ -80,6 +84,13 @@ class _ArrayAppender:
         self._fh.write(np.ascontiguousarray(plane).tobytes())
         self.count += 1
         return self.count - 1
+
+    def append_block(self, planes: np.ndarray) -> None:
+        """planes: uint8 [n, H, W]."""
+        if planes.shape[1:] != self.hw or planes.dtype != np.uint8:
+            raise ValueError(f"expected uint8 [n, {self.hw}], got {planes.dtype} {planes.shape}")
+        self._fh.write(np.ascontiguousarray(planes).tobytes())
+        self.count += len(planes)
 
     def close(self) -> None:
         if self._fh.closed:
@@ -225,6 +236,7 @@ class DatasetWriter:
         self.rows: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {"source": source, "hierarchy": {}, "ignore_labels": []}
         self.skipped: list[dict[str, str]] = []
+        self.notes: list[dict[str, str]] = []
         self._tmp: Path | None = None
         self._frames: _ArrayAppender | None = None
         self._masks: _ArrayAppender | None = None
@@ -252,8 +264,19 @@ class DatasetWriter:
         return self
 
     def skip(self, file: str | os.PathLike, reason: str) -> None:
-        """Record a skipped input (counted in dataset.json and reported by the caller)."""
+        """Record a skipped input in dataset.json (``skipped``) and log it (one summary line
+        per reason on the console, see :mod:`awcl.logs`). A leading ``<file>: `` of the
+        reason (DataError texts start so) is dropped: the file is recorded beside it."""
+        reason = _without_file(reason, str(file))
         self.skipped.append({"file": str(file), "reason": reason})
+        logs.skipped(log, file, reason)
+
+    def note(self, file: str | os.PathLike, reason: str) -> None:
+        """Record a problem that did not stop the input from being used (``notes`` in
+        dataset.json), e.g. an image kept without a mask."""
+        reason = _without_file(reason, str(file))
+        self.notes.append({"file": str(file), "reason": reason})
+        logs.noted(log, file, reason)
 
     def add(
         self,
@@ -331,6 +354,7 @@ class DatasetWriter:
             "num_frames": len(df),
             "num_masks": self._masks.count if self._masks else 0,
             "skipped": self.skipped,
+            **({"notes": self.notes} if self.notes else {}),
         }
         (self._tmp / "dataset.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         if self.out.exists():
@@ -341,6 +365,14 @@ class DatasetWriter:
         else:
             self._tmp.rename(self.out)
         self._tmp = None
+        if self.skipped or self.notes:
+            keys = " and ".join(k for k, v in (("skipped", self.skipped), ("notes", self.notes)) if v)
+            logs.details_at(f"{self.out / 'dataset.json'} (key {keys}: every file and its reason)")
+
+
+def _without_file(reason: str, file: str) -> str:
+    head, sep, tail = reason.partition(": ")
+    return tail if sep and head and (head == file or head.endswith(file)) else reason
 
 
 def _replaceable(path: Path) -> bool:
@@ -386,3 +418,190 @@ def summarize(ds: PreparedDataset) -> str:
     if ds.hierarchy:
         lines.append("hierarchy: " + ", ".join(f"{f}->{c}" for f, c in sorted(ds.hierarchy.items())))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- several sources
+MERGE_CHUNK = 4096  # frames copied per block
+
+
+def manifest_sha256(root: str | os.PathLike) -> str:
+    """SHA-256 of a prepared dataset's manifest.csv (identifies its rows and labels)."""
+    h = hashlib.sha256()
+    with open(Path(root) / "manifest.csv", "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe_source(ds: PreparedDataset, name: str | None = None) -> dict[str, Any]:
+    """Counts and fingerprint of one dataset, as recorded in a union's / a run's metadata."""
+    m = ds.manifest
+    labelled = m["coarse_label"].notna() | m["fine_label"].notna()
+    return {
+        "name": name or source_name(ds.root),
+        "path": str(Path(ds.root).resolve()),
+        "frames": len(m),
+        "labelled_frames": int(labelled.sum()),
+        "videos": int(m["video_id"].nunique()),
+        "patients": int(m["patient_id"].nunique()),
+        "size": list(ds.size),
+        "manifest_sha256": manifest_sha256(ds.root),
+    }
+
+
+def source_name(root: str | os.PathLike) -> str:
+    """Default name of a source in a union: its directory name (``runs/x/run`` -> ``x``)."""
+    p = Path(root).resolve()
+    name = p.parent.name if p.name == "run" and p.parent.name else p.name
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "source"
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out
+
+
+def merge_datasets(
+    sources: list[str | os.PathLike],
+    out: str | os.PathLike,
+    names: list[str] | None = None,
+    size: tuple[int, int] | None = None,
+) -> Path:
+    """Write the union of several prepared datasets to ``out``; returns ``Path(out)``.
+
+    Ids are qualified by the source name (``frame_id``, ``video_id`` and ``patient_id``
+    become ``<name>/<id>``; ``source`` becomes the name), so two sources never share a scan
+    or a patient and splits/samplers stay correct. Labels are kept as they are; the fine ->
+    coarse hierarchies and ignored labels are combined (a fine label mapped to two different
+    coarse labels is an error). Frames (and masks) are resized to ``size`` (default: the
+    first source's). ``meta['sources']`` records each source's path, counts and manifest
+    hash. ``names`` default to the directory names (made unique).
+    """
+    if len(sources) < 1:
+        raise DataError("merge: give at least one prepared dataset")
+    datasets = [open_dataset(s) for s in sources]
+    names = _unique_names(list(names) if names else [source_name(d.root) for d in datasets])
+    if len(names) != len(datasets):
+        raise DataError(f"merge: {len(names)} names for {len(datasets)} datasets")
+    bad = [n for n in names if not n or "/" in n]
+    if bad:
+        raise DataError(f"merge: source name {bad[0]!r} must be non-empty and have no '/'")
+    size = tuple(size) if size else datasets[0].size  # type: ignore[assignment]
+    hierarchy: dict[str, str] = {}
+    where: dict[str, str] = {}
+    mask_classes: dict[str, str] = {}
+    for ds, name in zip(datasets, names):
+        for fine, coarse in ds.hierarchy.items():
+            if fine in hierarchy and hierarchy[fine] != coarse:
+                raise DataError(
+                    f"merge: fine label {fine!r} is under {hierarchy[fine]!r} in {where[fine]} but "
+                    f"under {coarse!r} in {name}; relabel one of them first"
+                )
+            hierarchy[fine], where[fine] = coarse, name
+        if ds.masks is not None and (ds.manifest["mask_index"] >= 0).any():
+            own = {str(k): v for k, v in ds.meta.get("mask_classes", {}).items()}
+            if mask_classes and own and own != mask_classes:
+                raise DataError(f"merge: mask classes of {name} ({own}) differ from {mask_classes}")
+            mask_classes = mask_classes or own
+    with DatasetWriter(out, size=size, source="+".join(names)) as w:
+        assert w._frames is not None and w._tmp is not None
+        for ds, name in zip(datasets, names):
+            m = ds.manifest
+            rows = m.copy()
+            for col in ("frame_id", "video_id", "patient_id"):
+                rows[col] = name + "/" + m[col].astype(str)
+            rows["source"] = name
+            for col in LABEL_COLUMNS:
+                rows[col] = m[col].fillna("")
+            mask_index = m["mask_index"].to_numpy()
+            new_mask = np.full(len(m), -1, dtype=np.int64)
+            for s in range(0, len(m), MERGE_CHUNK):
+                block = np.asarray(ds.frames[s : s + MERGE_CHUNK])
+                if block.shape[1:] != size:
+                    block = np.stack([_resize(f, size) for f in block])
+                w._frames.append_block(block)
+                for j in np.flatnonzero(mask_index[s : s + MERGE_CHUNK] >= 0):
+                    plane = np.asarray(ds.masks[mask_index[s + j]])  # type: ignore[index]
+                    if plane.shape != size:
+                        plane = _resize(plane, size, nearest=True)
+                    if w._masks is None:
+                        w._masks = _ArrayAppender(w._tmp / "masks.npy", size)
+                    new_mask[s + j] = w._masks.append(plane)
+            rows["mask_index"] = new_mask
+            w.rows.extend(rows.to_dict("records"))
+            w.skipped.extend(
+                {"file": f"{name}: {s['file']}", "reason": s["reason"]} for s in ds.meta.get("skipped", [])
+            )
+        ignore = sorted({lab for ds in datasets for lab in ds.ignore_labels})
+        w.meta.update(
+            {
+                "hierarchy": dict(sorted(hierarchy.items())),
+                "ignore_labels": ignore,
+                "sources": [describe_source(ds, n) for ds, n in zip(datasets, names)],
+                "prepare": {"kind": "merge", "names": names},
+            }
+        )
+        if mask_classes:
+            w.meta["mask_classes"] = mask_classes
+    return Path(out)
+
+
+def _resize(plane: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    import cv2
+
+    from awcl.data.imageio import resize
+
+    return resize(plane, size, cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+
+def union_key(sources: list[str | os.PathLike], size: tuple[int, int] | None = None) -> str:
+    """Cache key of the union of ``sources``: their paths, manifests and frame files."""
+    parts = []
+    for s in sources:
+        root = Path(s).resolve()
+        frames = root / "frames.npy"
+        try:
+            st = frames.stat()
+            meta = (root / "dataset.json").read_bytes()
+        except OSError:
+            raise DataError(f"{root}: not a prepared dataset (no dataset.json / frames.npy)") from None
+        parts.append([str(root), manifest_sha256(root), hashlib.sha256(meta).hexdigest(),
+                      st.st_size, st.st_mtime_ns])  # fmt: skip
+    blob = json.dumps({"sources": parts, "size": list(size) if size else None}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("AWCL_CACHE", Path.home() / ".cache" / "awcl"))
+
+
+def union_dataset(
+    sources: str | os.PathLike | list[str | os.PathLike],
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """One prepared dataset for one or several: a single source is returned as it is; for
+    several, their union (:func:`merge_datasets`) is built once under
+    ``cache_dir`` (default ``$AWCL_CACHE/merged``, ``~/.cache/awcl/merged``) and re-used while
+    the sources are unchanged."""
+    if isinstance(sources, (str, os.PathLike)):
+        return Path(sources)
+    sources = list(sources)
+    if len(sources) == 1:
+        return Path(sources[0])
+    if not sources:
+        raise DataError("no prepared dataset given")
+    for s in sources:
+        open_dataset(s)  # one clear error for a bad source before any work
+    out = Path(cache_dir or default_cache() / "merged") / union_key(sources)
+    if (out / "dataset.json").is_file():
+        try:
+            open_dataset(out)
+            return out
+        except DataError:
+            pass  # damaged: rebuild
+    log.info("building the union of %d datasets in %s", len(sources), out)
+    return merge_datasets(sources, out)

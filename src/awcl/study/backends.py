@@ -47,6 +47,11 @@ def prepare_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
         from awcl.data.recipes.hc18 import HC18Config, prepare_hc18
 
         prepare_hc18(c["src"], run.output, _build(HC18Config, params, "hc18 params"))
+    elif recipe == "merge":  # the union of several sources (pretraining on several datasets)
+        from awcl.data.store import merge_datasets
+
+        paths = [p or inputs[f"source{i}"] for i, p in enumerate(c["paths"])]
+        merge_datasets(paths, run.output, names=c["names"])
     else:  # config validation lists the recipes; this is a guard for new ones
         raise AwclError(f"unknown recipe {recipe!r}")
     return {"frames": len(open_dataset(run.output))}

@@ -47,15 +47,19 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 @dataclass
 class DatasetSpec:
-    """A prepared dataset directory, or a recipe that prepares one (cached in the study)."""
+    """A prepared dataset directory, a recipe that prepares one (cached in the study), or
+    the union of several such ``sources`` (a YAML list; ids qualified by source name)."""
 
     path: str | None = None
     recipe: str | None = None
     src: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    sources: list[DatasetSpec] = field(default_factory=list)
 
     @property
     def label(self) -> str:
+        if self.sources:
+            return "+".join(s.label for s in self.sources)
         if self.path:
             return Path(self.path).name
         return str(self.recipe)
@@ -244,6 +248,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> dic
 
 # ------------------------------------------------------------------------- parsing
 def _dataset(v: Any, key: str, ctx: _Ctx, allow_pretrain: bool = False) -> DatasetSpec | str:
+    if isinstance(v, list):  # several sources: their union
+        if len(v) < 2:
+            raise ctx.err(key, f"a list of datasets needs at least two (got {v!r}); give one as is")
+        parts = [_dataset(x, f"{key}[{i}]", ctx) for i, x in enumerate(v)]
+        return DatasetSpec(sources=parts)  # type: ignore[arg-type]
     if isinstance(v, str):
         if allow_pretrain and v == PRETRAIN_DATASET:
             return PRETRAIN_DATASET

@@ -165,6 +165,12 @@ def plan_study(cfg: StudyConfig, out: Path) -> Plan:
     def data_ref(spec: DatasetSpec | str) -> Run | str:
         if spec == PRETRAIN_DATASET:
             return pre_data
+        if isinstance(spec, DatasetSpec) and spec.sources:  # union of several sources
+            parts = [data_ref(s) for s in spec.sources]
+            mcfg = {"recipe": "merge", "names": [s.label for s in spec.sources],
+                    "paths": [None if isinstance(p, Run) else p for p in parts]}  # fmt: skip
+            deps = {f"source{i}": p for i, p in enumerate(parts) if isinstance(p, Run)}
+            return add(Run("data", "merge", mcfg, {"recipe": "merge"}, deps, weight=1.0))
         ref = _data_run(spec)  # type: ignore[arg-type]
         return add(ref) if isinstance(ref, Run) else ref
 

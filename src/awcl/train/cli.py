@@ -18,7 +18,7 @@ from awcl.errors import AwclError
 
 # flag -> (PretrainConfig field, type, help). Defaults come from the dataclass.
 _FLAGS: list[tuple[str, str, Any, str]] = [
-    ("--data", "data", str, "prepared dataset directory (awcl prepare ...)"),
+    ("--data", "data", str, "prepared dataset directory (awcl prepare ...); repeat for several sources (their union is built once and cached)"),
     ("--out", "out", str, "run directory to create (or to continue with --resume)"),
     ("--method", "method", str, "awcl | simclr | clpi | uscl | supervised"),
     ("--granularity", "granularity", str, "coarse | fine: which anatomy labels make positives/classes"),
@@ -53,7 +53,11 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--monitor-fraction", "monitor_fraction", float, "share of labelled patients held out for the kNN monitor (0: off)"),
     ("--monitor-max", "monitor_max", int, "cap on kNN monitor bank/query frames"),
     ("--log-every-n-steps", "log_every_n_steps", int, "logging interval in steps"),
+    ("--logger", "logger", str, "tensorboard | csv | wandb | mlflow; repeatable (wandb/mlflow: pip install 'awcl[wandb]' / 'awcl[mlflow]')"),
+    ("--tracker-project", "tracker_project", str, "W&B project / MLflow experiment name"),
+    ("--tracker-uri", "tracker_uri", str, "MLflow tracking URI ('': $MLFLOW_TRACKING_URI or RUN/logs/mlruns)"),
 ]
+_REPEATABLE = ("data", "logger")  # flags given several times build a list
 _CHOICES = {
     "method": ["awcl", "simclr", "clpi", "uscl", "supervised"],
     "granularity": ["coarse", "fine"],
@@ -72,7 +76,7 @@ def config_from_args(args: argparse.Namespace):
     for _, name, _, _ in _FLAGS:
         v = getattr(args, name)
         if v is not None:
-            base[name] = v
+            base[name] = v[0] if name == "data" and len(v) == 1 else v
     if args.ignore_label:
         base["ignore_labels"] = list(args.ignore_label)
     if args.no_progress:
@@ -105,7 +109,8 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from awcl.train.pretrain import PretrainConfig
 
-    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                for f in dataclasses.fields(PretrainConfig)}  # fmt: skip
     p = sub.add_parser(
         "pretrain",
         help="pretrain an encoder (awcl, simclr, clpi, uscl, supervised)",
@@ -115,8 +120,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         d = defaults.get(name)
         if isinstance(d, tuple):
             d = "x".join(str(v) for v in d)
+        if isinstance(d, list):
+            d = " ".join(str(v) for v in d) or "none"
+        if d == "":
+            d = "''"
+        more = {"action": "append"} if name in _REPEATABLE else {}
         p.add_argument(flag, dest=name, type=typ, default=None, choices=_CHOICES.get(name),
-                       help=f"{text} (default: {d})")
+                       help=f"{text} (default: {d})", **more)
     p.add_argument("--ignore-label", action="append", default=[], metavar="LABEL",
                    help="label counted as unlabelled (repeatable; adds to the dataset's own)")
     p.add_argument("--config", help="YAML file of PretrainConfig keys (flags override it)")

@@ -31,11 +31,12 @@ import yaml
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
 from awcl.data.augment import parse_size
 from awcl.data.pairs import FrameIndex, frame_labels
-from awcl.data.store import open_dataset
+from awcl.data.store import describe_source, open_dataset, union_dataset
 from awcl.errors import AwclError
 from awcl.methods.base import METHODS, build_method
 from awcl.models import ENCODER_FILE, save_encoder
 from awcl.train.precision import choose, resolve_accelerator
+from awcl.train.trackers import build_loggers, check_loggers
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 class PretrainConfig:
     """Every setting of a pretraining run; defaults are the paper's."""
 
-    data: str = ""  # prepared dataset directory
+    data: str | list[str] = ""  # prepared dataset directory, or several (their union is used)
     out: str = "runs/pretrain"  # run directory
     method: str = "awcl"  # awcl | simclr | clpi | uscl | supervised
     granularity: str = "coarse"  # coarse | fine  (anatomy labels used as keys / classes)
@@ -86,6 +87,9 @@ class PretrainConfig:
     monitor_fraction: float = 0.2  # share of labelled patients held out for the kNN monitor
     monitor_max: int = 512  # cap on bank / query frames of the monitor
     log_every_n_steps: int = 10
+    logger: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])  # + wandb | mlflow
+    tracker_project: str = "awcl"  # W&B project / MLflow experiment
+    tracker_uri: str = ""  # MLflow tracking URI ("" = $MLFLOW_TRACKING_URI or <run>/logs/mlruns)
     progress: bool = True
     resume: bool = False
 
@@ -96,6 +100,9 @@ class PretrainConfig:
             raise AwclError(f"--size: {err}") from None
         self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]
         self.ignore_labels = list(self.ignore_labels or [])
+        self.logger = check_loggers(self.logger)
+        if isinstance(self.data, (list, tuple)):
+            self.data = [str(d) for d in self.data] if len(self.data) != 1 else str(self.data[0])
         if self.method not in METHODS and self.method not in (
             "awcl", "simclr", "clpi", "uscl", "supervised"
         ):
@@ -178,6 +185,14 @@ def _monitor(ds, cfg: PretrainConfig, hide: np.ndarray, frames_path: str):
     return KnnMonitor(frames_path, bank, y[bank], query, y[query], cfg.size)
 
 
+def _cpus() -> int:
+    """Cores this process may use (a SLURM job's or a parallel study job's share), not all
+    of the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _devices(cfg: PretrainConfig) -> int | str:
     d = str(cfg.devices)
     return int(d) if d.isdigit() else d
@@ -205,7 +220,6 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     ``callbacks``: extra Lightning callbacks (tests use one to simulate a kill).
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from awcl.train.engine import History, PretrainModule, Throughput
 
@@ -218,11 +232,11 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             raise AwclError(f"{run}: nothing to resume (no checkpoints/*.ckpt)")
     elif (run / "summary.json").exists() or (ckdir.is_dir() and any(ckdir.glob("*.ckpt"))):
         raise AwclError(f"{run}: already holds a run; pass --resume to continue it or a new --out")
-    ds = open_dataset(cfg.data)
+    ds = open_dataset(union_dataset(cfg.data))  # several --data: their cached union
     frames_path = str(Path(ds.root) / "frames.npy")
     accelerator = resolve_accelerator(cfg.accelerator)
     if accelerator == "cpu":
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        torch.set_num_threads(cfg.threads or _cpus())
     choice = choose(cfg.precision, accelerator, cfg.size, channels_last=cfg.channels_last)
     log.info("precision %s%s on %s: %s", choice.precision,
              " + channels_last" if choice.channels_last else "", choice.device, choice.reason)
@@ -268,10 +282,8 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             )
         )
     cbs += list(callbacks or [])
-    loggers = [
-        TensorBoardLogger(save_dir=str(run), name="logs", version="tb", default_hp_metric=False),
-        CSVLogger(save_dir=str(run), name="logs", version="csv"),
-    ]
+    loggers, keep_ids = build_loggers(cfg.logger, run, cfg.tracker_project, cfg.tracker_uri, cfg.resume)
+    cbs.append(keep_ids)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=_devices(cfg),
@@ -321,6 +333,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             "compiled": bool(cfg.compile),
             "devices": trainer.world_size,
             "encoder": ENCODER_FILE,
+            "data_sources": ds.meta.get("sources") or [describe_source(ds)],
         }
         summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
         tmp = run / ".summary.json.tmp"

@@ -105,5 +105,6 @@ def source_from_args(args: argparse.Namespace, files: Sequence[ReleaseFile]) -> 
 
 
 def report(kind: str, out: Path, n: int, skipped: list[dict[str, str]]) -> None:
-    """One summary line for the CLI (each skip was already logged as a warning)."""
-    print(f"{kind}: wrote {n} frames to {out}" + (f" ({len(skipped)} inputs skipped)" if skipped else ""))
+    """One summary line for the CLI (the skips were logged, summarised per reason)."""
+    where = f"; every one with its reason in {Path(out) / 'dataset.json'}, key \"skipped\""
+    print(f"{kind}: wrote {n} frames to {out}" + (f" ({len(skipped)} inputs skipped{where})" if skipped else ""))

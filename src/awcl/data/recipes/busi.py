@@ -117,10 +117,9 @@ def prepare_busi(src: str | os.PathLike, out: str | os.PathLike, config: BusiCon
                 mask = merge_masks(mask_files, img.shape) if mask_files else None
             except DataError as err:
                 w.skip(img_path, str(err))
-                log.warning("skipping %s", err)
                 continue
             if mask is None:
-                log.warning("%s: no mask file; kept without a mask", img_path)
+                w.note(img_path, "no mask file; kept without a mask")
             vid = f"{cls}/{img_path.stem}"
             w.add(
                 resize(img, cfg.size),

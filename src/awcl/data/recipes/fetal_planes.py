@@ -115,7 +115,6 @@ def prepare_fetal_planes(
                 img = load_grey(path)
             except DataError as err:
                 w.skip(path, str(err))
-                log.warning("skipping %s", err)
                 continue
             fine = fine_label(row.Plane, row.Brain_plane, planes)
             hierarchy[fine] = row.Plane

@@ -222,7 +222,6 @@ def prepare_hc18(src: str | os.PathLike, out: str | os.PathLike, config: HC18Con
             img_path = img_dir / row.filename
             if row.filename in seen:
                 w.skip(img_path, f"{root / CSV_NAME}: duplicate row {row.filename}")
-                log.warning("skipping duplicate row %s", row.filename)
                 continue
             seen.add(row.filename)
             ann_path = img_dir / (Path(row.filename).stem + "_Annotation.png")
@@ -240,7 +239,6 @@ def prepare_hc18(src: str | os.PathLike, out: str | os.PathLike, config: HC18Con
                     raise DataError(f"{ann_path}: {err}") from None
             except DataError as err:
                 w.skip(img_path, str(err))
-                log.warning("skipping %s", err)
                 continue
             h0, w0 = img.shape
             w.add(

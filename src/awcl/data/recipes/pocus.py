@@ -174,17 +174,15 @@ def prepare_pocus(src: str | os.PathLike, out: str | os.PathLike, config: PocusC
             label = by_meta or by_name
             if by_meta and by_name and by_meta != by_name:
                 conflicts.append(rel)
-                log.warning("%s: metadata says %s, file name says %s; using metadata", rel, by_meta, by_name)
+                w.note(rel, f"metadata says {by_meta}, file name says {by_name}; using metadata")
             if label is None:
                 w.skip(f.path, "no class: no metadata row and no Cov/Pneu/Reg/Vir prefix")
-                log.warning("skipping %s: no class", f.path)
                 continue
             probe = f.probe or (row["Probe"] if row is not None and row["Probe"] in PROBES else "")
             try:
                 indices, frames = read_frames(f.path, every=cfg.every if f.kind == "video" else 1)
             except DataError as err:
                 w.skip(f.path, str(err))
-                log.warning("skipping %s", err)
                 continue
             box = detect_region(frames).clip(*frames.shape[1:])
             vid = f"{probe or 'unknown'}/{stem}"

@@ -1,0 +1,405 @@
+"""``awcl export RUN --out DIR``: a pretrained encoder in the formats others load, with a card.
+
+``DIR`` receives::
+
+    encoder.safetensors     torchvision ResNet-18 state dict minus ``fc`` (3-channel conv1), safetensors
+    encoder.pt              the same state dict as a torch file (``torch.load(weights_only=True)``)
+    encoder.torchscript.pt  (--torchscript) the grey encoder, normalisation included
+    encoder.onnx            (--onnx) the same graph in ONNX (opset 17, dynamic batch and size)
+    MODEL_CARD.md           method, data sources (frames, patients, manifest hash), settings,
+                            pretraining curves, downstream results, intended use, limitations
+    pretrain_curves.png     loss (and kNN accuracy) per epoch
+    config.yaml, summary.json, history.csv   the run's own records
+
+Inputs: the state dicts take a 3-channel input: the grey image normalised with awcl's grey
+mean/std (0.449, 0.226) and replicated to three channels gives exactly awcl's features. The TorchScript and
+ONNX graphs take awcl's convention: ``x: [B, 1, H, W]`` grey in [0, 1], -> ``[B, 512]``.
+
+``RUN`` is a pretraining run directory, or a study's ``runs/pretrain-...`` directory (then
+the card also lists that study's downstream results for this encoder).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from awcl import __version__
+from awcl.errors import AwclError
+from awcl.models import ENCODER_FILE, GREY_MEAN, GREY_STD, Encoder, build_encoder
+
+METHOD_TEXT = {
+    "awcl": "anatomy-aware contrastive learning (AWCL; Fu et al. 2022): a labelled frame's positive "
+    "is another frame of the same anatomy (from any scan), an unlabelled frame's positive is a "
+    "second augmentation of itself; per-sample choice between the instance loss (Eq. 1) and the "
+    "anatomy loss (Eq. 2)",
+    "simclr": "SimCLR: two augmentations of one frame are positives, labels are not used",
+    "clpi": "contrastive learning with patient information (CLPI): the positive is another frame "
+    "of the same scan / patient",
+    "uscl": "USCL (Chen et al. 2021): frames mixed within a video form positive pairs (NT-Xent), "
+    "plus a cross-entropy head on the labelled frames",
+    "supervised": "supervised pretraining: cross-entropy on the anatomy labels",
+}
+ONNX_OPSET = 17
+
+
+@dataclass
+class ExportConfig:
+    run: str  # pretraining run dir, or a study's runs/pretrain-... dir
+    out: str  # directory to write (created; replaced if it is an earlier export)
+    torchscript: bool = False
+    onnx: bool = False
+
+
+# ------------------------------------------------------------------------------ locating
+@dataclass
+class RunInfo:
+    root: Path  # where encoder.pt, config.yaml, summary.json live
+    study: Path | None  # the study directory, when the run belongs to one
+    study_dir: str | None  # the run's directory name inside ``study/runs``
+    config: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def locate(run: str | os.PathLike) -> RunInfo:
+    p = Path(run)
+    if not p.is_dir():
+        raise AwclError(f"{p}: run directory not found")
+    root = p / "run" if (p / "run" / ENCODER_FILE).is_file() else p
+    if not (root / ENCODER_FILE).is_file():
+        raise AwclError(f"{p}: no {ENCODER_FILE} (not a finished awcl pretraining run)")
+    study_run = root.parent if root.name == "run" else root
+    study = study_run.parent.parent if study_run.parent.name == "runs" else None
+    if study is not None and not (study / "study.json").is_file():
+        study = None
+
+    def read(name: str, loader) -> dict[str, Any]:
+        f = root / name
+        if not f.is_file():
+            return {}
+        try:
+            data = loader(f.read_text())
+        except (ValueError, yaml.YAMLError):
+            raise AwclError(f"{f}: unreadable") from None
+        return data if isinstance(data, dict) else {}
+
+    return RunInfo(
+        root=root,
+        study=study,
+        study_dir=study_run.name if study else None,
+        config=read("config.yaml", yaml.safe_load),
+        summary=read("summary.json", json.loads),
+    )
+
+
+# ------------------------------------------------------------------------------ formats
+def _require(module: str, extra: str, what: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise AwclError(f"{what} needs the {module!r} package: pip install 'awcl[{extra}]'")
+
+
+def save_safetensors(sd: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
+    _require("safetensors", "export", "encoder.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path), metadata=meta)
+
+
+def save_torchscript(enc: Encoder, path: Path, size: tuple[int, int]) -> None:
+    x = torch.rand(2, 1, *size)
+    with torch.no_grad():
+        traced = torch.jit.trace(enc, x)
+    traced.save(str(path))
+
+
+def save_onnx(enc: Encoder, path: Path, size: tuple[int, int]) -> None:
+    _require("onnx", "export", "--onnx")
+    import warnings
+
+    x = torch.rand(2, 1, *size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notes are not the user's
+        torch.onnx.export(
+            enc, (x,), str(path), input_names=["image"], output_names=["features"],
+            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch"}},
+            opset_version=ONNX_OPSET, dynamo=False,
+        )  # fmt: skip
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+# ------------------------------------------------------------------------------ results
+def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Two-sided t confidence interval of the mean (None for fewer than two values)."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
+    if len(v) < 2:
+        return None
+    from scipy import stats
+
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def downstream_results(info: RunInfo) -> list[dict[str, Any]]:
+    """One row per (task, protocol, metric) of the study's fine-tunings of this encoder."""
+    if info.study is None:
+        return []
+    index = json.loads((info.study / "study.json").read_text())
+    rows = []
+    for r in index.get("runs", []):
+        if r.get("kind") != "finetune" or r.get("deps", {}).get("init") != info.study_dir:
+            continue
+        done = info.study / "runs" / r["dir"] / "DONE"
+        if not done.is_file():
+            continue
+        rec = json.loads(done.read_text())
+        folds = rec.get("result", {}).get("folds") or []
+        metrics = [k for k, v in (folds[0] if folds else {}).items() if isinstance(v, (int, float))]
+        for m in metrics:
+            vals = [float(f[m]) for f in folds if isinstance(f.get(m), (int, float))]
+            ci = t_interval(vals)
+            rows.append({
+                "task": rec["labels"].get("task"), "protocol": rec["labels"].get("protocol"),
+                "metric": m, "mean": float(np.mean(vals)), "std": float(np.std(vals)),
+                "folds": len(vals), "ci95": ci,
+            })  # fmt: skip
+    return rows
+
+
+def history(info: RunInfo) -> pd.DataFrame | None:
+    f = info.root / "history.csv"
+    if not f.is_file():
+        return None
+    try:
+        df = pd.read_csv(f)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    return df if not df.empty else None
+
+
+def curves_png(hist: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = hist["epoch"] + 1 if "epoch" in hist else np.arange(1, len(hist) + 1)
+    knn = "knn_acc" in hist and hist["knn_acc"].notna().any()
+    fig, axes = plt.subplots(1, 2 if knn else 1, figsize=(9 if knn else 5, 3.2), squeeze=False)
+    axes[0, 0].plot(x, hist["loss"], marker="o", ms=3)
+    axes[0, 0].set(xlabel="epoch", ylabel="training loss", title="pretraining loss")
+    if knn:
+        axes[0, 1].plot(x, hist["knn_acc"], marker="o", ms=3, color="C1")
+        axes[0, 1].set(xlabel="epoch", ylabel="kNN accuracy", title="kNN monitor (held-out patients)")
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ the card
+def _num(v: Any, digits: int = 4) -> str:
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if math.isfinite(v) else "n/a"
+    return "n/a" if v is None else str(v)
+
+
+def _sources(info: RunInfo) -> list[dict[str, Any]]:
+    rec = info.summary.get("data_sources")
+    if rec:
+        return list(rec)
+    from awcl.data.store import describe_source, open_dataset
+
+    data = info.config.get("data") or []
+    out = []
+    for d in [data] if isinstance(data, str) else list(data):
+        try:
+            out.append(describe_source(open_dataset(d)))
+        except AwclError:
+            out.append({"name": Path(d).name, "path": str(d)})
+    return out
+
+
+def model_card(info: RunInfo, files: list[str], hist: pd.DataFrame | None, results: list[dict[str, Any]]) -> str:
+    c, s = info.config, info.summary
+    method = str(c.get("method", s.get("method", "?")))
+    gran = c.get("granularity", "coarse")
+    title = method + (f" ({gran} labels, anatomy ratio {c.get('anatomy_ratio')})" if method == "awcl" else "")
+    size = c.get("size") or s.get("size") or ["?", "?"]
+    L = [f"# Model card: awcl ResNet-18 encoder, {title}", ""]
+    L += [f"Exported by awcl {__version__} on {time.strftime('%Y-%m-%d')} from `{info.root.resolve()}`.", ""]
+    L += ["## Model", "",
+          "- Architecture: ResNet-18 trunk (torchvision `resnet18` without `fc`), 512-d output "
+          "after global average pooling.",
+          f"- Trained on grey-scale ultrasound frames of {size[0]}x{size[1]} (HxW).",
+          f"- Files: {', '.join(f'`{f}`' for f in files)}.",
+          "- `encoder.safetensors` / `encoder.pt`: loads with `strict=True` into "
+          "`torchvision.models.resnet18()` whose `fc` is replaced by `torch.nn.Identity()`. Input: "
+          f"the grey image in [0, 1] normalised with mean {GREY_MEAN} and std {GREY_STD} (the grey "
+          "equivalent of ImageNet's), replicated to 3 channels; this reproduces awcl's encoder "
+          "exactly (conv1 holds the grey kernel divided by 3 on each channel).",
+          "- TorchScript / ONNX (when exported): input `[B, 1, H, W]` grey in [0, 1] "
+          "(normalisation inside), output `[B, 512]`.", ""]  # fmt: skip
+    L += ["```python", "import torch, torchvision", "from safetensors.torch import load_file", "",
+          "net = torchvision.models.resnet18()", "net.fc = torch.nn.Identity()",
+          'net.load_state_dict(load_file("encoder.safetensors"))',
+          "grey = ...  # [B, 1, H, W] in [0, 1]",
+          f"x = ((grey - {GREY_MEAN}) / {GREY_STD}).expand(-1, 3, -1, -1)",
+          "features = net.eval()(x)  # [B, 512]",
+          "```", ""]  # fmt: skip
+    L += ["## Method", "", f"{METHOD_TEXT.get(method, method)}.", ""]
+    L += ["## Data", ""]
+    sources = _sources(info)
+    if sources:
+        L += ["| source | frames | labelled frames | videos | patients | manifest SHA-256 |",
+              "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+        for d in sources:
+            L.append(f"| {d.get('name', '?')} | {_num(d.get('frames'))} | {_num(d.get('labelled_frames'))} | "
+                     f"{_num(d.get('videos'))} | {_num(d.get('patients'))} | "
+                     f"`{d.get('manifest_sha256', 'not recorded')}` |")  # fmt: skip
+        L.append("")
+        L += [f"- `{d.get('name', '?')}`: `{d.get('path', '?')}`" for d in sources]
+        L.append("")
+    else:
+        L += ["Not recorded (the run's config names no dataset).", ""]
+    if s.get("classes"):
+        L += [f"Anatomy classes used ({gran}): {', '.join(map(str, s['classes']))}.", ""]
+    L += ["## Settings", "", "| setting | value |", "|---|---|"]
+    keys = ("method", "granularity", "anatomy_ratio", "epochs", "batch_size", "lr", "weight_decay",
+            "temperature", "proj_hidden", "proj_dim", "size", "crop_scale", "flip", "brightness",
+            "contrast", "blur", "init", "seed", "precision")  # fmt: skip
+    for k in keys:
+        if k in c:
+            v = c[k]
+            L.append(f"| {k} | {'x'.join(map(str, v)) if isinstance(v, list) else v} |")
+    for k in ("steps", "precision", "devices", "img_per_s"):
+        if k in s and k not in c:
+            L.append(f"| {k} (measured) | {_num(s[k])} |")
+    L.append("")
+    L += ["## Pretraining curves", ""]
+    if hist is not None:
+        L += ["![pretraining curves](pretrain_curves.png)", "", "| epoch | step | loss | kNN accuracy |",
+              "|---:|---:|---:|---:|"]  # fmt: skip
+        for _, h in hist.iterrows():
+            L.append(f"| {int(h.get('epoch', 0)) + 1} | {_num(h.get('step'))} | {_num(h.get('loss'))} | "
+                     f"{_num(h.get('knn_acc'))} |")  # fmt: skip
+        L += ["", "kNN accuracy: labelled frames of held-out patients classified by their nearest "
+              "neighbours among the training patients' frames (n/a: monitor off).", ""]  # fmt: skip
+    else:
+        L += ["No history.csv in the run.", ""]
+    L += ["## Downstream results", ""]
+    if results:
+        L += ["| task | protocol | metric | mean ± std | 95% interval | folds |", "|---|---|---|---|---|---:|"]
+        for r in results:
+            ci = f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else "n/a"
+            L.append(f"| {r['task']} | {r['protocol']} | {r['metric']} | {r['mean']:.4f} ± {r['std']:.4f} | "
+                     f"{ci} | {r['folds']} |")  # fmt: skip
+        L += ["", "Intervals: two-sided Student-t over the cross-validation folds (folds share "
+              "training data, so they are optimistic).", ""]  # fmt: skip
+    else:
+        L += ["None recorded: the run is not part of an awcl study (run `awcl study` or "
+              "`awcl finetune --init` with this encoder to measure transfer).", ""]  # fmt: skip
+    L += ["## Intended use", "",
+          "Research on ultrasound image analysis: initialising encoders for classification, "
+          "segmentation or retrieval tasks that are then fine-tuned and validated on the user's "
+          "own data, and comparing pretraining methods.", "",
+          "## Limitations", "",
+          "- Not a medical device and not validated for clinical decisions; downstream models need "
+          "their own validation on data from the intended population and scanners.",
+          "- The encoder has seen only the sources listed above (their scanners, presets, "
+          "populations and label sets); expect a drop under domain shift.",
+          "- Grey-scale input at the training size; colour Doppler overlays, other resolutions or "
+          "crops differ from what it was trained on.",
+          "- Contrastive features encode what the positives shared: anatomy-aware pretraining "
+          "groups views of the same anatomy and may discard cues that separate them.", ""]  # fmt: skip
+    return "\n".join(L)
+
+
+# ------------------------------------------------------------------------------ main API
+def export_run(cfg: ExportConfig) -> Path:
+    """Write the export directory (atomically: a temporary sibling renamed at the end)."""
+    info = locate(cfg.run)
+    enc = build_encoder(info.root / ENCODER_FILE).eval()
+    out = Path(cfg.out)
+    if out.exists() and not (out / "MODEL_CARD.md").is_file() and any(out.iterdir()):
+        raise AwclError(f"{out}: exists and is not an awcl export; refusing to replace it")
+    size = tuple(info.config.get("size") or info.summary.get("size") or (224, 288))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        sd = enc.export_state_dict()
+        meta = {"format": "pt", "architecture": "torchvision.models.resnet18 without fc",
+                "input": f"grey in [0,1], (x-{GREY_MEAN})/{GREY_STD}, replicated to 3 channels",
+                "awcl_version": __version__,
+                "method": str(info.config.get("method", ""))}  # fmt: skip
+        save_safetensors(sd, tmp / "encoder.safetensors", meta)
+        torch.save(sd, tmp / "encoder.pt")
+        files = ["encoder.safetensors", "encoder.pt"]
+        if cfg.torchscript:
+            save_torchscript(enc, tmp / "encoder.torchscript.pt", size)  # type: ignore[arg-type]
+            files.append("encoder.torchscript.pt")
+        if cfg.onnx:
+            save_onnx(enc, tmp / "encoder.onnx", size)  # type: ignore[arg-type]
+            files.append("encoder.onnx")
+        hist = history(info)
+        if hist is not None and "loss" in hist:
+            curves_png(hist, tmp / "pretrain_curves.png")
+        for name in ("config.yaml", "summary.json", "history.csv"):
+            if (info.root / name).is_file():
+                shutil.copy2(info.root / name, tmp / name)
+        (tmp / "MODEL_CARD.md").write_text(model_card(info, files, hist, downstream_results(info)))
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except OSError as err:
+        raise AwclError(f"{out}: export not written ({err.strerror or err})") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# ------------------------------------------------------------------------------ CLI
+def _cli(args) -> int:
+    out = export_run(ExportConfig(run=args.run, out=args.out, torchscript=args.torchscript, onnx=args.onnx))
+    print(f"exported {args.run} -> {out}")
+    for p in sorted(out.iterdir()):
+        print(f"  {p.name:<24} {p.stat().st_size / 1e6:8.2f} MB")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a pretrained encoder (safetensors, torchvision state dict, TorchScript/ONNX) with a model card",
+        description="Write encoder.safetensors and encoder.pt (torchvision resnet18 minus fc), "
+        "optionally TorchScript and ONNX graphs, and MODEL_CARD.md (method, data sources with "
+        "counts and manifest hash, settings, pretraining curves, downstream results of the study "
+        "the run belongs to, intended use, limitations). RUN is a pretraining run directory or a "
+        "study's runs/pretrain-... directory.",
+    )
+    p.add_argument("run", help="pretraining run directory (holds encoder.pt)")
+    p.add_argument("--out", required=True, help="export directory to write")
+    p.add_argument("--torchscript", action="store_true", help="also write encoder.torchscript.pt")
+    p.add_argument("--onnx", action="store_true", help="also write encoder.onnx (needs awcl[export])")
+    p.set_defaults(func=_cli)
