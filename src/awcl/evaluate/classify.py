@@ -4,6 +4,7 @@ frozen; its feature maps are computed once and only the head is trained on them)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,9 @@ def _train_fold(cfg: FinetuneConfig, frames: torch.Tensor, y: np.ndarray, fold, 
         return fit_fold(module, out, engine, p.epochs, p.iterations or -1)
 
 
-def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path, engine: Engine) -> dict:
+def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
+                    get_engine: Callable[[], Engine]) -> dict:
+    """``get_engine`` resolves the device and precision once the data have been checked."""
     m = ds.manifest
     src = str(ds.root / "manifest.csv")
     y_all, names = resolve_labels(m, cfg.label, cfg.classes, src)
@@ -115,6 +118,7 @@ def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path, engi
     K = len(names)
     per_fold, history, preds = [], [], []
     cm_total = np.zeros((K, K), dtype=np.int64)
+    engine = get_engine()
     cached = frozen_features(cfg, frames, engine) if cfg.protocol == "partial" else None
     for fold in folds:
         res = _train_fold(cfg, frames, y, fold, K, out, engine, cached)

@@ -8,6 +8,7 @@ that it also writes to ``metrics.json`` (schema in docs/finetune.md).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
@@ -311,22 +312,29 @@ def finetune(cfg: FinetuneConfig) -> dict:
     ds = open_dataset(cfg.data)
     if cfg.group not in ds.manifest.columns:
         raise DataError(f"{ds.root}: manifest has no grouping column {cfg.group!r}")
-    engine = cfg.engine(tuple(cfg.size) if cfg.size else tuple(ds.size))
-    log.info("precision %s%s on %s: %s", engine.choice.precision,
-             " + channels_last" if engine.choice.channels_last else "", engine.choice.device,
-             engine.choice.reason)
+
+    @functools.cache
+    def get_engine() -> Engine:
+        """Resolved once the data have been checked (choosing may time a few steps)."""
+        e = cfg.engine(tuple(cfg.size) if cfg.size else tuple(ds.size))
+        log.info("precision %s%s on %s: %s", e.choice.precision,
+                 " + channels_last" if e.choice.channels_last else "", e.choice.device,
+                 e.choice.reason)
+        return e
+
     run = RunDir(cfg.out)
     t0 = time.time()
     try:
         if cfg.task == "classify":
             from awcl.evaluate.classify import run_classification
 
-            metrics = run_classification(cfg, ds, run.tmp, engine)
+            metrics = run_classification(cfg, ds, run.tmp, get_engine)
         else:
             from awcl.evaluate.segment import run_segmentation
 
-            metrics = run_segmentation(cfg, ds, run.tmp, engine)
+            metrics = run_segmentation(cfg, ds, run.tmp, get_engine)
         metrics["elapsed_s"] = round(time.time() - t0, 2)
+        engine = get_engine()
         metrics["environment"] = {
             "torch": torch.__version__,
             "python": platform.python_version(),

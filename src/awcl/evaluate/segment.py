@@ -4,6 +4,7 @@ head circumference (HC18) from an ellipse fitted to the predicted head."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -79,7 +80,9 @@ def _hc_columns(m: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
     return hc, None, None
 
 
-def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path, engine: Engine) -> dict:
+def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
+                  get_engine: Callable[[], Engine]) -> dict:
+    """``get_engine`` resolves the device and precision once the data have been checked."""
     m = ds.manifest
     src = str(ds.root / "manifest.csv")
     if ds.masks is None:
@@ -102,6 +105,7 @@ def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path, engine
     sy, sx = ds.size[0] / size[0], ds.size[1] / size[1]  # prepared -> working pixel scale
     per_fold, history, preds = [], [], []
     cm_total = np.zeros((C, C), dtype=np.int64)
+    engine = get_engine()
     for fold in folds:
         res = _train_fold(cfg, frames, masks, fold, C, out, engine)
         pred, hist, best_epoch, best_val = res.output, res.history, res.best_epoch, res.best_val
