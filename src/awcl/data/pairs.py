@@ -183,10 +183,11 @@ class InstanceSampler(PairBatchSampler):
 class AnatomySampler(PairBatchSampler):
     """AWCL (Algorithm 1). Each draw, a labelled frame keeps its label with prob ``ratio``;
     then its partner is another frame of the same class (same or other scan) and its key
-    is the class. Kept frames of one class travel in groups of ``group`` so that every
-    batch holds several frames per class present; the rest are self-pairs with key -1."""
+    is the class; the rest are self-pairs with key -1. ``group`` 1 (default): every sample is
+    placed independently (random batches, as in the paper); ``group`` k > 1: kept frames of
+    one class travel in groups of k, so every batch holds several frames per class present."""
 
-    def __init__(self, index: FrameIndex, batch_size: int, ratio: float = 1.0, group: int = 4, **kw):
+    def __init__(self, index: FrameIndex, batch_size: int, ratio: float = 1.0, group: int = 1, **kw):
         if not 0.0 <= ratio <= 1.0:
             raise AwclError(f"--anatomy-ratio must be in [0, 1], not {ratio}")
         self.ratio, self.group = float(ratio), max(1, int(group))
@@ -216,9 +217,10 @@ class AnatomySampler(PairBatchSampler):
 
 class ScanSampler(PairBatchSampler):
     """CLPI: partner = another frame of the same scan (video or patient); key = scan id.
-    Frames of a scan travel in groups of ``group`` so batches hold same-scan positives."""
+    ``group`` k > 1: frames of a scan travel in groups of k so batches hold more same-scan
+    positives than the partner; 1 (default): random batches."""
 
-    def __init__(self, index: FrameIndex, batch_size: int, by: str = "video", group: int = 4, **kw):
+    def __init__(self, index: FrameIndex, batch_size: int, by: str = "video", group: int = 1, **kw):
         if by not in ("video", "patient"):
             raise AwclError(f"CLPI scan key must be 'video' or 'patient', not {by!r}")
         self.by, self.group = by, max(1, int(group))

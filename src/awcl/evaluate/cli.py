@@ -32,6 +32,7 @@ def _finetune(args: argparse.Namespace) -> int:
         precision="32-true" if args.fp32 else args.precision, accelerator=args.accelerator,
         devices=args.devices, strategy=args.strategy, progress=not args.no_progress,
         keep_checkpoints=args.keep_checkpoints,
+        bootstrap=args.bootstrap,
     )
     m = finetune(cfg)
     from awcl.train.trainer import is_global_zero
@@ -110,6 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep checkpoints/fold<k>/best.ckpt (the best validation epoch)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="patient-level bootstrap resamples for the 95%% intervals (0: none)")
     p.set_defaults(func=_finetune)
 
     e = sub.add_parser("embed", help="penultimate features + t-SNE plot of a prepared dataset")

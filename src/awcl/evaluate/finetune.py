@@ -115,6 +115,7 @@ class FinetuneConfig:
     strategy: str = "auto"
     progress: bool = False  # Lightning progress bar per fold
     keep_checkpoints: bool = False  # keep checkpoints/fold<k>/best.ckpt (best validation epoch)
+    bootstrap: int = 1000  # patient-level bootstrap resamples for the 95% intervals (0: none)
 
     def resolved_preset(self) -> Preset:
         name = self.preset or ("task3" if self.task == "segment" else "task1")

@@ -1,5 +1,6 @@
-"""Downstream metrics: classification (scikit-learn), segmentation from a confusion matrix,
-and the head circumference of a fitted ellipse (HC18)."""
+"""Downstream metrics: classification (scikit-learn; AUROC, balanced accuracy, per-class
+sensitivity/specificity), segmentation from a confusion matrix, surface distances (HD95, mean
+surface distance) and the head circumference of a fitted ellipse (HC18)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,75 @@ import math
 
 import cv2
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from scipy import ndimage
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:
-    """Accuracy and macro precision/recall/F1 over all ``num_classes`` (absent ones score 0)."""
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, prob: np.ndarray | None = None
+) -> dict:
+    """Accuracy, macro precision/recall/F1 over all ``num_classes`` (absent ones score 0),
+    balanced accuracy (mean recall over the classes present) and, given ``prob: [N, K]``,
+    one-vs-rest macro AUROC (``auroc_ovr``)."""
     labels = list(range(num_classes))
     p, r, f, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average="macro", zero_division=0
     )
-    return {
+    out = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "precision": float(p),
         "recall": float(r),
         "f1": float(f),
+        "balanced_accuracy": balanced_accuracy(class_confusion(y_true, y_pred, num_classes)),
     }
+    if prob is not None:
+        out["auroc"] = auroc_ovr(y_true, prob)
+    return out
+
+
+def balanced_accuracy(cm: np.ndarray) -> float | None:
+    """Mean per-class recall over classes present in the truth. ``cm: [K, K]``, rows true."""
+    cm = np.asarray(cm, dtype=np.float64)
+    n = cm.sum(axis=1)
+    present = n > 0
+    return float((np.diag(cm)[present] / n[present]).mean()) if present.any() else None
+
+
+def auroc_ovr(y_true: np.ndarray, prob: np.ndarray) -> float | None:
+    """One-vs-rest AUROC averaged over the classes with both positives and negatives.
+
+    y_true: [N] class index; prob: [N, K] scores. None when no class qualifies.
+    """
+    y = np.asarray(y_true)
+    prob = np.asarray(prob, dtype=np.float64)
+    aucs = [
+        roc_auc_score(y == k, prob[:, k])
+        for k in range(prob.shape[1])
+        if 0 < int((y == k).sum()) < len(y)
+    ]
+    return float(np.mean(aucs)) if aucs else None
+
+
+def sensitivity_specificity(cm: np.ndarray, names: list[str]) -> dict[str, dict]:
+    """Per class (one vs rest): sensitivity TP/(TP+FN), specificity TN/(TN+FP); None where
+    undefined. ``cm: [K, K]`` rows true."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    pos = cm.sum(axis=1)
+    fp = cm.sum(axis=0) - tp
+    neg = cm.sum() - pos
+    out = {}
+    for k, name in enumerate(names):
+        out[name] = {
+            "sensitivity": float(tp[k] / pos[k]) if pos[k] > 0 else None,
+            "specificity": float((neg[k] - fp[k]) / neg[k]) if neg[k] > 0 else None,
+        }
+    return out
 
 
 def class_confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -65,6 +120,56 @@ def segmentation_metrics(cm: np.ndarray) -> dict:
         "dice": float(dice_c[fg_valid].mean()) if fg_valid.any() else 0.0,
         "iou_per_class": [float(v) for v in iou_c],
     }
+
+
+def _boundary(m: np.ndarray) -> np.ndarray:
+    """Pixels of ``m`` with a 4-neighbour outside it (the image edge counts as outside)."""
+    return m & ~ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(2, 1))
+
+
+def surface_distances(
+    pred: np.ndarray, true: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)
+) -> tuple[float, float] | None:
+    """(HD95, mean surface distance) between two binary masks ``[H, W]``, in the units of
+    ``spacing`` = (pixel size y, pixel size x).
+
+    The distances from every boundary pixel of each mask to the nearest boundary pixel of the
+    other are pooled (both directions): HD95 is their 95th percentile, the mean surface
+    distance their mean (the average symmetric surface distance). Both empty: (0, 0); only
+    one empty: None (undefined).
+    """
+    p = np.asarray(pred).astype(bool)
+    t = np.asarray(true).astype(bool)
+    if not p.any() and not t.any():
+        return 0.0, 0.0
+    if not p.any() or not t.any():
+        return None
+    bp, bt = _boundary(p), _boundary(t)
+    to_t = ndimage.distance_transform_edt(~bt, sampling=spacing)
+    to_p = ndimage.distance_transform_edt(~bp, sampling=spacing)
+    d = np.concatenate([to_t[bp], to_p[bt]])
+    return float(np.percentile(d, 95)), float(d.mean())
+
+
+def frame_surface_metrics(
+    pred: np.ndarray, true: np.ndarray, num_classes: int, spacing: tuple[float, float] = (1.0, 1.0)
+) -> tuple[float, float] | None:
+    """HD95 and mean surface distance of one frame, averaged over the foreground classes
+    present in the prediction or the truth; None when one of them is undefined (a class
+    predicted but absent, or missed). ``pred, true: [H, W]`` class indices."""
+    vals = []
+    for c in range(1, num_classes):
+        pc, tc = pred == c, true == c
+        if not pc.any() and not tc.any():
+            continue
+        sd = surface_distances(pc, tc, spacing)
+        if sd is None:
+            return None
+        vals.append(sd)
+    if not vals:
+        return 0.0, 0.0
+    v = np.asarray(vals)
+    return float(v[:, 0].mean()), float(v[:, 1].mean())
 
 
 def ramanujan_circumference(a: float, b: float) -> float:
