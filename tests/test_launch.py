@@ -3,6 +3,7 @@ executor) give the same runs, cache keys and results as the serial runner."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -104,7 +105,7 @@ def test_local_pool_matches_serial_and_overlaps(serial, tmp_path):
     assert sum(line.startswith("done ") for line in lines) == len(res.plan.runs)
     _check_order(out, res.plan)
     spans = sorted(_times(out).values())
-    overlaps = sum(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+    overlaps = sum(b[0] < a[1] for a, b in itertools.pairwise(spans))
     assert overlaps >= 3  # runs did execute side by side
     again = run_study(parse_config(base_raw()), out, STAND_INS, progress=False, echo=lambda s: None,
                       launcher=LocalPool(jobs=2))  # fmt: skip
