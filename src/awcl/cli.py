@@ -24,7 +24,7 @@ _REGISTRARS = [
 ]
 
 
-class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+class DefaultsHelpFormatter(argparse.HelpFormatter):
     """``--help`` shows every option's default, unless its help text already names one.
 
     (argparse's ArgumentDefaultsHelpFormatter would also print ``default: None`` for options
