@@ -216,28 +216,41 @@ def _real_config() -> dict:
 
 
 @pytest.mark.slow
-def test_real_study_same_results_serial_pool_and_submitit(tmp_path):
+def test_real_study_same_results_serial_jobs2_and_submitit(tmp_path, capsys):
+    """The "done when" of issue 11, through the command line: ``awcl study`` serial, with
+    ``--jobs 2`` and with ``--launcher submitit-local`` gives the same runs (cache keys),
+    metrics, encoder weights and report numbers."""
+    import pandas as pd
     import torch
+    import yaml
 
-    cfg = parse_config(_real_config())
-    outs = {}
-    for name, launcher in (
-        ("serial", Serial()),
-        ("jobs2", LocalPool(jobs=2)),
-        ("submitit", Cluster(folder=tmp_path / "jobs", cluster="local", jobs=2)),
-    ):
-        if name == "submitit" and not _has("submitit"):
-            continue
-        outs[name] = tmp_path / name
-        run_study(cfg, outs[name], progress=False, echo=lambda s: None, launcher=launcher)
-    ref = _records(outs["serial"])
+    from awcl.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(_real_config()))
+    variants = {"serial": [], "jobs2": ["--jobs", "2"]}
+    if _has("submitit"):
+        variants["submitit"] = ["--launcher", "submitit-local", "--jobs", "2"]
+    for name, flags in variants.items():
+        assert main(["study", str(cfg), "--out", str(tmp_path / name), "--no-progress", *flags]) == 0
+    capsys.readouterr()
+    ref = _records(tmp_path / "serial")
     assert {r["kind"] for r in ref.values()} == {"data", "pretrain", "finetune"}
-    for name, out in outs.items():
+
+    def numbers(out: Path) -> pd.DataFrame:  # results.csv minus timings
+        df = pd.read_csv(out / "results.csv")
+        return df[~df.metric.isin(["img_per_s", "seconds"])].reset_index(drop=True)
+
+    for name in variants:
+        out = tmp_path / name
         assert _records(out) == ref, name  # same cache keys (dir names) and same metrics
+        pd.testing.assert_frame_equal(numbers(out), numbers(tmp_path / "serial"))
         for pre in (out / "runs").glob("pretrain-*"):
             a = torch.load(pre / "run" / "encoder.pt", weights_only=True)
-            b = torch.load(outs["serial"] / "runs" / pre.name / "run" / "encoder.pt", weights_only=True)
+            b = torch.load(tmp_path / "serial" / "runs" / pre.name / "run" / "encoder.pt", weights_only=True)
             assert all(torch.equal(a[k], b[k]) for k in a), (name, pre.name)
+    if "submitit" in variants:
+        assert list((tmp_path / "submitit" / "jobs").glob("*/*_submitted.pkl"))
 
 
 def _has(module: str) -> bool:

@@ -51,6 +51,7 @@ def _resume_cfg(tiny: Path, out: Path, logger: list[str], **kw) -> tuple[Pretrai
     return first, second
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_id_survives_resume(tiny, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -71,6 +72,7 @@ def test_wandb_offline_run_id_survives_resume(tiny, tmp_path, monkeypatch):
     assert not [p for p in (run / "logs" / "wandb").glob("offline-run-*") if not p.name.endswith(wid)]
 
 
+@pytest.mark.slow
 def test_mlflow_run_id_survives_resume(tiny, tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
