@@ -107,15 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
-    with logs.summarized(verbose=verbose):
-        try:
+    try:
+        with logs.summarized(verbose=verbose):  # its summary is printed before the error line
             rc = args.func(args)
-        except AwclError as err:
-            print(f"awcl: error: {err}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("awcl: interrupted", file=sys.stderr)
-            return 130
+    except AwclError as err:
+        print(f"awcl: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("awcl: interrupted", file=sys.stderr)
+        return 130
     return int(rc or 0)
 
 
