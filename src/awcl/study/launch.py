@@ -128,6 +128,11 @@ def _init_worker(slots: Any, verbose: bool) -> None:
         try:
             cpus = slots.get(timeout=10)
             os.sched_setaffinity(0, cpus)
+            import torch
+
+            # OpenMP sized its pool when torch loaded (before the pinning): runs that leave
+            # their thread count to the default get the share, not every core
+            torch.set_num_threads(len(cpus))
         except Exception:  # no share left or no affinity support: run unpinned
             pass
     if not verbose:
