@@ -159,6 +159,10 @@ def test_label_table_named_like_the_manifest_just_works(tmp_path, capsys):
     assert any("'Plane'" in line and "not used" in line for line in stderr), stderr
     assert ds.meta["prepare"]["columns"]["unused_label_like"] == ["Plane"]
     assert any("coarse_label" in line for line in stdout)
+    # the user's second attempt, naming only the path column, gets the labels too
+    assert main(["prepare", "images", str(src), "--labels", str(table), "--out", str(out),
+                 "--path-col", "image", "--size", "32x40", "--no-crop"]) == 0  # fmt: skip
+    assert open_dataset(out).manifest["fine_label"].notna().all()
 
 
 def test_label_table_auto_columns_and_separator(tmp_path):

@@ -102,6 +102,9 @@ def test_cli_prepare_merge(two, tmp_path, capsys):
     assert "merged 2 datasets" in text and "B" in text
     u = open_dataset(out)
     assert u.size == (24, 30) and set(u.manifest["source"]) == {"A", "B"}
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "source A: 32 frames" in info and "source B: 12 frames, 3 videos, 3 patients" in info
 
 
 def test_union_is_cached_until_a_source_changes(two, tmp_path):

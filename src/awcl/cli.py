@@ -24,7 +24,7 @@ _REGISTRARS = [
 ]
 
 
-class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+class DefaultsHelpFormatter(argparse.HelpFormatter):
     """``--help`` shows every option's default, unless its help text already names one.
 
     (argparse's ArgumentDefaultsHelpFormatter would also print ``default: None`` for options
@@ -107,15 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
-    with logs.summarized(verbose=verbose):
-        try:
+    try:
+        with logs.summarized(verbose=verbose):  # its summary is printed before the error line
             rc = args.func(args)
-        except AwclError as err:
-            print(f"awcl: error: {err}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("awcl: interrupted", file=sys.stderr)
-            return 130
+    except AwclError as err:
+        print(f"awcl: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("awcl: interrupted", file=sys.stderr)
+        return 130
     return int(rc or 0)
 
 

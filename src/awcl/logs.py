@@ -167,10 +167,12 @@ def summarized(verbose: bool = False, level: int | None = None) -> Iterator[Warn
     if _ACTIVE:
         yield _ACTIVE[-1]
         return
-    root = logging.getLogger()
-    handler = WarningSummary(verbose=verbose)
-    old_level = root.level
-    root.setLevel(level if level is not None else (logging.DEBUG if verbose else logging.INFO))
+    root, own = logging.getLogger(), logging.getLogger("awcl")
+    handler = WarningSummary(verbose=verbose, level=logging.DEBUG if verbose else logging.INFO)
+    old_level, old_own = root.level, own.level
+    root.setLevel(level if level is not None else logging.INFO)
+    if verbose:
+        own.setLevel(logging.DEBUG)  # awcl's debug lines, not every library's
     root.addHandler(handler)
     _ACTIVE.append(handler)
     logging.captureWarnings(True)
@@ -184,6 +186,7 @@ def summarized(verbose: bool = False, level: int | None = None) -> Iterator[Warn
         _ACTIVE.remove(handler)
         root.removeHandler(handler)
         root.setLevel(old_level)
+        own.setLevel(old_own)
         for line in handler.summary():
             handler._write(line)
 

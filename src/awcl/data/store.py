@@ -417,6 +417,9 @@ def summarize(ds: PreparedDataset) -> str:
     )
     if ds.hierarchy:
         lines.append("hierarchy: " + ", ".join(f"{f}->{c}" for f, c in sorted(ds.hierarchy.items())))
+    for s in ds.meta.get("sources", []):  # a union (awcl prepare merge)
+        lines.append(f"source {s['name']}: {s['frames']} frames, {s['videos']} videos, "
+                     f"{s['patients']} patients, manifest {s['manifest_sha256'][:12]} ({s['path']})")  # fmt: skip
     return "\n".join(lines)
 
 

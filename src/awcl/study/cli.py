@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Iterator
 
+from awcl.errors import AwclError
 from awcl.study.config import load_config
 from awcl.study.demo import DEFAULT_OUT, run_demo
 from awcl.study.report import summary_text, write_report
@@ -49,13 +50,48 @@ def _finish(out: str, t0: float) -> None:
     print(f"total time: {time.perf_counter() - t0:.0f} s")
 
 
+def _launcher(args: argparse.Namespace):
+    from pathlib import Path
+
+    from awcl.study.launch import Cluster, make_launcher
+
+    extra: dict[str, str] = {}
+    for item in args.slurm_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AwclError(f"--slurm-option {item!r}: expected KEY=VALUE (an sbatch option)")
+        extra[key.strip()] = value
+    cluster = {}
+    if args.launcher != "local":
+        cluster = {"timeout_min": args.slurm_time, "cpus_per_task": args.slurm_cpus,
+                   "gpus_per_node": args.slurm_gpus, "mem_gb": args.slurm_mem,
+                   "partition": args.slurm_partition, "setup": list(args.slurm_setup),
+                   "additional": extra}  # fmt: skip
+    launcher = make_launcher(args.launcher, args.jobs, folder=Path(args.out) / "jobs",
+                             verbose=getattr(args, "verbose", False), **cluster)  # fmt: skip
+    if isinstance(launcher, Cluster):
+        launcher.executor()  # a missing submitit / unknown cluster fails before any run
+    return launcher
+
+
 def _study(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cfg = load_config(args.config, args.set)
+    launcher = _launcher(args)
     with _quiet(getattr(args, "verbose", False)):
-        run_study(cfg, args.out, progress=not args.no_progress)
+        run_study(cfg, args.out, progress=not args.no_progress, launcher=launcher)
     _finish(args.out, t0)
     return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return v
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -87,6 +123,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="set a variable (data_root=../shared/data) or a key (pretrain.epochs=5, "
                    "tasks.0.epochs=70); repeatable")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("where runs execute (results and cache keys are the same)")
+    g.add_argument("--jobs", type=_positive, default=None, metavar="N",
+                   help="runs at once: local processes, each pinned to its share of the cores "
+                   "(default: 1); with a cluster launcher, jobs queued at once (default: no limit)")
+    g.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
+                   help="local: this machine; slurm: one SLURM job per run (submitit; OUT must be "
+                   "on a shared file system); submitit-local: the same jobs as local processes")
+    g.add_argument("--slurm-partition", default=None, help="SLURM partition")
+    g.add_argument("--slurm-time", type=_positive, default=24 * 60, metavar="MIN", help="time limit per job in minutes")
+    g.add_argument("--slurm-cpus", type=_positive, default=8, help="CPUs per job")
+    g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job")
+    g.add_argument("--slurm-mem", type=float, default=32, metavar="GB", help="memory per job")
+    g.add_argument("--slurm-setup", action="append", default=[], metavar="CMD",
+                   help="shell line run before each job, e.g. 'module load cuda' (repeatable)")
+    g.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="further sbatch option, e.g. account=myproj (repeatable)")  # fmt: skip
     p.set_defaults(func=_study)
 
     r = sub.add_parser("report", help="(re)write the report of a study directory")

@@ -125,7 +125,16 @@ class StudyConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("source", None)
-        return d
+        return _drop_empty_sources(d)
+
+
+def _drop_empty_sources(obj: Any) -> Any:
+    """A dataset spec without ``sources`` is written as before (no ``sources: []``)."""
+    if isinstance(obj, dict):
+        return {k: _drop_empty_sources(v) for k, v in obj.items() if not (k == "sources" and v == [])}
+    if isinstance(obj, list):
+        return [_drop_empty_sources(v) for v in obj]
+    return obj
 
 
 # ------------------------------------------------------------------------- helpers

@@ -364,11 +364,14 @@ def run_study(
     executors: Executors | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    launcher: Any = None,
 ) -> StudyResult:
     """Run every run of the study that is not finished yet; return what was done.
 
     A progress bar covers the whole grid (weighted by each run's rough cost, so its time
-    remaining is meaningful); one line is printed per finished run.
+    remaining is meaningful); one line is printed per finished run. ``launcher`` (see
+    :mod:`awcl.study.launch`) decides where runs execute: one after another here (default),
+    ``--jobs N`` processes on this machine, or cluster jobs.
     """
     out = Path(out)
     if executors is None:
@@ -398,15 +401,26 @@ def run_study(
         desc=cfg.name,
     )
     computed: list[str] = []
+    active: list[str] = []
+
+    def started(run: Run) -> None:
+        active.append(f"{run.kind} {run.name}")
+        bar.set_description_str(f"{cfg.name} | {' + '.join(active)}"[:60])
+
+    def finished(run: Run, rec: dict[str, Any]) -> None:
+        active.remove(f"{run.kind} {run.name}")
+        computed.append(run.dirname)
+        bar.update(min(run.weight, max(0.0, bar.total - bar.n)))  # float sums may overshoot
+        line = f"done {_describe(run)}  {rec['seconds']:.1f}s"
+        h = headline(run, rec.get("result", {}))
+        say(f"{line}  {h}" if h else line)
+
+    if launcher is None:
+        from awcl.study.launch import Serial
+
+        launcher = Serial()
     try:
-        for run in todo:
-            bar.set_description_str(f"{cfg.name} | {run.kind} {run.name}"[:60])
-            rec = execute(run, executors)
-            computed.append(run.dirname)
-            bar.update(min(run.weight, max(0.0, bar.total - bar.n)))  # float sums may overshoot
-            line = f"done {_describe(run)}  {rec['seconds']:.1f}s"
-            h = headline(run, rec.get("result", {}))
-            say(f"{line}  {h}" if h else line)
+        launcher.run(todo, executors, started, finished)
     finally:
         bar.close()
     return StudyResult(out, plan, computed, [r.dirname for r in cached])

@@ -55,7 +55,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--log-every-n-steps", "log_every_n_steps", int, "logging interval in steps"),
     ("--logger", "logger", str, "tensorboard | csv | wandb | mlflow; repeatable (wandb/mlflow: pip install 'awcl[wandb]' / 'awcl[mlflow]')"),
     ("--tracker-project", "tracker_project", str, "W&B project / MLflow experiment name"),
-    ("--tracker-uri", "tracker_uri", str, "MLflow tracking URI ('': $MLFLOW_TRACKING_URI or RUN/logs/mlruns)"),
+    ("--tracker-uri", "tracker_uri", str, "MLflow tracking URI ('': $MLFLOW_TRACKING_URI or sqlite:///RUN/logs/mlflow.db)"),
 ]
 _REPEATABLE = ("data", "logger")  # flags given several times build a list
 _CHOICES = {

@@ -89,7 +89,7 @@ class PretrainConfig:
     log_every_n_steps: int = 10
     logger: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])  # + wandb | mlflow
     tracker_project: str = "awcl"  # W&B project / MLflow experiment
-    tracker_uri: str = ""  # MLflow tracking URI ("" = $MLFLOW_TRACKING_URI or <run>/logs/mlruns)
+    tracker_uri: str = ""  # MLflow tracking URI ("" = $MLFLOW_TRACKING_URI or <run>/logs/mlflow.db)
     progress: bool = True
     resume: bool = False
 

@@ -8,8 +8,9 @@ A tracker's run id is kept in ``<run>/logs/trackers.json`` when the run starts, 
 ``--resume`` passes it back, so a resumed run continues the same W&B / MLflow run instead of
 starting a new one. W&B follows its own settings (``WANDB_MODE=offline``, ``WANDB_API_KEY``,
 ...); ``--tracker-project`` names the W&B project / MLflow experiment, and
-``--tracker-uri`` the MLflow tracking server (default: ``$MLFLOW_TRACKING_URI``, else a file
-store in ``<run>/logs/mlruns``).
+``--tracker-uri`` the MLflow tracking server (default: ``$MLFLOW_TRACKING_URI``, else a local
+SQLite store ``<run>/logs/mlflow.db``; view it with ``mlflow ui --backend-store-uri
+sqlite:///RUN/logs/mlflow.db``).
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def build_loggers(
         if n in _PACKAGES:
             require(n)
     ids = read_ids(run) if resume else {}
+    (run / "logs").mkdir(parents=True, exist_ok=True)
     loggers: list[Any] = []
     remote: dict[str, Any] = {}
     for n in chosen:
@@ -125,7 +127,6 @@ def build_loggers(
             from lightning.pytorch.loggers import WandbLogger
 
             wid = ids.get("wandb") or secrets.token_hex(6)
-            (run / "logs").mkdir(parents=True, exist_ok=True)
             remote[n] = WandbLogger(
                 project=project, name=run.name, id=wid, resume="allow", save_dir=str(run / "logs")
             )
@@ -133,7 +134,12 @@ def build_loggers(
         elif n == "mlflow":
             from lightning.pytorch.loggers import MLFlowLogger
 
-            target = uri or os.environ.get("MLFLOW_TRACKING_URI") or (run / "logs" / "mlruns").resolve().as_uri()
+            target = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+            if not target:  # a local SQLite store in the run (MLflow 3 retired plain files)
+                if importlib.util.find_spec("sqlalchemy") is None:
+                    raise AwclError("--logger mlflow without --tracker-uri keeps a local SQLite "
+                                    "store, which needs sqlalchemy: pip install 'awcl[mlflow]'")  # fmt: skip
+                target = f"sqlite:///{(run / 'logs' / 'mlflow.db').resolve()}"
             remote[n] = MLFlowLogger(
                 experiment_name=project, run_name=run.name, tracking_uri=target, run_id=ids.get("mlflow")
             )
