@@ -36,6 +36,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--lr", "lr", float, "Adam learning rate"),
     ("--weight-decay", "weight_decay", float, "Adam weight decay"),
     ("--size", "size", str, "input HxW, e.g. 224x288 (frames are cropped/resized on the fly)"),
+    ("--crop-scale", "crop_scale", str, "random-resized-crop area share LO,HI (SimCLR: 0.08,1)"),
     ("--flip", "flip", float, "horizontal flip probability"),
     ("--brightness", "brightness", float, "brightness jitter strength"),
     ("--contrast", "contrast", float, "contrast jitter strength"),
@@ -110,7 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for flag, name, typ, text in _FLAGS:
         d = defaults.get(name)
         if isinstance(d, tuple):
-            d = "x".join(str(v) for v in d)
+            d = ",".join(f"{v:g}" for v in d) if name == "crop_scale" else "x".join(str(v) for v in d)
         p.add_argument(flag, dest=name, type=typ, default=None, choices=_CHOICES.get(name),
                        help=f"{text} (default: {d})")
     p.add_argument("--ignore-label", action="append", default=[], metavar="LABEL",

@@ -5,7 +5,8 @@ A run directory holds::
     config.yaml     the PretrainConfig of the run
     checkpoints/    epochNNN.ckpt every epoch, last.ckpt (link), stepNNNNNNN.ckpt every N steps
     logs/tb/        TensorBoard events;  logs/csv/metrics.csv  per-step metrics
-    history.csv     per epoch: epoch, step, loss, img_per_s, knn_acc, seconds
+    history.csv     per epoch: epoch, step, loss, img_per_s, knn_acc, seconds (with the kNN
+                    monitor on, a first row epoch 0 / step 0 holds knn_acc before training)
     encoder.pt      the encoder, loadable strict into torchvision resnet18 minus fc
     heads.pt        the method's heads (projection / classifier) state dict
     summary.json    method, epochs, final loss, steady-state img/s, kNN accuracy, classes
@@ -64,7 +65,7 @@ class PretrainConfig:
     weight_decay: float = 1e-6
     # input and augmentation
     size: tuple[int, int] = (224, 288)  # (H, W)
-    crop_scale: tuple[float, float] = (0.4, 1.0)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # area share of the random crop (SimCLR's)
     flip: float = 0.5
     brightness: float = 0.4
     contrast: float = 0.4
@@ -90,7 +91,7 @@ class PretrainConfig:
             self.size = parse_size(self.size)
         except ValueError as err:
             raise AwclError(f"--size: {err}") from None
-        self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]
+        self.crop_scale = parse_crop_scale(self.crop_scale)
         self.ignore_labels = list(self.ignore_labels or [])
         if self.method not in METHODS and self.method not in (
             "awcl", "simclr", "clpi", "uscl", "supervised"
@@ -140,6 +141,18 @@ class PretrainConfig:
 
 
 # ---------------------------------------------------------------------------- helpers
+def parse_crop_scale(value: str | tuple[float, float] | list[float]) -> tuple[float, float]:
+    """``"0.08,1"`` or ``(0.08, 1.0)`` -> (lo, hi) with 0 < lo <= hi <= 1."""
+    try:
+        parts = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
+        lo, hi = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise AwclError(f"--crop-scale {value!r}: expected LO,HI, e.g. 0.08,1") from None
+    if not 0.0 < lo <= hi <= 1.0:
+        raise AwclError(f"--crop-scale {value!r}: need 0 < LO <= HI <= 1")
+    return lo, hi
+
+
 def _held_out(ds, cfg: PretrainConfig) -> np.ndarray:
     """[N] bool: frames of the patients held out for the kNN monitor (labels hidden)."""
     n = len(ds)
@@ -312,6 +325,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             "final_loss": throughput.epoch_loss,
             "img_per_s": throughput.steady,
             "knn_acc": monitor.last if monitor else None,
+            "knn_acc_init": monitor.initial if monitor else None,  # before training (step 0)
             "classes": index.classes,
             "labelled_frames": int((index.label >= 0).sum()),
             "frames": index.n,
