@@ -74,7 +74,11 @@ class PhantomConfig:
     min_anatomies: int = 3  # coarse anatomies visited per sweep (drawn in [min, max])
     max_anatomies: int = 5
     masks: str = "all"  # "all": a mask for every frame; "brain": only brain frames; "none"
-    text: bool = True  # burned-in scanner text / UI outside the fan
+    text: bool = True  # burned-in scanner text / UI outside the fan ("direct" only)
+    # "direct": frames written as rendered (fan plus, with ``text``, burned-in UI);
+    # "videos": the user's path - sweeps written as raw scanner-screen videos (panels, text,
+    # a live cine counter), then ``prepare_videos`` with auto-crop; labels re-attached.
+    prepare: str = "direct"
     source: str = SOURCE
     anatomies: tuple[str, ...] = field(default_factory=lambda: tuple(VIEWS))
 
@@ -98,6 +102,10 @@ class PhantomConfig:
             problems.append("need 1 <= min_anatomies <= max_anatomies")
         if self.masks not in ("all", "brain", "none"):
             problems.append("masks must be 'all', 'brain' or 'none'")
+        if self.prepare not in ("direct", "videos"):
+            problems.append("prepare must be 'direct' or 'videos'")
+        elif self.prepare == "videos" and self.masks != "none":
+            problems.append("prepare='videos' writes no masks (cropping decides the geometry); use masks='none'")
         if problems:
             raise AwclError("phantom: " + "; ".join(problems))
 
@@ -628,6 +636,8 @@ def make_phantom(out: str | Path, cfg: PhantomConfig | None = None) -> Path:
     cfg = cfg or PhantomConfig()
     cfg.validate()
     out = Path(out)
+    if cfg.prepare == "videos":
+        return _make_via_videos(out, cfg)
     t0 = time.perf_counter()
     with DatasetWriter(out, size=cfg.size, source=cfg.source) as writer:
         for index, (patient, visit, fetus) in enumerate(_scan_roster(cfg)):
@@ -654,20 +664,80 @@ def make_phantom(out: str | Path, cfg: PhantomConfig | None = None) -> Path:
                     true_fine=fine,
                     depth_cm=round(scan.depth_cm, 2),
                 )
-        writer.meta.update(
-            {
-                "hierarchy": dict(HIERARCHY),
-                "ignore_labels": [BACKGROUND],
-                "mask_classes": {str(k): v for k, v in MASK_CLASSES.items()},
-                "hidden_truth_columns": ["true_coarse", "true_fine"],
-                "phantom": {
-                    "seed": cfg.seed, "scans": cfg.scans, "frames_per_scan": cfg.frames_per_scan,
-                    "labelled_fraction": cfg.labelled_fraction, "masks": cfg.masks,
-                    "anatomies": list(cfg.anatomies),
-                },
-            }
-        )
+        writer.meta.update(_meta(cfg))
     log.info("phantom: %d frames written to %s in %.1f s", cfg.scans * cfg.frames_per_scan, out, time.perf_counter() - t0)
+    return out
+
+
+def _meta(cfg: PhantomConfig) -> dict:
+    return {
+        "hierarchy": dict(HIERARCHY),
+        "ignore_labels": [BACKGROUND],
+        "mask_classes": {str(k): v for k, v in MASK_CLASSES.items()},
+        "hidden_truth_columns": ["true_coarse", "true_fine"],
+        "phantom": {
+            "seed": cfg.seed, "scans": cfg.scans, "frames_per_scan": cfg.frames_per_scan,
+            "labelled_fraction": cfg.labelled_fraction, "masks": cfg.masks,
+            "anatomies": list(cfg.anatomies), "prepare": cfg.prepare,
+        },
+    }  # fmt: skip
+
+
+def _make_via_videos(out: Path, cfg: PhantomConfig) -> Path:
+    """The phantom through the path a user's scans take: raw scanner-screen videos (text,
+    panels, a live cine counter around the fan) -> ``prepare_videos`` (every frame, auto-crop,
+    resize to ``cfg.size``) -> the phantom's frame labels and hidden truth re-attached by
+    (video, frame index). Patients keep their ids (a second scan shares its patient's)."""
+    import shutil
+    import tempfile
+
+    from awcl.data.ingest import prepare_videos
+    from awcl.data.store import open_dataset
+
+    t0 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.videos-", dir=out.parent))
+    try:
+        make_phantom_videos(work / "videos", replace(cfg, prepare="direct"), screen=True)
+        prepared = prepare_videos(
+            work / "videos", work / "prepared", every=1, size=cfg.size, crop="auto", source=cfg.source
+        )
+        ds = open_dataset(prepared)
+        plans = {}
+        for index, (patient, visit, fetus) in enumerate(_scan_roster(cfg)):
+            plan = _plan_scan(cfg, index, patient, visit, fetus)
+            plans[plan.video_id] = plan
+        m = ds.manifest
+        counts = m.groupby("video_id").size()
+        short = {v: int(counts.get(v, 0)) for v in plans if counts.get(v, 0) != cfg.frames_per_scan}
+        if short:
+            v, n = next(iter(short.items()))
+            raise AwclError(f"phantom: video {v} decoded to {n} frames, expected {cfg.frames_per_scan}")
+        frames = ds.frames
+        with DatasetWriter(out, size=cfg.size, source=cfg.source) as writer:
+            for i, row in enumerate(m.itertuples(index=False)):
+                plan, fi = plans[row.video_id], int(row.frame_index)
+                fine = plan.truth[fi]
+                coarse = HIERARCHY[fine]
+                lab = bool(plan.labelled[fi])
+                writer.add(
+                    np.asarray(frames[i]),
+                    video_id=plan.video_id,
+                    patient_id=plan.patient_id,
+                    frame_index=fi,
+                    coarse_label=coarse if lab else None,
+                    fine_label=fine if lab else None,
+                    true_coarse=coarse,
+                    true_fine=fine,
+                    depth_cm=round(plan.depth_cm, 2),
+                    crop_box=row.crop_box,
+                )
+            writer.meta.update(_meta(cfg))
+            writer.meta["prepare"] = ds.meta.get("prepare", {})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("phantom (via videos + auto-crop): %d frames written to %s in %.1f s",
+             cfg.scans * cfg.frames_per_scan, out, time.perf_counter() - t0)  # fmt: skip
     return out
 
 
@@ -796,6 +866,7 @@ def _handler(args: argparse.Namespace) -> int:
         second_scan_fraction=args.second_scan_fraction,
         masks=args.masks,
         text=not args.no_text,
+        prepare="videos" if args.via_videos else "direct",
     )
     t0 = time.perf_counter()
     if args.videos:
@@ -827,5 +898,6 @@ def register_prepare(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--second-scan-fraction", type=float, default=d.second_scan_fraction, help=f"share of scans that are a patient's second scan (default {d.second_scan_fraction})")
     p.add_argument("--masks", choices=["all", "brain", "none"], default=d.masks, help="head masks for every frame (all-zero without a head), brain frames only, or none (default all)")
     p.add_argument("--no-text", action="store_true", help="leave out the burned-in scanner text/UI")
+    p.add_argument("--via-videos", action="store_true", help="build the dataset through the user's path: raw scanner-screen videos -> prepare videos with auto-crop (no burned-in text left; needs --masks none)")
     p.add_argument("--videos", action="store_true", help="write raw uncropped sweeps as .mp4 into --out instead of a prepared dataset")
     p.set_defaults(func=_handler)
