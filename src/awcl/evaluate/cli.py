@@ -28,7 +28,7 @@ def _finetune(args: argparse.Namespace) -> int:
         head=args.head, preset=args.preset, label=args.label, classes=classes, folds=args.folds,
         split=args.split, group=args.group, val_fraction=args.val_fraction, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, size=args.size, max_per_video=args.max_per_video,
-        dice_loss=args.dice_loss, seed=args.seed, threads=args.threads, bf16=not args.fp32,
+        train_patients=args.train_patients, dice_loss=args.dice_loss, seed=args.seed, threads=args.threads, bf16=not args.fp32,
     )
     m = finetune(cfg)
     keys = ["accuracy", "precision", "recall", "f1"] if cfg.task == "classify" else [
@@ -71,8 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default="random",
                    help="'random', an awcl pretrain run dir / encoder.pt, or a torchvision resnet18 .pth")
     p.add_argument("--task", choices=["classify", "segment"], default="classify")
-    p.add_argument("--protocol", choices=["full", "partial"], default="full",
-                   help="full: train encoder + head; partial: encoder frozen")
+    p.add_argument("--protocol", choices=["full", "partial", "knn", "linear-probe"], default="full",
+                   help="full: train encoder + head; partial: encoder frozen; knn / linear-probe: "
+                   "scikit-learn kNN or logistic regression on frozen features")
     p.add_argument("--head", choices=list(HEADS), default="linear", help="classification head")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="paper protocol (default task1 for classify, task3 for segment)")
@@ -89,6 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--size", type=_size, default=None, help="HxW to resize frames to, e.g. 112x144")
     p.add_argument("--max-per-video", type=int, default=None, help="at most N frames per video")
+    p.add_argument("--train-patients", type=int, default=None,
+                   help="label efficiency: fit on N patients of each training part (seeded, every class kept)")
     p.add_argument("--dice-loss", action="store_true", help="segmentation: add soft Dice to CE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)

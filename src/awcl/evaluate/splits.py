@@ -130,3 +130,48 @@ def check_classes(folds: list[Fold], y: np.ndarray, class_names: list[str]) -> l
             log.warning(msg)
             warnings.append(msg)
     return warnings
+
+
+def limit_train_patients(
+    fold: Fold, y: np.ndarray, groups: np.ndarray, n: int, seed: int, tries: int = 200
+) -> Fold:
+    """Keep ``n`` patients (groups) of ``fold.train`` for fitting: the label-efficiency setting.
+
+    Only the fitting part changes; ``val`` (model selection) and ``test`` are returned as they
+    are, so a test patient can never enter. The ``n`` patients are drawn at random (seeded by
+    ``seed``, the fold and ``n``, so every method sees the same patients) and stratified: one
+    patient per class of the training part first (classes in random order, skipping classes a
+    chosen patient already covers), then the rest at random. Raises when the fold has fewer
+    than ``n`` training patients or no draw covers every class with ``n`` patients.
+    """
+    if n < 1:
+        raise AwclError(f"train_patients must be >= 1 (got {n})")
+    g = groups[fold.train]
+    patients = np.unique(g)
+    if n > len(patients):
+        raise AwclError(
+            f"fold {fold.index}: train_patients={n} but the training part has only "
+            f"{len(patients)} patients; use a smaller number or 'all'"
+        )
+    yt = y[fold.train]
+    classes = np.unique(yt)
+    has = {c: np.unique(g[yt == c]) for c in classes}  # patients holding each class
+    rng = np.random.default_rng([seed, fold.index, n, 0x1E])
+    need = len(classes)
+    for _ in range(tries):
+        chosen: list[str] = []
+        covered: set = set()
+        for c in rng.permutation(classes):
+            if c not in covered:
+                p = rng.choice(has[c])
+                chosen.append(p)
+                covered |= set(np.unique(yt[g == p]).tolist())
+        need = min(need, len(chosen))
+        if len(chosen) <= n:
+            rest = rng.permutation(np.setdiff1d(patients, chosen))[: n - len(chosen)]
+            keep = np.isin(g, np.concatenate([np.asarray(chosen, dtype=patients.dtype), rest]))
+            return Fold(fold.index, fold.train[keep], fold.val, fold.test)
+    raise AwclError(
+        f"fold {fold.index}: train_patients={n} cannot keep every one of the {len(classes)} "
+        f"classes (the smallest covering draw had {need} patients); use a larger number"
+    )
