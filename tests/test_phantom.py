@@ -245,5 +245,35 @@ def test_via_videos_user_path_leaves_no_overlay_text(tmp_path):
     # The same check on the directly rendered frames finds their text (so it can fail).
     assert _outside_fan_max(direct, cfg) > 150
     assert _outside_fan_max(open_dataset(make_phantom(tmp_path / "nt", replace(cfg, text=False))), cfg) == 0
-    with pytest.raises(AwclError, match="masks='none'"):
-        PhantomConfig(prepare="videos").validate()
+
+
+def test_via_videos_masks_follow_the_crop(tmp_path):
+    pytest.importorskip("av")
+    import cv2
+
+    from awcl.data.imageio import resize
+
+    cfg = PhantomConfig(seed=4, scans=3, frames_per_scan=16, size=(48, 64), masks="brain", text=False)
+    via = open_dataset(make_phantom(tmp_path / "via", replace(cfg, prepare="videos")))
+    direct = open_dataset(make_phantom(tmp_path / "direct", cfg))
+    key = ["video_id", "frame_index"]
+    a = via.manifest.sort_values(key)
+    b = direct.manifest.sort_values(key)
+    np.testing.assert_array_equal(a.mask_index.to_numpy() >= 0, b.mask_index.to_numpy() >= 0)  # brain frames
+    assert (a.mask_index >= 0).any()
+    top, left, hs, ws = _screen_geometry(48, 64)
+    for (i, ra), j in zip(a.iterrows(), b.index):
+        # the directly rendered frame through the recorded crop equals the decoded one ...
+        screen = np.zeros((hs, ws), np.uint8)
+        screen[top : top + 48, left : left + 64] = direct.frames[j]
+        y0, y1, x0, x1 = (int(v) for v in ra.crop_box.split(","))
+        expect = resize(np.ascontiguousarray(screen[y0:y1, x0:x1]), (48, 64)).astype(int)
+        assert np.abs(expect - np.asarray(via.frames[i], dtype=int)).mean() < 4
+        if ra.mask_index < 0:
+            continue
+        # ... and the mask went through the same geometry
+        screen[:] = 0
+        screen[top : top + 48, left : left + 64] = direct.mask(j)
+        m = cv2.resize(screen[y0:y1, x0:x1], (64, 48), interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(via.mask(i), m)
+        assert via.mask(i).any()

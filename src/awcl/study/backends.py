@@ -100,7 +100,7 @@ def pretrain_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     if summary.is_file():
         s = json.loads(summary.read_text())
         keep = ("final_loss", "img_per_s", "knn_acc", "knn_acc_init", "epochs", "steps",
-                "labelled_frames", "frames", "class_group")  # fmt: skip
+                "labelled_frames", "frames", "class_group", "batch_composition")  # fmt: skip
         result = {k: s[k] for k in keep if k in s}
     # the batch composition the run used (the report states it): the effective setting
     result.setdefault("class_group", cfg.class_group)

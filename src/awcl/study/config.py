@@ -96,6 +96,7 @@ class TaskSpec:
     # label efficiency: fit on n patients of each training part; None = all of them (always
     # included: the main tables use it)
     train_patients: list[int | None] = field(default_factory=lambda: [None])
+    finetune_seeds: list[int] | None = None  # this task's downstream seeds (default: the study's)
     classes: list[str] | None = None
     granularity: str = "coarse"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -311,7 +312,7 @@ def _task(v: Any, key: str, ctx: _Ctx) -> TaskSpec:
     d = ctx.mapping(v, key)
     allowed = {
         "name", "dataset", "task", "protocols", "head", "preset", "epochs", "folds",
-        "classes", "granularity", "extra", "train_patients",
+        "classes", "granularity", "extra", "train_patients", "finetune_seeds",
     }  # fmt: skip
     ctx.check_keys(d, key, allowed)
     if "name" not in d:
@@ -353,7 +354,22 @@ def _task(v: Any, key: str, ctx: _Ctx) -> TaskSpec:
             raise ctx.err(f"{key}.train_patients", f"duplicates in {tp}")
         # the whole training part is always run: the main tables use it
         t.train_patients = [*sorted(v for v in values if v is not None), None]
+    t.finetune_seeds = _seed_list(d.get("finetune_seeds"), f"{key}.finetune_seeds", ctx)
     return t
+
+
+def _seed_list(v: Any, key: str, ctx: _Ctx) -> list[int] | None:
+    """None, an integer or a non-empty list of distinct integers >= 0."""
+    if v is None:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v]
+    if not isinstance(v, list) or not v:
+        raise ctx.err(key, f"expected a non-empty list of integers, got {v!r}")
+    seeds = [ctx.integer(s, f"{key}[{i}]", 0) for i, s in enumerate(v)]
+    if len(set(seeds)) != len(seeds):
+        raise ctx.err(key, f"duplicates in {v}")
+    return seeds
 
 
 def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None = None) -> StudyConfig:
@@ -422,16 +438,7 @@ def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None
     if not isinstance(seeds_raw, list) or not seeds_raw:
         raise ctx.err("seeds", f"expected a non-empty list of integers, got {seeds_raw!r}")
     seeds = [ctx.integer(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds_raw)]
-    ft_raw = raw.get("finetune_seeds")
-    finetune_seeds = None
-    if ft_raw is not None:
-        if isinstance(ft_raw, int) and not isinstance(ft_raw, bool):
-            ft_raw = [ft_raw]
-        if not isinstance(ft_raw, list) or not ft_raw:
-            raise ctx.err("finetune_seeds", f"expected a non-empty list of integers, got {ft_raw!r}")
-        finetune_seeds = [ctx.integer(s, f"finetune_seeds[{i}]", 0) for i, s in enumerate(ft_raw)]
-        if len(set(finetune_seeds)) != len(finetune_seeds):
-            raise ctx.err("finetune_seeds", f"duplicates in {ft_raw}")
+    finetune_seeds = _seed_list(raw.get("finetune_seeds"), "finetune_seeds", ctx)
 
     weights = raw.get("imagenet_weights")
     weights = ctx.string(weights, "imagenet_weights") if weights else None

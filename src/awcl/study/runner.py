@@ -250,10 +250,11 @@ def plan_study(cfg: StudyConfig, out: Path) -> Plan:
                     continue
                 # label efficiency (train_patients) only for the main encoders
                 counts = task.train_patients if main else [None]
-                for ft_seed in cfg.finetune_seeds or [seed]:
+                ft_seeds = task.finetune_seeds or cfg.finetune_seeds
+                for ft_seed in ft_seeds or [seed]:
                     for n in counts:
                         add(_finetune_run(task, protocol, method, ratio, seed, ft_seed, n, main,
-                                          data, init, per_seed=cfg.finetune_seeds is not None))
+                                          data, init, per_seed=ft_seeds is not None))
 
     if cfg.embed.enabled:
         names = [t.name for t in cfg.tasks]
