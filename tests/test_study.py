@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from awcl.errors import AwclError
@@ -117,16 +118,26 @@ class Calls:
             assert (Path(inputs["data"]) / "dataset.json").is_file()
             self._tick(run)
             loss = np.linspace(2, 1, run.config["epochs"])
-            (run.output / "history.csv").write_text(
-                "epoch,loss,img_per_s\n" + "".join(f"{i + 1},{v},{50}\n" for i, v in enumerate(loss))
+            knn = np.linspace(0.3, 0.6, run.config["epochs"] + 1)
+            (run.output / "history.csv").write_text(  # row 0: the kNN monitor before training
+                "epoch,step,loss,img_per_s,knn_acc\n0,0,nan,nan,0.3\n"
+                + "".join(f"{i + 1},{10 * (i + 1)},{v},{50},{knn[i + 1]}\n" for i, v in enumerate(loss))
             )
-            return {"final_loss": float(loss[-1])}
+            return {"final_loss": float(loss[-1]), "class_group": 1, "crop_scale": [0.08, 1.0], "blur": 0.0}
 
         def finetune(run, inputs):
             self._tick(run)
             rng = np.random.default_rng(len(run.name))
             img = np.zeros((20, 20, 3), np.uint8)
             cv2.imwrite(str(run.output / "confusion_fold0.png"), img)
+            if run.config["task"] == "classify":  # 6 test patients x 3 frames per fold
+                rows = [{"fold": f, "frame_id": f"f{f}p{p}:{i}", "video_id": f"f{f}p{p}",
+                         "patient_id": f"f{f}p{p}", "true": "ab"[p % 2], "pred": "ab"[int(rng.integers(0, 2))]}
+                        for f in range(run.config["folds"]) for p in range(6) for i in range(3)]
+                pred = pd.DataFrame(rows)
+                pred["prob_a"] = (pred.pred == "a") * 0.8 + 0.1
+                pred["prob_b"] = 1 - pred.prob_a
+                pred.to_csv(run.output / "predictions.csv", index=False)
             return {"folds": [{"accuracy": float(rng.uniform()), "macro_f1": float(rng.uniform())}
                               for _ in range(run.config["folds"])]}
 
