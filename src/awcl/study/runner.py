@@ -306,7 +306,10 @@ def headline(run: Run, result: dict[str, Any]) -> str:
         vals = [f[metric] for f in folds if isinstance(f.get(metric), (int, float))]
         return f"{metric} {np.mean(vals):.3f} ± {np.std(vals):.3f} over {len(vals)} folds"
     if run.kind == "pretrain" and "final_loss" in result:
-        return f"final loss {result['final_loss']:.4f}"
+        text = f"final loss {result['final_loss']:.4f}"
+        if result.get("knn_acc_init") is not None and result.get("knn_acc") is not None:
+            text += f", kNN {result['knn_acc_init']:.3f} (step 0) -> {result['knn_acc']:.3f}"
+        return text
     if run.kind == "data" and "frames" in result:
         return f"{result['frames']} frames"
     return ""
