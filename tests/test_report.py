@@ -80,20 +80,26 @@ def test_results_csv_holds_every_fold(study):
 
 
 def test_best_in_bold_matches_numbers(study):
-    df = pd.read_csv(study / "results.csv")
-    main = df[(df.kind == "finetune") & (df.protocol == "full") & (df.main) & df.train_patients.isna()]
-    means = main[(main.task == "cls") & (main.metric == "accuracy")].groupby("method").value.mean()
-    best = means.idxmax()
+    from awcl.study.report import load_predictions, load_study
+
+    preds = load_predictions(load_study(study))
+    p = preds[(preds.protocol == "full") & (preds.task == "cls") & (preds.main) & preds.train_patients.isna()]
+    pooled = p.groupby("method").apply(lambda g: (g.true == g.pred).mean())  # all folds pooled
+    best = pooled.idxmax()
     md = (study / "report.md").read_text()
     table = md.split("## Transfer table (full fine-tuning)")[1].split("## ")[0]
     row = next(line for line in table.splitlines() if line.startswith(f"| {best} |"))
     cell = re.fullmatch(r"\*\*(\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\]\*\*", row.split("|")[2].strip())
-    assert cell is not None, row  # mean [lo, hi] from the predictions
-    assert cell.group(1) == f"{means[best]:.3f}" and float(cell.group(2)) <= float(cell.group(3))
-    seg = next(line for line in table.splitlines() if line.startswith(f"| {best} |")).split("|")[-2]
-    assert "±" in seg  # segmentation stand-ins write no predictions: mean ± std
+    assert cell is not None, row  # value [lo, hi] from the predictions
+    assert cell.group(1) == f"{pooled[best]:.3f}"
+    assert float(cell.group(2)) <= pooled[best] <= float(cell.group(3))
+    # segmentation stand-ins write no predictions: mean ± std over folds
+    df = pd.read_csv(study / "results.csv")
+    seg = df[(df.task == "seg") & (df.method == best) & (df.protocol == "full") & df.main & df.train_patients.isna()]
+    mean = seg[seg.metric == "accuracy"].value
+    assert f"{mean.mean():.3f} ± {mean.std(ddof=1):.3f}" in row
     html = (study / "report.html").read_text()
-    assert f"<td><b>{means[best]:.3f}" in html
+    assert f"<td><b>{pooled[best]:.3f} [" in html
 
 
 def test_lower_is_better_bolds_minimum():

@@ -227,9 +227,12 @@ def identical_predictions(preds: pd.DataFrame, task: str, protocol: str) -> list
     """Groups of methods with the very same prediction for every test frame (main runs)."""
     if preds.empty:
         return []
+    if "pred" not in preds.columns:
+        return []
     sub = preds[(preds.task == task) & (preds.protocol == protocol) & (preds.main == True)  # noqa: E712
-                & preds.train_patients.map(_is_none)]  # fmt: skip
-    if sub.empty or "pred" not in sub.columns:
+                & preds.train_patients.map(_is_none) & (preds.task_kind == "classify")
+                & preds["pred"].notna()]  # fmt: skip
+    if sub.empty:
         return []
     keyed = {}
     for m, g in sub.groupby("method", sort=False):
@@ -469,7 +472,7 @@ def efficiency_points(preds: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     fin = df[(df.kind == "finetune") & (df.main == True)]  # noqa: E712
     if fin.empty or fin.train_patients.notna().sum() == 0:
-        return pd.DataFrame(columns=["task", "protocol", "method", "n", "metric", "mean", "lo", "hi"])
+        return pd.DataFrame(columns=["task", "protocol", "method", "n", "metric", "mean", "std", "lo", "hi"])
     for (task, protocol), g in fin.groupby(["task", "protocol"], sort=False):
         if g.train_patients.notna().sum() == 0:
             continue
@@ -479,15 +482,16 @@ def efficiency_points(preds: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
             for n, gn in gm.groupby(gm.train_patients.map(lambda v: -1 if _is_none(v) else int(v)), sort=True):
                 vals = gn[gn.metric == metric].value
                 lo = hi = np.nan
+                value = float(vals.mean())
                 if not preds.empty:
                     p = preds[(preds.task == task) & (preds.protocol == protocol) & (preds.method == method)
                               & (preds.main == True)]  # noqa: E712  # fmt: skip
                     p = p[p.train_patients.map(lambda v, n=n: (-1 if _is_none(v) else int(v)) == n)]
                     ci = cell_interval(p, metric, kind)
                     if ci is not None:
-                        lo, hi = ci[1], ci[2]
+                        value, lo, hi = ci
                 rows.append({"task": task, "protocol": protocol, "method": method, "n": None if n < 0 else n,
-                             "metric": metric, "mean": float(vals.mean()), "std": float(vals.std(ddof=0)),
+                             "metric": metric, "mean": value, "std": float(vals.std(ddof=0)),
                              "lo": lo, "hi": hi})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -573,9 +577,10 @@ def transfer_table(
     intervals: dict[tuple[str, str, str], tuple[float, float, float]] | None = None,
     notes: dict[str, str] | None = None,
 ) -> Table | None:
-    """Methods x (task, metric) of the main runs (whole training part): mean over folds and
-    seeds with, where the predictions allow it, the 95% patient-bootstrap interval of the
-    pooled metric (``mean [lo, hi]``), else ``mean ± std``; best mean per column in bold.
+    """Methods x (task, metric) of the main runs (whole training part). Where the predictions
+    allow it (``intervals``), a cell is the metric on all test frames of all folds and seeds
+    pooled with its 95% patient-bootstrap interval (``value [lo, hi]``); otherwise the mean ±
+    std of the per-fold values (folds and seeds). Best per column in bold.
     ``notes`` (method -> text) adds a last column, e.g. a degenerate-classifier warning."""
     sub = main_rows(df)
     sub = sub[sub.protocol == protocol]
@@ -593,12 +598,13 @@ def transfer_table(
             if (m, t, met) in stats.index:
                 s = stats.loc[(m, t, met)]
                 ci = (intervals or {}).get((m, t, met))
-                if ci is not None and np.isfinite(ci[1]) and np.isfinite(ci[2]):
-                    row.append(f"{float(s['mean']):.3f} [{ci[1]:.3f}, {ci[2]:.3f}]")
+                if ci is not None and all(np.isfinite(v) for v in ci):
+                    row.append(f"{ci[0]:.3f} [{ci[1]:.3f}, {ci[2]:.3f}]")
+                    mrow.append(float(ci[0]))
                 else:
                     std = float(np.nan_to_num(s["std"])) if s["count"] > 1 else 0.0
                     row.append(_fmt(float(s["mean"]), std))
-                mrow.append(float(s["mean"]))
+                    mrow.append(float(s["mean"]))
             else:
                 row.append("—")
                 mrow.append(np.nan)
@@ -820,9 +826,10 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
         f"Study **{data.index.get('name', '?')}**: {len(data.records)} of {n_runs} runs finished"
         + (f", {len(data.pending)} not finished (re-run `awcl study` to complete them)." if data.pending else ".")
         + f" Main-table anatomy ratio r = {data.index.get('anatomy_ratio')}."
-        + " Cells are the mean over folds (and seeds) with, where predictions are available, the 95%"
-        " interval of the pooled metric by bootstrap over test patients ([lo, hi]); otherwise"
-        " mean ± std over folds. Best mean per column in bold."
+        + " Table cells: the metric on the test frames of all folds (and seeds) pooled, with its 95%"
+        " interval by bootstrap over test patients (`value [lo, hi]`); where a run has no"
+        " predictions, mean ± std over folds. Best per column in bold; every per-fold value is"
+        " in results.csv."
     )
     for line in pretrain_setup(data):
         over.blocks.append(line)
@@ -881,8 +888,8 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
     png = efficiency_curve(points)
     if png:
         s.blocks.append(Image(png, "label_efficiency.png",
-                              "headline metric vs labelled training patients per fold (mean over folds and "
-                              "seeds; bars: 95% patient-bootstrap interval, or ± std where predictions are missing)"))  # fmt: skip
+                              "headline metric vs labelled training patients per fold (all folds and seeds "
+                              "pooled; bars: 95% patient-bootstrap interval, or ± std over folds where predictions are missing)"))  # fmt: skip
         s.blocks.append(efficiency_table(points))
     else:
         s.blocks.append("No label-efficiency runs: give a task `train_patients: [n, ..., all]`.")
