@@ -40,10 +40,15 @@ def make_class_dataset(out: Path, patients_per_class: int = 5, frames: int = 4, 
 
 
 def ellipse_mask(rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
-    m = np.zeros((H, W), np.uint8)
     a, b = float(rng.uniform(8, 14)), float(rng.uniform(6, 10))
-    cv2.ellipse(m, (int(rng.integers(16, 24)), int(rng.integers(13, 19))), (int(a), int(b)),
-                float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    cx, cy = int(rng.integers(16, 24)), int(rng.integers(13, 19))
+    t = math.radians(float(rng.uniform(0, 180)))
+    # exact rasterisation (pixel centre inside), so the ellipse is the mask's edge; cv2.ellipse
+    # draws it ~0.4 px larger
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    u = (xx - cx) * math.cos(t) + (yy - cy) * math.sin(t)
+    v = -(xx - cx) * math.sin(t) + (yy - cy) * math.cos(t)
+    m = ((u / int(a)) ** 2 + (v / int(b)) ** 2 <= 1).astype(np.uint8)
     return m, int(a), int(b)
 
 

@@ -47,6 +47,20 @@ def test_full_finetune_writes_run(cls_data, tmp_path):
         assert 1 <= f["best_epoch"] <= 2
         fold_pred = pred[pred["fold"] == f["fold"]]
         assert f["accuracy"] == pytest.approx((fold_pred["true"] == fold_pred["pred"]).mean())
+    # clinical measures: per fold and mean, pooled, patient-level intervals, per class, by video
+    for k in ("balanced_accuracy", "auroc"):
+        assert k in m["mean"] and all(k in f for f in m["folds"])
+    for k in ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "auroc"):
+        lo, hi = m["intervals"][k]
+        assert lo <= m["pooled"][k] <= hi
+    assert m["pooled"]["accuracy"] == pytest.approx((pred["true"] == pred["pred"]).mean())
+    assert set(m["per_class"]) == set(m["classes"])
+    assert m["video_level"]["majority"]["n_videos"] == 15  # 15 videos of 4 frames
+    assert "intervals" in m["video_level"]["mean_prob"]
+    from awcl.evaluate.summary import classification_summary
+
+    again = classification_summary(pred, m["classes"], "patient_id", 1000, 0)  # from the CSV alone
+    assert again["pooled"] == pytest.approx(m["pooled"]) and again["intervals"] == m["intervals"]
     hist = pd.read_csv(out / "history.csv")
     assert len(hist) == 2 * 2
     cfg = yaml.safe_load((out / "config.yaml").read_text())
@@ -101,6 +115,13 @@ def test_segmentation_run_with_hc(seg_data, tmp_path):
         assert 0 <= f["gaa"] <= 1
     pred = pd.read_csv(out / "predictions.csv")
     assert len(pred) == 24 and {"hc_pred_mm", "hc_table_mm", "dice"} <= set(pred.columns)
+    # surface distances in mm per frame and fold; pooled numbers with patient-level intervals
+    assert {"cm_0_0", "cm_0_1", "cm_1_0", "cm_1_1", "hd95_mm", "msd_mm"} <= set(pred.columns)
+    assert pred[["cm_0_0", "cm_0_1", "cm_1_0", "cm_1_1"]].to_numpy().sum() == np.array(
+        m["confusion_matrix"]).sum()
+    for k in ("gaa", "ma", "miou", "dice", "hc_mae_mm"):
+        assert k in m["pooled"] and k in m["intervals"]
+    assert {"hd95_mm", "msd_mm"} <= set(m["pooled"]) | set(m["mean"])
 
 
 def test_segmentation_bad_mask_values(tmp_path):

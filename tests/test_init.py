@@ -50,7 +50,9 @@ def test_torchvision_state_dict(tmp_path):
     sd = _torchvision_resnet18_file(tmp_path / "resnet18.pth")
     enc = build_encoder(tmp_path / "resnet18.pth")
     assert torch.equal(enc.layer3[0].conv1.weight, sd["layer3.0.conv1.weight"])
-    assert torch.allclose(enc.conv1.weight, sd["conv1.weight"].sum(1, keepdim=True))
+    # RGB kernels folded with ImageNet's per-channel std into the grey stem (see test_models)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert torch.allclose(enc.conv1.weight, 0.226 * (sd["conv1.weight"] / std).sum(1, keepdim=True))
 
 
 def test_wrong_architecture_names_keys(tmp_path):

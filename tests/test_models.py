@@ -72,3 +72,47 @@ def test_feature_maps_shapes():
     assert [tuple(m.shape[1:]) for m in maps] == [
         (64, 32, 48), (64, 16, 24), (128, 8, 12), (256, 4, 6), (512, 2, 3)
     ]
+
+
+def _rgb_network(seed: int = 0):
+    """A torchvision ResNet-18 with distinct RGB kernels and non-trivial BN statistics, as an
+    ImageNet checkpoint has."""
+    torch.manual_seed(seed)
+    net = _torchvision_trunk()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    return net.eval()
+
+
+def test_imagenet_normalisation_folded_exactly_into_grey_stem(tmp_path):
+    net = _rgb_network()
+    torch.save(net.state_dict(), tmp_path / "imagenet.pth")
+    enc = build_encoder(tmp_path / "imagenet.pth").eval()
+    x = torch.rand(2, 1, 64, 96)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    rgb = (x.repeat(1, 3, 1, 1) - mean) / std  # what the network was trained on
+    with torch.no_grad():
+        want = net.bn1(net.conv1(rgb))
+        got = enc.bn1(enc.conv1((x - 0.449) / 0.226))
+        # exact where the 7x7 window is inside the image (output rows/cols 2 .. n-3)
+        inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))
+        torch.testing.assert_close(got[inner], want[inner], rtol=1e-4, atol=1e-4)
+        # the whole frozen encoder: only the border frame differs (unfolded: ~2.6%)
+        f_want, f_got = net(rgb), enc(x)
+        assert ((f_got - f_want).norm(dim=1) / f_want.norm(dim=1)).max() < 0.01
+
+
+def test_folded_imagenet_encoder_exports_and_reloads_unchanged(tmp_path):
+    torch.save(_rgb_network(1).state_dict(), tmp_path / "imagenet.pth")
+    enc = build_encoder(tmp_path / "imagenet.pth").eval()
+    save_encoder(enc, tmp_path / "run" / "encoder.pt")  # identical channels: summed, no refold
+    again = build_encoder(tmp_path / "run").eval()
+    x = torch.rand(2, 1, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), enc(x))

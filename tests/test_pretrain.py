@@ -84,6 +84,7 @@ def test_every_method_runs(tiny: Path, tmp_path: Path, method: str, extra: dict)
     assert rows[-1]["epoch"] == "1" and np.isfinite(float(rows[-1]["loss"]))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["method"] == method and summary["steps"] > 0
+    assert summary["class_group"] == 1 and summary["batch_composition"]
 
 
 def test_encoder_loads_strict_into_torchvision(uninterrupted: Path) -> None:
@@ -186,6 +187,24 @@ def test_without_monitor_no_step_zero_row(tmp_path: Path, tiny: Path) -> None:
     run = pretrain(cfg_for(tiny, tmp_path / "nomon", method="simclr", monitor_fraction=0, max_steps=2))
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1]
+
+
+def test_uscl_resume_mid_epoch_and_summary(tiny: Path, tmp_path: Path) -> None:
+    """USCL (one sample per video, 8 videos, batch 4, one pass per epoch: 2 steps an epoch)
+    killed after step 3 of 4 and resumed ends with the weights of an uninterrupted run."""
+    kw = dict(method="uscl", epochs=2, batch_size=4, uscl_rounds=1, monitor_fraction=0,
+              checkpoint_every_n_steps=1)
+    ref = pretrain(cfg_for(tiny, tmp_path / "ref", **kw))
+    with pytest.raises(_Kill):
+        pretrain(cfg_for(tiny, tmp_path / "cut", **kw), callbacks=[_kill(at_step=3)])
+    resumed = pretrain(cfg_for(tiny, tmp_path / "cut", resume=True, **kw))
+    a = torch.load(ref / "encoder.pt", weights_only=True)
+    b = torch.load(resumed / "encoder.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    summary = json.loads((ref / "summary.json").read_text())
+    assert summary["steps"] == 4
+    assert summary["uscl"]["videos"] == 8 and summary["uscl"]["ce_weight"] == 0.2
+    assert summary["batch_composition"].startswith("one sample per video")
 
 
 def test_nan_loss_stops_with_message(tiny: Path, tmp_path: Path) -> None:

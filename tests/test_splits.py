@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from awcl.errors import AwclError
-from awcl.evaluate.splits import check_classes, fixed_split, kfold_splits
+from awcl.evaluate.splits import carve_validation, check_classes, fixed_split, kfold_splits
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -63,3 +63,40 @@ def test_too_few_groups_and_missing_class():
     folds = kfold_splits(y, groups, k=3, seed=0)
     with pytest.raises(AwclError, match=r"train part has no samples of class"):
         check_classes(folds, y, ["a", "b"])
+
+
+def test_validation_capped_at_fraction_with_a_rare_class():
+    # 10 patients; class 1 has only two of them. Before, the split used 2 folds for such a
+    # class and validation took about half of the training part.
+    groups = np.repeat([f"p{i}" for i in range(10)], 4)
+    y = np.repeat([0] * 8 + [1, 1], 4)
+    train = np.arange(len(y))
+    for seed in range(6):
+        fit, val = carve_validation(train, y, groups, 0.2, seed)
+        assert len(np.unique(groups[val])) <= 2  # floor(0.2 * 10) groups at most
+        assert set(y[fit]) == {0, 1}  # fit keeps every class
+        assert not set(groups[fit]) & set(groups[val])
+        assert len(fit) + len(val) == len(y)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_validation_groups_never_exceed_fraction(seed):
+    rng = np.random.default_rng(seed)
+    n_groups = int(rng.integers(3, 30))
+    sizes = rng.integers(1, 6, n_groups)
+    groups = np.repeat(np.arange(n_groups), sizes)
+    y = np.repeat(rng.integers(0, 3, n_groups), sizes)
+    frac = float(rng.choice([0.1, 0.2, 0.25, 0.34]))
+    fit, val = carve_validation(np.arange(len(y)), y, groups, frac, seed)
+    nv = len(np.unique(groups[val]))
+    assert 1 <= nv <= max(1, int(frac * n_groups + 1e-9))
+    assert not set(groups[fit]) & set(groups[val])
+    assert set(y[fit]) == set(y)  # no class lost from fit when another group could go
+
+
+def test_validation_swaps_out_the_last_group_of_a_class():
+    groups = np.array(["a", "b", "c", "d", "e"])
+    y = np.array([0, 0, 0, 0, 1])  # class 1: one patient, must stay in fit
+    for seed in range(10):
+        fit, val = carve_validation(np.arange(5), y, groups, 0.2, seed)
+        assert 4 in fit and len(val) == 1

@@ -7,7 +7,8 @@ features for a grey image replicated to RGB. The exported state dict therefore l
 ``strict=True`` into ``torchvision.models.resnet18()`` minus ``fc``.
 
 Inputs everywhere are float grey images in [0, 1], ``x: [B, 1, H, W]``; the encoder applies
-the grey equivalent of ImageNet normalisation itself.
+the grey equivalent of ImageNet normalisation itself. An RGB network (ImageNet weights) is
+loaded with its input normalisation folded into the grey stem (``fold_rgb_stem``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from awcl import _compat  # noqa: F401
 from awcl.errors import AwclError
 
 GREY_MEAN, GREY_STD = 0.449, 0.226  # mean of ImageNet's RGB mean/std
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FEATURE_DIM = 512
 ENCODER_FILE = "encoder.pt"  # name of the exported encoder inside a run directory
 
@@ -83,7 +85,7 @@ class Encoder(nn.Module):
         sd = {k.removeprefix("module."): v for k, v in sd.items() if not k.startswith("fc.")}
         w = sd.get("conv1.weight")
         if isinstance(w, torch.Tensor) and w.ndim == 4 and w.shape[1] == 3:
-            sd["conv1.weight"] = w.sum(dim=1, keepdim=True)  # grey image = same value on R,G,B
+            sd.update(fold_rgb_stem(sd))
         own = self.state_dict()
         missing = sorted(set(own) - set(sd))
         unexpected = sorted(set(sd) - set(own))
@@ -104,6 +106,36 @@ class Encoder(nn.Module):
                 )
             raise AwclError(f"{source or 'state dict'}: not a ResNet-18 encoder: " + "; ".join(parts))
         self.load_state_dict(sd, strict=True)
+
+
+def fold_rgb_stem(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A 3-channel ``conv1`` (and ``bn1.running_mean``) as the grey encoder's 1-channel stem.
+
+    Identical channels (an awcl export: the grey kernel / 3 on each) are summed back. Distinct
+    channels mean an RGB network trained on ImageNet-normalised input (torchvision's
+    convention); for a grey image x replicated to RGB it computed
+    ``Σ_c W_c * (x - m_c)/s_c``, while the encoder feeds ``(x - GREY_MEAN)/GREY_STD``. So the
+    grey kernel is ``GREY_STD · Σ_c W_c / s_c`` and the constant left over,
+    ``d_k = Σ_{c,i,j} W[k,c,i,j] (m_c - GREY_MEAN) / s_c`` per output channel, is folded into
+    ``bn1.running_mean`` (+d_k), so a frozen (eval-mode) encoder sees what the network was
+    trained on. Exact wherever the 7x7 window lies inside the image; on the 3-pixel frame
+    where it reaches the zero padding the padded values differ (zero after the per-channel
+    normalisation there, zero after the grey one here).
+    """
+    w = sd["conv1.weight"].double()  # [64, 3, 7, 7]
+    if torch.allclose(w[:, 0], w[:, 1], rtol=1e-6, atol=1e-9) and torch.allclose(
+        w[:, 0], w[:, 2], rtol=1e-6, atol=1e-9
+    ):
+        return {"conv1.weight": sd["conv1.weight"].sum(dim=1, keepdim=True)}
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
+    grey = GREY_STD * (w / std.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    d = (w * ((mean - GREY_MEAN) / std).view(1, 3, 1, 1)).sum(dim=(1, 2, 3))  # [64]
+    out = {"conv1.weight": grey.to(sd["conv1.weight"].dtype)}
+    rm = sd.get("bn1.running_mean")
+    if isinstance(rm, torch.Tensor):
+        out["bn1.running_mean"] = (rm.double() + d).to(rm.dtype)
+    return out
 
 
 class ProjectionHead(nn.Module):

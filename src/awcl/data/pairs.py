@@ -2,7 +2,8 @@
 
 A batch sampler yields, per step, a list of items ``(a, b, c, key, label, seed)``:
 ``a``/``b`` are the frame rows of view 1 / view 2 (``b == a``: two augmentations of one frame),
-``c >= 0`` marks a USCL mix (views ``λ·a + (1-λ)·b`` and ``λ·c + (1-λ)·b``), ``key`` the
+``c >= 0`` marks a USCL mix (views ``λ·A(a) + (1-λ)·A(b)`` and ``λ·A(c) + (1-λ)·A(b)``, A = an
+independent augmentation of each frame, A(b) shared), ``key`` the
 positive key (-1 = none, Eq. 1), ``label`` a class for cross-entropy heads (-1 = none), ``seed``
 the per-sample seed of the augmentations. Everything is drawn from
 ``default_rng([seed, epoch])``, so an epoch is the same on resume and on any worker count.
@@ -182,10 +183,11 @@ class InstanceSampler(PairBatchSampler):
 class AnatomySampler(PairBatchSampler):
     """AWCL (Algorithm 1). Each draw, a labelled frame keeps its label with prob ``ratio``;
     then its partner is another frame of the same class (same or other scan) and its key
-    is the class. Kept frames of one class travel in groups of ``group`` so that every
-    batch holds several frames per class present; the rest are self-pairs with key -1."""
+    is the class; the rest are self-pairs with key -1. ``group`` 1 (default): every sample is
+    placed independently (random batches, as in the paper); ``group`` k > 1: kept frames of
+    one class travel in groups of k, so every batch holds several frames per class present."""
 
-    def __init__(self, index: FrameIndex, batch_size: int, ratio: float = 1.0, group: int = 4, **kw):
+    def __init__(self, index: FrameIndex, batch_size: int, ratio: float = 1.0, group: int = 1, **kw):
         if not 0.0 <= ratio <= 1.0:
             raise AwclError(f"--anatomy-ratio must be in [0, 1], not {ratio}")
         self.ratio, self.group = float(ratio), max(1, int(group))
@@ -215,9 +217,10 @@ class AnatomySampler(PairBatchSampler):
 
 class ScanSampler(PairBatchSampler):
     """CLPI: partner = another frame of the same scan (video or patient); key = scan id.
-    Frames of a scan travel in groups of ``group`` so batches hold same-scan positives."""
+    ``group`` k > 1: frames of a scan travel in groups of k so batches hold more same-scan
+    positives than the partner; 1 (default): random batches."""
 
-    def __init__(self, index: FrameIndex, batch_size: int, by: str = "video", group: int = 4, **kw):
+    def __init__(self, index: FrameIndex, batch_size: int, by: str = "video", group: int = 1, **kw):
         if by not in ("video", "patient"):
             raise AwclError(f"CLPI scan key must be 'video' or 'patient', not {by!r}")
         self.by, self.group = by, max(1, int(group))
@@ -240,21 +243,92 @@ class ScanSampler(PairBatchSampler):
         return units
 
 
+def video_labels(index: FrameIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Per video (code 0..V-1): its label and its frame count.
+
+    label: [V] int, the most frequent label among the video's labelled frames; -1 when it
+    has none or the top two labels tie (USCL assumes one class per video; a tie has none).
+    """
+    nv = int(index.video.max()) + 1 if index.n else 0
+    k = max(1, len(index.classes))
+    lab = index.label >= 0
+    counts = np.zeros((nv, k), dtype=np.int64)
+    np.add.at(counts, (index.video[lab], index.label[lab]), 1)
+    top = counts.argmax(1)
+    srt = np.sort(counts, axis=1)
+    tie = (srt[:, -1] == srt[:, -2]) if k > 1 else np.zeros(nv, dtype=bool)
+    label = np.where((srt[:, -1] > 0) & ~tie, top, -1)
+    return label.astype(np.int64), np.bincount(index.video, minlength=nv)
+
+
 class VideoMixSampler(PairBatchSampler):
-    """USCL: a sample is three frames of one video (f2 = every frame once per epoch, f1/f3
-    random frames of its video); views ``λ·f1+(1-λ)·f2`` and ``λ·f3+(1-λ)·f2``. The CE label
-    is f2's class when all three frames share it, else -1."""
+    """USCL as in its official code: the unit is a video. A global batch holds one sample per
+    video (never two of one video, so no same-video negatives); an epoch is ``rounds``
+    passes over the videos in a fresh random order, each cut into full batches (the few
+    videos left over differ from pass to pass). A sample draws three distinct frames f1, f2,
+    f3 of its video, uniformly; ``PairViews`` augments each independently and mixes them into
+    ``λ·A(f1)+(1-λ)·A(f2)`` and ``λ·A(f3)+(1-λ)·A(f2)``. Videos of two frames give the two
+    frames as views, of one frame two augmentations of it. The label is the video's
+    (``video_labels``), for the classifier head.
+
+    ``rounds`` 0 = auto: about as many samples per epoch as frames (mean frames per video
+    passes), so an epoch costs what it costs the frame-based methods; 1 = the official
+    code's epoch. Fewer videos than one global batch is an error (a smaller batch would
+    silently change the number of negatives).
+    """
+
+    def __init__(self, index: FrameIndex, batch_size: int, rounds: int = 0, **kw):
+        self.vlabel, self.vlen = video_labels(index)
+        nv = len(self.vlen)
+        g = int(batch_size) * int(kw.get("world_size", 1))
+        if nv < g:
+            raise AwclError(
+                f"uscl: a batch holds one sample per video, but the data has only {nv} videos, "
+                f"fewer than one batch ({batch_size} x {kw.get('world_size', 1)} processes); "
+                f"lower --batch-size to at most {nv // int(kw.get('world_size', 1))}"
+            )
+        self.rounds = int(rounds) if rounds and rounds > 0 else max(1, round(index.n / nv))
+        self.per_round = nv // g  # global batches per pass over the videos
+        # rows grouped by video: video v owns order[start[v] : start[v] + vlen[v]]
+        self.order = np.argsort(index.video, kind="stable")
+        self.start = np.concatenate([[0], np.cumsum(self.vlen)[:-1]])
+        super().__init__(index, batch_size, **kw)
+
+    def num_items(self) -> int:
+        return self.rounds * self.per_round * self.batch_size * self.world_size
+
+    def draw(self, videos: np.ndarray, rng: np.random.Generator) -> list[Item]:
+        """One sample per entry of ``videos`` ([n] video codes): three distinct frames each."""
+        n = len(videos)
+        length = self.vlen[videos]
+        u = rng.random((3, n))
+        # three distinct positions, uniform over ordered triples (where the video has 3)
+        i1 = (u[0] * length).astype(np.int64)
+        i2 = (u[1] * np.maximum(length - 1, 1)).astype(np.int64)
+        i2 += i2 >= i1
+        i3 = (u[2] * np.maximum(length - 2, 1)).astype(np.int64)
+        lo, hi = np.minimum(i1, i2), np.maximum(i1, i2)
+        i3 += i3 >= lo
+        i3 += i3 >= hi
+        start = self.start[videos]
+        f1 = self.order[start + i1]
+        f2 = np.where(length >= 2, self.order[start + np.minimum(i2, length - 1)], f1)
+        f3 = np.where(length >= 3, self.order[start + np.minimum(i3, length - 1)], -1)
+        seeds = self._seeds(rng, n)
+        label = self.vlabel[videos]
+        # item (a, b, c): f1, f2 (the shared frame), f3; c = -1 for videos of fewer than 3
+        return [
+            (int(a), int(b), int(c), -1, int(y), int(sd))
+            for a, b, c, y, sd in zip(f1, f2, f3, label, seeds)
+        ]
 
     def units(self, rng):
-        vid, lab = self.index.video, self.index.label
-        seeds = self._seeds(rng, self.index.n)
-        members = {int(v): np.flatnonzero(vid == v) for v in np.unique(vid)}
+        g = self.batch_size * self.world_size
         units = []
-        for i in range(self.index.n):
-            m = members[int(vid[i])]
-            f1, f3 = (int(x) for x in m[rng.integers(len(m), size=2)])
-            y = int(lab[i]) if lab[f1] == lab[i] == lab[f3] else -1
-            units.append([(f1, i, f3, -1, y, int(seeds[i]))])
+        for _ in range(self.rounds):
+            perm = rng.permutation(len(self.vlen))[: self.per_round * g]
+            items = self.draw(perm, rng)
+            units += [items[s : s + g] for s in range(0, len(items), g)]
         return units
 
 
@@ -301,13 +375,14 @@ class PairViews(Dataset):
         a, b, c, key, label, seed = item
         rng = np.random.default_rng(seed)
         fa = np.asarray(self.frames[a])
-        if c >= 0:  # USCL mix-up of three frames of one video
+        if c >= 0:  # USCL: augment f1, f2, f3 independently, then mix with the shared A(f2)
             lam = rng.beta(0.5, 0.5)
-            fb = np.asarray(self.frames[b], dtype=np.float32)
-            fc = np.asarray(self.frames[c], dtype=np.float32)
-            v1 = np.rint(lam * fa + (1 - lam) * fb).astype(np.uint8)
-            v2 = np.rint(lam * fc + (1 - lam) * fb).astype(np.uint8)
-            return self.augment(v1, rng), self.augment(v2, rng), key, label
+            a1 = self.augment(fa, rng).astype(np.float32)
+            a2 = self.augment(np.asarray(self.frames[b]), rng).astype(np.float32)
+            a3 = self.augment(np.asarray(self.frames[c]), rng).astype(np.float32)
+            v1 = np.rint(lam * a1 + (1 - lam) * a2).astype(np.uint8)
+            v2 = np.rint(lam * a3 + (1 - lam) * a2).astype(np.uint8)
+            return v1, v2, key, label
         x1 = self.augment(fa, rng)
         if self.views == 1:
             return x1, None, key, label

@@ -50,12 +50,18 @@ def augment(
         ty = _uniform(b, -cfg.shift, cfg.shift, g) * 2
         fx = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if cfg.hflip else torch.ones(b)
         fy = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if cfg.vflip else torch.ones(b)
+        h, w = x.shape[-2:]
+        # The map output -> input pixel, built in pixel units (x right, y down) so a rotation
+        # stays a rotation on non-square frames: A = flips · shear · rotation / scale.
         cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+        a00, a01 = cos * fx, (-sin + sh * cos) * fy
+        a10, a11 = sin * fx, (cos + sh * sin) * fy
+        # affine_grid wants normalised coordinates (x·2/W, y·2/H): theta = D⁻¹ A D, D = diag(W/2, H/2)
         theta = torch.zeros(b, 2, 3)
-        theta[:, 0, 0] = cos * fx
-        theta[:, 0, 1] = (-sin + sh * cos) * fy
-        theta[:, 1, 0] = sin * fx
-        theta[:, 1, 1] = (cos + sh * sin) * fy
+        theta[:, 0, 0] = a00
+        theta[:, 0, 1] = a01 * (h / w)
+        theta[:, 1, 0] = a10 * (w / h)
+        theta[:, 1, 1] = a11
         theta[:, 0, 2], theta[:, 1, 2] = tx, ty
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

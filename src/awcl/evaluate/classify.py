@@ -32,10 +32,11 @@ from awcl.evaluate.finetune import (
 from awcl.evaluate.heads import Classifier, last_feature_map, make_head
 from awcl.evaluate.metrics import class_confusion, classification_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
+from awcl.evaluate.summary import classification_summary, fold_classification_metrics
 from awcl.models import build_encoder
 
 log = logging.getLogger(__name__)
-METRIC_KEYS = ["accuracy", "precision", "recall", "f1"]
+METRIC_KEYS = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "auroc"]
 
 
 def _predict(fn, n: int, batch: int) -> np.ndarray:
@@ -205,16 +206,20 @@ def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path) -> d
         )
         history += hist
         prob = torch.softmax(torch.from_numpy(logits), 1).numpy()
-        pf = sub.iloc[fold.test][["frame_id", "video_id", "patient_id"]].copy()
+        pf = sub.iloc[fold.test][list(dict.fromkeys(["frame_id", "video_id", "patient_id", cfg.group]))].copy()
         pf.insert(0, "fold", fold.index)
         pf["true"] = [names[i] for i in yt]
         pf["pred"] = [names[i] for i in pred]
         for ci, n in enumerate(names):
             pf[f"prob_{n}"] = prob[:, ci]
         preds.append(pf)
+    pred_df = pd.concat(preds)
+    per_fold_extra = fold_classification_metrics(pred_df, names)  # AUROC from fold predictions
+    for f in per_fold:
+        f["auroc"] = per_fold_extra[f["fold"]].get("auroc")
     mean, std = summarize_folds(per_fold, METRIC_KEYS)
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)
-    pd.concat(preds).to_csv(out / "predictions.csv", index=False)
+    pred_df.to_csv(out / "predictions.csv", index=False)
     plot_confusion(cm_total, names, out / "confusion_matrix.png")
     plot_curves(pd.DataFrame(history), out / "curves.png", score="val_f1")
     return {
@@ -234,5 +239,6 @@ def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path) -> d
         "mean": mean,
         "std": std,
         "confusion_matrix": cm_total.tolist(),
+        **classification_summary(pred_df, names, cfg.group, cfg.bootstrap, cfg.seed),
         "warnings": warnings,
     }

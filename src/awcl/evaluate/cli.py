@@ -28,7 +28,8 @@ def _finetune(args: argparse.Namespace) -> int:
         head=args.head, preset=args.preset, label=args.label, classes=classes, folds=args.folds,
         split=args.split, group=args.group, val_fraction=args.val_fraction, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, size=args.size, max_per_video=args.max_per_video,
-        train_patients=args.train_patients, dice_loss=args.dice_loss, seed=args.seed, threads=args.threads, bf16=not args.fp32,
+        train_patients=args.train_patients, dice_loss=args.dice_loss, seed=args.seed,
+        threads=args.threads, bf16=not args.fp32, bootstrap=args.bootstrap,
     )
     m = finetune(cfg)
     keys = ["accuracy", "precision", "recall", "f1"] if cfg.task == "classify" else [
@@ -96,6 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="patient-level bootstrap resamples for the 95%% intervals (0: none)")
     p.set_defaults(func=_finetune)
 
     e = sub.add_parser("embed", help="penultimate features + t-SNE plot of a prepared dataset")

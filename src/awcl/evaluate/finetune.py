@@ -101,6 +101,7 @@ class FinetuneConfig:
     threads: int | None = None
     bf16: bool = True  # bf16 autocast on CPU
     channels_last: bool = True
+    bootstrap: int = 1000  # patient-level bootstrap resamples for the 95% intervals (0: none)
 
     def resolved_preset(self) -> Preset:
         name = self.preset or ("task3" if self.task == "segment" else "task1")

@@ -29,10 +29,12 @@ from awcl.evaluate.finetune import (
 from awcl.evaluate.heads import UNet
 from awcl.evaluate.metrics import head_circumference_mm, pixel_confusion, segmentation_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
+from awcl.evaluate.summary import frame_means, segmentation_frame_columns, segmentation_summary
 from awcl.models import build_encoder
 
 log = logging.getLogger(__name__)
-METRIC_KEYS = ["gaa", "ma", "miou", "dice", "hc_mae_mm", "hc_mae_vs_gt_ellipse_mm"]
+METRIC_KEYS = ["gaa", "ma", "miou", "dice", "hd95_mm", "msd_mm", "hd95_px", "msd_px", "hc_mae_mm",
+               "hc_mae_vs_gt_ellipse_mm"]
 HC_COLUMNS = ("hc_mm", "head_circumference_mm")
 
 
@@ -165,11 +167,15 @@ def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path) -> dic
         cm = pixel_confusion(true, pred, C)
         cm_total += cm
         met = segmentation_metrics(cm)
-        pf = sub.iloc[fold.test][["frame_id", "video_id", "patient_id"]].copy()
+        pf = sub.iloc[fold.test][list(dict.fromkeys(["frame_id", "video_id", "patient_id", cfg.group]))].copy()
         pf.insert(0, "fold", fold.index)
         inter = ((pred > 0) & (true > 0)).reshape(len(pred), -1).sum(1)
         den = (pred > 0).reshape(len(pred), -1).sum(1) + (true > 0).reshape(len(pred), -1).sum(1)
         pf["dice"] = np.where(den > 0, 2 * inter / np.maximum(den, 1), 1.0)
+        spacing = (sub[py_col].to_numpy(float)[fold.test] * sy, sub[px_col].to_numpy(float)[fold.test] * sx) if py_col else (None, None)
+        cols = segmentation_frame_columns(pred, true, C, *spacing)  # cm_<t>_<p>, hd95_/msd_<unit>
+        pf = pf.assign(**cols)
+        met.update(frame_means(cols))
         if py_col:
             py = sub[py_col].to_numpy(float)[fold.test] * sy
             px = sub[px_col].to_numpy(float)[fold.test] * sx
@@ -195,9 +201,10 @@ def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path) -> dic
         )
         history += hist
         preds.append(pf)
+    pred_df = pd.concat(preds)
     mean, std = summarize_folds(per_fold, METRIC_KEYS)
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)
-    pd.concat(preds).to_csv(out / "predictions.csv", index=False)
+    pred_df.to_csv(out / "predictions.csv", index=False)
     plot_confusion(cm_total, names, out / "confusion_matrix.png", title="pixel confusion (all test folds)")
     plot_curves(pd.DataFrame(history), out / "curves.png", score="val_miou")
     return {
@@ -217,5 +224,6 @@ def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path) -> dic
         "mean": mean,
         "std": std,
         "confusion_matrix": cm_total.tolist(),
+        **segmentation_summary(pred_df, cfg.group, cfg.bootstrap, cfg.seed),
         "warnings": [],
     }

@@ -8,6 +8,8 @@ grouped, so the test fold is never looked at before the final evaluation.
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,22 +61,58 @@ def _stratified_group_split(
 def carve_validation(
     train: np.ndarray, y: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``train`` (row indices) into (fit, val), grouped and stratified where possible."""
+    """Split ``train`` (row indices) into (fit, val), grouped and stratified where possible.
+
+    The validation part holds at most ``max(1, floor(val_fraction · groups))`` groups (a
+    class with few patients no longer makes it half of the training part), and never the
+    last training group of a class while other groups could go instead.
+    """
     g = groups[train]
-    n_groups = len(np.unique(g))
+    yt = y[train]
+    names = np.unique(g)
+    n_groups = len(names)
     if n_groups < 2 or val_fraction <= 0:
         raise AwclError(
             f"training part has {n_groups} patient(s): too few to carve a validation part"
         )
-    # Few folds when a class has few patients, so that stratification can give val every class.
-    per_class = [len(np.unique(g[y[train] == c])) for c in np.unique(y[train])]
-    n_splits = max(2, min(round(1.0 / val_fraction), n_groups, min(per_class)))
+    cap = min(n_groups - 1, max(1, math.floor(val_fraction * n_groups + 1e-9)))
+    n_splits = max(2, min(round(1.0 / val_fraction), n_groups))
     try:
-        fit, val = _stratified_group_split(y[train], g, n_splits, seed)[0]
-    except ValueError:  # e.g. a class with a single group: fall back to an unstratified split
-        gss = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
-        fit, val = next(gss.split(train, groups=g))
-    return train[fit], train[val]
+        with warnings.catch_warnings():  # a class with fewer groups than folds is fine here
+            warnings.filterwarnings("ignore", message=".*least populated class.*")
+            _, val = _stratified_group_split(yt, g, n_splits, seed)[0]
+    except ValueError:  # e.g. fewer groups than folds: fall back to an unstratified split
+        gss = GroupShuffleSplit(n_splits=1, test_size=cap, random_state=seed)
+        _, val = next(gss.split(train, groups=g))
+    rng = np.random.default_rng(seed)
+    order = [str(v) for v in rng.permutation(np.unique(g[val]))]
+    classes_of = {str(n): set(np.unique(yt[g == n]).tolist()) for n in names}
+    groups_of = {c: {n for n, cs in classes_of.items() if c in cs} for c in np.unique(yt).tolist()}
+    chosen = list(order)
+
+    def covered_elsewhere(n: str, inside: bool) -> bool:
+        """Every class of group n has another group inside val (inside) / in fit (not)."""
+        for c in classes_of[n]:
+            others = groups_of[c] - {n}
+            rest = others & set(chosen) if inside else others - set(chosen)
+            if not rest:
+                return False
+        return True
+
+    # keep in fit the last group of a class (else fit would lack the class)
+    for n in order:
+        if len(chosen) > 1 and not covered_elsewhere(n, inside=False):
+            chosen.remove(n)
+    if len(chosen) == 1 and not covered_elsewhere(chosen[0], inside=False):
+        # the one val group is the last of its class: swap in a group fit can spare
+        spare = [str(n) for n in rng.permutation(names) if str(n) not in chosen]
+        chosen = [next((n for n in spare if covered_elsewhere(n, inside=False)), chosen[0])]
+    # cap the number of groups: drop first those whose classes val still has without them
+    while len(chosen) > cap:
+        drop = next((n for n in chosen if covered_elsewhere(n, inside=True)), chosen[-1])
+        chosen.remove(drop)
+    in_val = np.isin(g.astype(str), chosen)
+    return train[~in_val], train[in_val]
 
 
 def kfold_splits(

@@ -16,6 +16,10 @@ from awcl.methods.base import Method, register
 class AWCL(Method):
     name = "awcl"
 
+    def batch_composition(self) -> str:
+        k = self.cfg.class_group
+        return "random" if k <= 1 else f"kept labelled frames of one class in groups of {k}"
+
     def sampler(self, batch_size, seed, world_size, rank):
         return AnatomySampler(
             self.index,

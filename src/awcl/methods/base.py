@@ -42,6 +42,14 @@ class Method:
     def sampler(self, batch_size: int, seed: int, world_size: int, rank: int) -> PairBatchSampler:
         raise NotImplementedError
 
+    def batch_composition(self) -> str:
+        """How a batch is put together, for summary.json and the report."""
+        return "random"
+
+    def summary(self) -> dict[str, Any]:
+        """Method-specific settings recorded in summary.json."""
+        return {}
+
     # -- model
     def heads(self) -> nn.ModuleDict:
         return nn.ModuleDict(

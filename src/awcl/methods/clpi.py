@@ -11,6 +11,10 @@ from awcl.methods.base import Method, register
 class CLPI(Method):
     name = "clpi"
 
+    def batch_composition(self) -> str:
+        k = self.cfg.class_group
+        return "random" if k <= 1 else f"frames of one scan in groups of {k}"
+
     def sampler(self, batch_size, seed, world_size, rank):
         return ScanSampler(
             self.index,

@@ -1,15 +1,18 @@
-"""USCL (Chen et al. 2021): a sample is a video; three of its frames are mixed into a
-positive pair (λ·f1+(1-λ)·f2, λ·f3+(1-λ)·f2, λ ~ Beta(0.5, 0.5), done in the data workers),
-NT-Xent on the pairs, plus a cross-entropy head on the encoder features of labelled samples
-(weight ``uscl_ce_weight``)."""
+"""USCL (Chen et al. 2021) as in its official code (github.com/983632847/USCL).
+
+A sample is a video: a batch holds one sample per video, three distinct frames are augmented
+independently and mixed into a positive pair (λ·A(f1)+(1-λ)·A(f2), λ·A(f3)+(1-λ)·A(f2),
+λ ~ Beta(0.5, 0.5); see ``VideoMixSampler`` and ``PairViews``). Loss: NT-Xent on the pair plus,
+for samples whose video has a label, a cross-entropy classifier on the projection output of
+each view, ``uscl_ce_weight`` (official: 0.2) per view.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
-from awcl.data.pairs import VideoMixSampler
+from awcl.data.pairs import VideoMixSampler, video_labels
 from awcl.methods.base import Method, cross_entropy_labelled, register
-from awcl.models import FEATURE_DIM
 
 
 @register
@@ -18,20 +21,42 @@ class USCL(Method):
     uses_keys = False
 
     def sampler(self, batch_size, seed, world_size, rank):
-        return VideoMixSampler(self.index, batch_size, seed=seed, world_size=world_size, rank=rank)
+        return VideoMixSampler(
+            self.index, batch_size, rounds=self.cfg.uscl_rounds, seed=seed,
+            world_size=world_size, rank=rank,
+        )
+
+    def batch_composition(self) -> str:
+        return "one sample per video (no two samples of a video in a batch)"
+
+    def summary(self) -> dict:
+        label, length = video_labels(self.index)
+        rounds = self.cfg.uscl_rounds if self.cfg.uscl_rounds > 0 else max(1, round(self.index.n / len(length)))
+        return {
+            "uscl": {
+                "ce_weight": self.cfg.uscl_ce_weight,
+                "ce_on": "projection output, per view",
+                "rounds_per_epoch": rounds,
+                "videos": len(length),
+                "labelled_videos": int((label >= 0).sum()),
+                "video_label": "majority of the video's labelled frames (ties: none)",
+            }
+        }
 
     def heads(self) -> nn.ModuleDict:
         heads = super().heads()
         if self.num_classes >= 2:
-            heads["cls"] = nn.Linear(FEATURE_DIM, self.num_classes)
+            heads["cls"] = nn.Linear(self.cfg.proj_dim, self.num_classes)
         return heads
 
     def loss(self, heads, h, batch):
-        ntxent = self.contrastive(heads["proj"](h), None)
+        z = heads["proj"](h)  # [2B, proj_dim]
+        ntxent = self.contrastive(z, None)
         if "cls" not in heads:
             return ntxent, {"ntxent": ntxent.detach()}
-        label = batch["label"].repeat(2)
-        ce = cross_entropy_labelled(heads["cls"](h), label)
-        loss = ntxent + self.cfg.uscl_ce_weight * ce
-        return loss, {"ntxent": ntxent.detach(), "ce": ce.detach()}
-
+        b = z.shape[0] // 2
+        logits = heads["cls"](z)
+        ce1 = cross_entropy_labelled(logits[:b], batch["label"])
+        ce2 = cross_entropy_labelled(logits[b:], batch["label"])
+        loss = ntxent + self.cfg.uscl_ce_weight * (ce1 + ce2)
+        return loss, {"ntxent": ntxent.detach(), "ce": (0.5 * (ce1 + ce2)).detach()}

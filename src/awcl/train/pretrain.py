@@ -50,9 +50,10 @@ class PretrainConfig:
     granularity: str = "coarse"  # coarse | fine  (anatomy labels used as keys / classes)
     anatomy_ratio: float = 1.0  # awcl: probability a labelled frame keeps its label per draw
     ignore_labels: list[str] = field(default_factory=list)  # extra labels counted as unlabelled
-    class_group: int = 4  # awcl/clpi: same-class (same-scan) frames drawn together per batch
+    class_group: int = 1  # awcl/clpi: k>1 draws same-class (same-scan) frames in groups of k; 0/1: random batches (paper)
     clpi_by: str = "video"  # clpi: scan key, video | patient
-    uscl_ce_weight: float = 1.0  # uscl: weight of the cross-entropy head
+    uscl_ce_weight: float = 0.2  # uscl: weight of the cross-entropy head, per view (official 0.2)
+    uscl_rounds: int = 0  # uscl: passes over the videos per epoch (0: ~frames/videos; 1: official)
     # model / optimisation
     init: str = "random"  # random | run dir | encoder.pt | torchvision resnet18 .pth
     proj_hidden: int = 512
@@ -320,6 +321,9 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             "method": cfg.method,
             "granularity": cfg.granularity,
             "anatomy_ratio": cfg.anatomy_ratio,
+            "class_group": cfg.class_group,
+            "batch_composition": method.batch_composition(),
+            **method.summary(),
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
             "final_loss": throughput.epoch_loss,

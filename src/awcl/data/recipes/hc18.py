@@ -47,6 +47,11 @@ RELEASE = (
     ReleaseFile("https://zenodo.org/records/1327317/files/" + CSV_NAME, extract=False),
 )
 MASK_CLASSES = {0: "background", 1: "head"}
+# The release draws each head as a ~2.8 px wide outline whose centre line is the ellipse of
+# the table's HC. Filled copies are that outline filled to its OUTER edge: measured with
+# awcl.evaluate.metrics.outline_points on the 999 filled masks, their edge lies 1.40 px
+# (sd 0.07) outside the table's ellipse, as a cv2 2-px outline filled the same way does.
+FILLED_EDGE_OFFSET_PX = 1.4
 _NAME = re.compile(r"^(\d+)_(?:(\d+))?HC\.png$", re.IGNORECASE)
 
 
@@ -54,6 +59,8 @@ _NAME = re.compile(r"^(\d+)_(?:(\d+))?HC\.png$", re.IGNORECASE)
 class HC18Config:
     size: tuple[int, int] = DEFAULT_SIZE  # (H, W) of the prepared frames
     limit: int | None = None  # prepare only the first N rows of the CSV (quick runs)
+    # filled annotations: their edge lies this far (native px) outside the annotated ellipse
+    filled_edge_offset_px: float = FILLED_EDGE_OFFSET_PX
 
 
 def subject_id(filename: str) -> str:
@@ -88,6 +95,51 @@ def fill_annotation(ann: np.ndarray) -> np.ndarray:
     return filled
 
 
+def annotated_ellipse(
+    ann: np.ndarray, filled_edge_offset_px: float = FILLED_EDGE_OFFSET_PX
+) -> tuple[tuple[float, float], tuple[float, float], float]:
+    """The annotated ellipse ``((cx, cy), (a, b), angle_deg)`` in pixels of ``ann: [h, w]``.
+
+    ``a`` lies along ``angle_deg`` (cv2.fitEllipse's convention). An outline ring straddles
+    the ellipse, so a fit to all its pixels is its centre line; a filled annotation's sub-pixel
+    edge is fitted and moved ``filled_edge_offset_px`` inwards (see FILLED_EDGE_OFFSET_PX).
+    """
+    from awcl.evaluate.metrics import outline_points
+
+    binary = (ann > 127).astype(np.uint8)
+    filled = fill_annotation(ann)
+    if int(binary.sum()) < 0.5 * int(filled.sum()):  # an outline (closed or not)
+        pts = np.column_stack(np.nonzero(binary)[::-1]).astype(np.float32)
+        offset = 0.0
+    else:
+        pts = outline_points(filled).astype(np.float32)
+        offset = float(filled_edge_offset_px)
+    (cx, cy), (d1, d2), angle = cv2.fitEllipse(pts)
+    a, b = d1 / 2 - offset, d2 / 2 - offset
+    if min(a, b) <= 1:
+        raise DataError("annotated ellipse is too small")
+    return (cx, cy), (a, b), angle
+
+
+def rasterize_ellipse(
+    ellipse: tuple[tuple[float, float], tuple[float, float], float],
+    src_shape: tuple[int, int],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """uint8 ``[H, W]`` mask of an ellipse given in pixels of a ``src_shape`` image, drawn at
+    ``size``: a pixel is 1 when its centre (mapped to the source) lies inside, so the mask's
+    edge is the ellipse itself (cv2.ellipse/INTER_NEAREST would shift or grow it)."""
+    (cx, cy), (a, b), angle = ellipse
+    (h0, w0), (H, W) = src_shape, size
+    x = (np.arange(W) + 0.5) * (w0 / W) - 0.5
+    y = (np.arange(H) + 0.5) * (h0 / H) - 0.5
+    dx, dy = x[None, :] - cx, y[:, None] - cy
+    t = math.radians(angle)
+    u = dx * math.cos(t) + dy * math.sin(t)
+    v = -dx * math.sin(t) + dy * math.cos(t)
+    return ((u / a) ** 2 + (v / b) ** 2 <= 1.0).astype(np.uint8)
+
+
 def ellipse_circumference(a: float, b: float) -> float:
     """Ramanujan's approximation; a, b are the semi-axes."""
     h = ((a - b) / (a + b)) ** 2
@@ -98,19 +150,18 @@ def hc_from_mask(mask: np.ndarray, pixel_size_y_mm: float, pixel_size_x_mm: floa
     """Head circumference (mm) of the ellipse fitted to a head mask.
 
     mask: [H, W], non-zero = head (at any scale; pass that scale's per-axis pixel size, e.g.
-    the manifest's ``pixel_size_y_mm``/``pixel_size_x_mm``). Boundary points are converted
-    to mm before fitting, so anisotropic resizing is undone exactly.
+    the manifest's ``pixel_size_y_mm``/``pixel_size_x_mm``). The sub-pixel outline is
+    converted to mm before fitting, so anisotropic resizing is undone exactly (the same
+    computation as ``awcl.evaluate.metrics.head_circumference_mm``).
     """
-    binary = (np.asarray(mask) > 0).astype(np.uint8)
-    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
+    from awcl.evaluate.metrics import fit_head_ellipse
+
+    if not (np.asarray(mask) > 0).any():
         raise ValueError("mask is empty")
-    pts = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
-    if len(pts) < 5:
+    axes = fit_head_ellipse(mask, pixel_size_y_mm, pixel_size_x_mm)
+    if axes is None:
         raise ValueError("mask is too small to fit an ellipse")
-    pts_mm = (pts * np.array([pixel_size_x_mm, pixel_size_y_mm])).astype(np.float32)
-    _, (d1, d2), _ = cv2.fitEllipse(pts_mm)
-    return ellipse_circumference(d1 / 2, d2 / 2)
+    return ellipse_circumference(*axes)
 
 
 def _read_table(root: Path) -> pd.DataFrame:
@@ -184,7 +235,7 @@ def prepare_hc18(src: str | os.PathLike, out: str | os.PathLike, config: HC18Con
                 if ann.shape != img.shape:
                     raise DataError(f"{ann_path}: size {ann.shape} differs from image {img.shape}")
                 try:
-                    filled = fill_annotation(ann)
+                    ellipse = annotated_ellipse(ann, cfg.filled_edge_offset_px)
                 except DataError as err:
                     raise DataError(f"{ann_path}: {err}") from None
             except DataError as err:
@@ -198,7 +249,7 @@ def prepare_hc18(src: str | os.PathLike, out: str | os.PathLike, config: HC18Con
                 patient_id=f"hc18-{subject}",
                 frame_index=0,
                 coarse_label="head",
-                mask=resize(filled, (H, W), cv2.INTER_NEAREST),
+                mask=rasterize_ellipse(ellipse, (h0, w0), (H, W)),
                 filename=row.filename,
                 pixel_size_mm=float(row.pixel_size_mm),
                 orig_height=h0,
