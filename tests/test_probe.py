@@ -145,6 +145,10 @@ def test_probe_protocol_end_to_end(cls_data, tmp_path, protocol):
         p.name for p in out.iterdir()}
     assert json.loads((out / "metrics.json").read_text())["mean"] == m["mean"]
     assert m["protocol"] == protocol and m["classes"] == ["covid", "pneumonia", "regular"]
+    # the classification schema: per-fold AUROC / balanced accuracy, pooled values with intervals
+    assert {"auroc", "balanced_accuracy"} <= set(m["folds"][0]) and "auroc" in m["mean"]
+    lo, hi = m["intervals"]["accuracy"]
+    assert lo <= m["pooled"]["accuracy"] <= hi
     pred = pd.read_csv(out / "predictions.csv")
     assert len(pred) == 45 and pred["frame_id"].is_unique  # every frame tested exactly once
     probs = pred[[c for c in pred.columns if c.startswith("prob_")]].to_numpy()

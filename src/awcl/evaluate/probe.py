@@ -13,9 +13,10 @@ frame: the cheap protocol for many seeds and label-efficiency points.
 - ``linear-probe``: features standardised with the fitting part's mean and std, then
   ``LogisticRegression`` (multinomial, L2) with C from :data:`C_GRID`.
 
-Writes the classification schema: ``metrics.json`` (through ``finetune``), ``predictions.csv``
-(fold, frame_id, video_id, patient_id, true, pred, prob_<class>), ``confusion_matrix.png``,
-and ``selection.csv`` (validation macro-F1 of every candidate in every fold).
+Writes the classification schema: ``metrics.json`` (through ``finetune``; per-fold and pooled
+metrics with patient-bootstrap intervals, as classification), ``predictions.csv`` (fold,
+frame_id, video_id, patient_id, true, pred, prob_<class>), ``confusion_matrix.png``, and
+``selection.csv`` (validation macro-F1 of every candidate in every fold).
 """
 
 from __future__ import annotations
@@ -47,13 +48,14 @@ from awcl.evaluate.finetune import (
 )
 from awcl.evaluate.metrics import class_confusion, classification_metrics
 from awcl.evaluate.plots import plot_confusion
+from awcl.evaluate.summary import classification_summary, fold_classification_metrics
 from awcl.models import build_encoder
 
 log = logging.getLogger(__name__)
 
 K_GRID = (1, 3, 5, 10, 20, 50)
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-METRIC_KEYS = ["accuracy", "precision", "recall", "f1"]
+METRIC_KEYS = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "auroc"]
 
 
 def encode(cfg: FinetuneConfig, frames: torch.Tensor, batch: int = 128) -> np.ndarray:
@@ -170,15 +172,19 @@ def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path) -> dict:
              **chosen, **met, "confusion_matrix": cm.tolist()}
         )  # fmt: skip
         selection += [{"fold": fold.index, **s} for s in scores]
-        pf = sub.iloc[fold.test][["frame_id", "video_id", "patient_id"]].copy()
+        pf = sub.iloc[fold.test][list(dict.fromkeys(["frame_id", "video_id", "patient_id", cfg.group]))].copy()
         pf.insert(0, "fold", fold.index)
         pf["true"] = [names[i] for i in yt]
         pf["pred"] = [names[i] for i in pred]
         for ci, n in enumerate(names):
             pf[f"prob_{n}"] = proba[:, ci]
         preds.append(pf)
+    pred_df = pd.concat(preds)
+    per_fold_extra = fold_classification_metrics(pred_df, names)  # balanced accuracy, AUROC
+    for f in per_fold:
+        f.update({k: per_fold_extra[f["fold"]].get(k) for k in ("balanced_accuracy", "auroc")})
     mean, std = summarize_folds(per_fold, METRIC_KEYS)
-    pd.concat(preds).to_csv(out / "predictions.csv", index=False)
+    pred_df.to_csv(out / "predictions.csv", index=False)
     pd.DataFrame(selection).to_csv(out / "selection.csv", index=False)
     plot_confusion(cm_total, names, out / "confusion_matrix.png")
     return {
@@ -198,5 +204,6 @@ def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path) -> dict:
         "mean": mean,
         "std": std,
         "confusion_matrix": cm_total.tolist(),
+        **classification_summary(pred_df, names, cfg.group, cfg.bootstrap, cfg.seed),
         "warnings": warns,
     }

@@ -334,31 +334,51 @@ def knn_table(knn: pd.DataFrame) -> Table | None:
 
 
 # --------------------------------------------------------------------------- intervals
-# Patient-level bootstrap: the functions live in awcl.evaluate (issue 10); these adapters fix
-# how the study pools runs (folds, seeds) before calling them.
+# Patient-level bootstrap from awcl.evaluate.summary; these adapters fix how the study pools
+# runs (folds, seeds) before calling it.
 N_BOOT = 1000
 
 
-def _pred_metric(metric: str, kind: str) -> str:
-    """The name of ``metric`` as computed from predictions (table keys -> bootstrap keys)."""
-    return metric
+def pooled_summary(preds: pd.DataFrame, kind: str, auroc: bool = True) -> dict[str, tuple[float, float, float]]:
+    """metric -> (value, lo, hi) on the pooled predictions of one method/task/protocol (all
+    folds and seeds): the metric on every test frame, its 95% interval by bootstrap over test
+    patients (a patient's frames of every seed stay together). Empty when not computable.
+    ``auroc=False`` leaves AUROC out (most of the cost of a resample)."""
+    from awcl.evaluate.summary import classification_summary, segmentation_summary
+
+    if preds.empty:
+        return {}
+    p = preds.drop(columns=["video_id"], errors="ignore")  # no video-level votes needed here
+    try:
+        if kind == "classify":
+            if "pred" not in p.columns or p["pred"].isna().any():
+                return {}
+            classes = [c[5:] for c in p.columns if c.startswith("prob_") and p[c].notna().all()]
+            if not classes:
+                classes = sorted(set(p["true"].astype(str)) | set(p["pred"].astype(str)))
+            if not auroc:
+                p = p.drop(columns=[c for c in p.columns if c.startswith("prob_")])
+            s = classification_summary(p, classes, "patient_id", N_BOOT, seed=0)
+        else:
+            s = segmentation_summary(p, "patient_id", N_BOOT, seed=0)
+    except AwclError:  # e.g. stand-in or old predictions without the needed columns
+        return {}
+    out = {}
+    for k, v in s["pooled"].items():
+        ci = s["intervals"].get(k)
+        if v is not None and ci:
+            out[k] = (float(v), float(ci[0]), float(ci[1]))
+    return out
 
 
 def cell_interval(preds: pd.DataFrame, metric: str, kind: str) -> tuple[float, float, float] | None:
-    """(value, lo, hi) of ``metric`` on the pooled predictions (all folds and seeds of one
-    method/task/protocol), 95% interval by bootstrap over test patients; None when unknown."""
-    if preds.empty:
-        return None
-    from awcl.evaluate.summary import bootstrap_interval
-
-    try:
-        return bootstrap_interval(preds, _pred_metric(metric, kind), group_col="patient_id", n=N_BOOT, seed=0)
-    except (KeyError, ValueError):
-        return None
+    """(value, lo, hi) of one metric on pooled predictions (see :func:`pooled_summary`)."""
+    return pooled_summary(preds, kind, auroc=metric == "auroc").get(metric)
 
 
 def aligned(preds: pd.DataFrame, a: str, b: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows of methods ``a`` and ``b`` for the same test frames, in the same order.
+    """Rows of methods ``a`` and ``b`` for the same test frames, in the same order, each row's
+    ``frame_id`` made unique per replicate.
 
     A replicate is a (pretraining seed, downstream seed) pair; a method evaluated for one
     pretraining seed only (random init under ``finetune_seeds``) is reused for every
@@ -366,34 +386,53 @@ def aligned(preds: pd.DataFrame, a: str, b: str) -> tuple[pd.DataFrame, pd.DataF
     pa, pb = preds[preds.method == a], preds[preds.method == b]
     if pa.empty or pb.empty:
         return pa.iloc[:0], pb.iloc[:0]
-    seeds = sorted(set(pa.seed.dropna()) | set(pb.seed.dropna()), key=str)
+    seeds = sorted({str(v) for v in pa.seed} | {str(v) for v in pb.seed})
 
     def expand(p: pd.DataFrame) -> pd.DataFrame:
-        own = set(p.seed.dropna())
-        if len(own) == 1 and len(seeds) > 1:  # one encoder for all pretraining seeds
+        p = p.assign(seed=p.seed.astype(str), ft_seed=p.ft_seed.astype(str))
+        if p.seed.nunique() == 1 and len(seeds) > 1:  # one encoder for all pretraining seeds
             return pd.concat([p.assign(seed=s) for s in seeds], ignore_index=True)
         return p
 
     key = ["seed", "ft_seed", "fold", "frame_id"]
     pa, pb = expand(pa), expand(pb)
-    pa = pa.assign(seed=pa.seed.astype(str), ft_seed=pa.ft_seed.astype(str))
-    pb = pb.assign(seed=pb.seed.astype(str), ft_seed=pb.ft_seed.astype(str))
     both = pa[key].merge(pb[key], on=key)
-    pa = pa.merge(both, on=key).sort_values(key).reset_index(drop=True)
-    pb = pb.merge(both, on=key).sort_values(key).reset_index(drop=True)
-    return pa, pb
+    out = []
+    for p in (pa, pb):
+        p = p.merge(both, on=key).sort_values(key).reset_index(drop=True)
+        p["frame_id"] = p.seed + "|" + p.ft_seed + "|" + p.fold.astype(str) + "|" + p.frame_id.astype(str)
+        out.append(p)
+    return out[0], out[1]
 
 
 def paired_difference(preds: pd.DataFrame, a: str, b: str, metric: str, kind: str,
                       ) -> tuple[float, float, float, int] | None:
     """metric(a) − metric(b) on the same test frames with a 95% paired-bootstrap interval
-    over test patients (folds pooled, seeds pooled): (diff, lo, hi, frames)."""
+    over test patients (folds and seeds pooled): (diff, lo, hi, frames); None when the two
+    methods share no test frame or the metric cannot be computed from their predictions."""
     from awcl.evaluate.summary import paired_bootstrap_diff
 
     pa, pb = aligned(preds, a, b)
     if pa.empty:
         return None
-    diff, lo, hi = paired_bootstrap_diff(pa, pb, _pred_metric(metric, kind), "patient_id", n=N_BOOT, seed=0)
+    if kind == "classify":  # the same class columns in both (drop those of other tasks)
+        for p in (pa, pb):
+            p.drop(columns=[c for c in p.columns if c.startswith("prob_") and p[c].isna().any()], inplace=True)
+    try:
+        if kind == "classify" and metric != "auroc":
+            # without probabilities a resample skips AUROC (~40x faster); classes then come
+            # from true/pred, equal for both runs whenever every class is in the test truth
+            try:
+                diff, lo, hi = paired_bootstrap_diff(*(p.drop(columns=[c for c in p.columns if c.startswith("prob_")])
+                                                       for p in (pa, pb)), metric, "patient_id", n=N_BOOT, seed=0)  # fmt: skip
+            except AwclError:
+                diff, lo, hi = paired_bootstrap_diff(pa, pb, metric, "patient_id", n=N_BOOT, seed=0)
+        else:
+            diff, lo, hi = paired_bootstrap_diff(pa, pb, metric, "patient_id", n=N_BOOT, seed=0)
+    except AwclError:
+        return None
+    if not all(np.isfinite(v) for v in (diff, lo, hi)):
+        return None
     return float(diff), float(lo), float(hi), len(pa)
 
 
@@ -433,10 +472,9 @@ def pairwise_tables(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str],
             sub = main[(main.task == task) & (main.protocol == protocol)]
             if sub.empty:
                 continue
+            sub = sub.dropna(axis=1, how="all")  # columns of other tasks' predictions
             kind = str(sub.task_kind.iloc[0])
             metric = HEADLINE.get(kind, "accuracy")
-            if kind == "segment" and "dice" not in sub.columns:
-                continue
             methods = _methods_in_order(list(dict.fromkeys(sub.method)))
             rows: list[list[str]] = []
             bold: set[tuple[int, int]] = set()
@@ -487,7 +525,7 @@ def efficiency_points(preds: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
                     p = preds[(preds.task == task) & (preds.protocol == protocol) & (preds.method == method)
                               & (preds.main == True)]  # noqa: E712  # fmt: skip
                     p = p[p.train_patients.map(lambda v, n=n: (-1 if _is_none(v) else int(v)) == n)]
-                    ci = cell_interval(p, metric, kind)
+                    ci = cell_interval(p.dropna(axis=1, how="all"), metric, kind)
                     if ci is not None:
                         value, lo, hi = ci
                 rows.append({"task": task, "protocol": protocol, "method": method, "n": None if n < 0 else n,
@@ -782,7 +820,7 @@ def versions_and_hardware() -> list[list[str]]:
 
 def table_intervals(preds: pd.DataFrame, df: pd.DataFrame, protocol: str, tasks: list[str],
                     ) -> dict[tuple[str, str, str], tuple[float, float, float]]:
-    """Patient-bootstrap intervals of every table cell whose metric the predictions give."""
+    """(method, task, metric) -> (pooled value, lo, hi) for the cells of one protocol's table."""
     out: dict[tuple[str, str, str], tuple[float, float, float]] = {}
     if preds.empty:
         return out
@@ -791,12 +829,10 @@ def table_intervals(preds: pd.DataFrame, df: pd.DataFrame, protocol: str, tasks:
     p_main = preds[(preds.protocol == protocol) & (preds.main == True) & preds.train_patients.map(_is_none)]  # noqa: E712
     for task in [t for t in tasks if t in set(sub.task)]:
         kind = str(sub[sub.task == task].task_kind.iloc[0])
-        for met in table_metrics(sub, task):
-            for m in set(sub[sub.task == task].method):
-                p = p_main[(p_main.task == task) & (p_main.method == m)]
-                ci = cell_interval(p, met, kind) if not p.empty else None
-                if ci is not None:
-                    out[(m, task, met)] = ci
+        for m in set(sub[sub.task == task].method):
+            p = p_main[(p_main.task == task) & (p_main.method == m)]
+            for met, ci in pooled_summary(p.dropna(axis=1, how="all"), kind).items():
+                out[(m, task, met)] = ci
     return out
 
 
@@ -877,7 +913,7 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
         if significant:
             s.blocks.append("Significant differences: " + "; ".join(significant) + ".")
         else:
-            s.blocks.append("No difference between two methods is significant at this scale.")
+            s.blocks.append("None of the differences between two methods is significant at this scale.")
         s.blocks.extend(tables)
     else:
         s.blocks.append("No paired comparison: it needs two or more methods with predictions on the same test frames.")
