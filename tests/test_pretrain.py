@@ -244,3 +244,29 @@ def test_crop_scale_default_and_flag(tmp_path: Path) -> None:
     for bad in ("0.5", "0,1", "0.9,0.2", "a,b", "0.1,1.5"):
         with pytest.raises(AwclError, match="--crop-scale"):
             PretrainConfig(crop_scale=bad)
+
+
+def test_monitor_granularity_is_the_same_task_for_every_method(tiny: Path, tmp_path: Path) -> None:
+    """With one monitor granularity, methods of different granularity are scored on the same
+    bank and queries with the same labels, and start from the same step-0 kNN value."""
+    from awcl.data.store import open_dataset
+    from awcl.train.pretrain import _held_out, _monitor
+
+    ds = open_dataset(tiny)
+
+    def monitor(**kw):
+        cfg = cfg_for(tiny, tmp_path / "m", monitor_fraction=0.25, **kw)
+        return _monitor(ds, cfg, _held_out(ds, cfg), str(tiny / "frames.npy"))
+
+    same = [monitor(method="awcl", granularity="fine", monitor_granularity="fine"),
+            monitor(method="simclr", monitor_granularity="fine")]  # fmt: skip
+    assert np.array_equal(same[0].query_y, same[1].query_y) and np.array_equal(same[0].bank, same[1].bank)
+    own = [monitor(method="awcl", granularity="fine"), monitor(method="simclr")]  # each its own labels
+    assert int(own[0].query_y.max()) != int(own[1].query_y.max())
+    kw = dict(max_steps=1, monitor_fraction=0.25, monitor_granularity="fine")
+    a = pretrain(cfg_for(tiny, tmp_path / "a", method="awcl", granularity="fine", **kw))
+    b = pretrain(cfg_for(tiny, tmp_path / "b", method="simclr", **kw))
+    first = [next(iter(csv.DictReader(open(r / "history.csv"))))["knn_acc"] for r in (a, b)]
+    assert first[0] == first[1]
+    with pytest.raises(AwclError, match="monitor-granularity"):
+        PretrainConfig(monitor_granularity="organ")

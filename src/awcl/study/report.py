@@ -215,8 +215,9 @@ def degenerate_runs(preds: pd.DataFrame) -> list[dict[str, Any]]:
 def identical_methods(table: Table) -> list[list[str]]:
     """Groups of methods whose rows in ``table`` are identical in every number column."""
     seen: dict[tuple[str, ...], list[str]] = {}
+    cols = [j for j, h in enumerate(table.header) if j > 0 and h != "notes"]
     for row in table.rows:
-        cells = tuple(row[1:])
+        cells = tuple(row[j] for j in cols)
         if all(c == "—" for c in cells):
             continue
         seen.setdefault(cells, []).append(row[0])
@@ -280,12 +281,15 @@ def knn_histories(data: StudyData) -> pd.DataFrame:
         if hist is None or "knn_acc" not in hist.columns:
             continue
         lab = rec["labels"]
+        c = rec.get("config", {})
+        labels = c.get("monitor_granularity") or c.get("granularity") or "coarse"
         for _, h in hist.iterrows():
             if pd.notna(h["knn_acc"]):
                 rows.append({"method": lab.get("method"), "ratio": lab.get("ratio"), "seed": lab.get("seed"),
+                             "labels": labels,
                              "epoch": int(h["epoch"]), "step": int(h["step"]) if "step" in hist and pd.notna(h["step"]) else None,
                              "knn_acc": float(h["knn_acc"]), "run": rec["dir"].name})  # fmt: skip
-    return pd.DataFrame(rows, columns=["method", "ratio", "seed", "epoch", "step", "knn_acc", "run"])
+    return pd.DataFrame(rows, columns=["method", "ratio", "seed", "labels", "epoch", "step", "knn_acc", "run"])
 
 
 def knn_curves(knn: pd.DataFrame) -> bytes | None:
@@ -940,6 +944,13 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
         t = knn_table(knn)
         if t is not None:
             s.blocks.append(t)
+        by = knn.groupby("labels").method.unique()
+        if len(by) == 1:
+            s.blocks.append(f"Monitor labels: {by.index[0]} for every run (20-NN vote on held-out patients).")
+        else:
+            s.blocks.append("⚠ The monitor scored different labels: " + "; ".join(
+                f"{g} ({', '.join(_methods_in_order(list(ms)))})" for g, ms in by.items())
+                + " — curves of different label sets do not compare; set `monitor_granularity`.")  # fmt: skip
     else:
         s.blocks.append("No kNN monitor values (monitor off: `monitor_fraction: 0`, or no pretrained method finished).")
     secs.append(s)

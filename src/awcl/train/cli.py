@@ -53,6 +53,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--checkpoint-every-n-steps", "checkpoint_every_n_steps", int, "extra checkpoint every N steps"),
     ("--monitor-fraction", "monitor_fraction", float, "share of labelled patients held out for the kNN monitor (0: off)"),
     ("--monitor-max", "monitor_max", int, "cap on kNN monitor bank/query frames"),
+    ("--monitor-granularity", "monitor_granularity", str, "labels the kNN monitor scores: coarse | fine (default: --granularity)"),
     ("--log-every-n-steps", "log_every_n_steps", int, "logging interval in steps"),
 ]
 _CHOICES = {

@@ -83,6 +83,7 @@ class PretrainConfig:
     checkpoint_every_n_steps: int = 0  # extra step checkpoints (0 = per epoch only)
     monitor_fraction: float = 0.2  # share of labelled patients held out for the kNN monitor
     monitor_max: int = 512  # cap on bank / query frames of the monitor
+    monitor_granularity: str = ""  # labels the kNN monitor scores ("": the method's granularity)
     log_every_n_steps: int = 10
     progress: bool = True
     resume: bool = False
@@ -100,6 +101,8 @@ class PretrainConfig:
             raise AwclError(f"unknown method {self.method!r}")
         if self.granularity not in ("coarse", "fine"):
             raise AwclError(f"--granularity must be coarse or fine, not {self.granularity!r}")
+        if self.monitor_granularity not in ("", "coarse", "fine"):
+            raise AwclError(f"--monitor-granularity must be coarse or fine, not {self.monitor_granularity!r}")
         if "spawn" in str(self.strategy):
             raise AwclError(
                 f"--strategy {self.strategy} is not supported (spawned children import torchvision "
@@ -160,7 +163,8 @@ def _held_out(ds, cfg: PretrainConfig) -> np.ndarray:
     hide = np.zeros(n, dtype=bool)
     if cfg.monitor_fraction <= 0:
         return hide
-    labels = np.array([v is not None for v in frame_labels(ds, cfg.granularity, cfg.ignore_labels)])
+    gran = cfg.monitor_granularity or cfg.granularity  # patients the monitor can query
+    labels = np.array([v is not None for v in frame_labels(ds, gran, cfg.ignore_labels)])
     patients = ds.manifest["patient_id"].to_numpy()
     labelled_patients = np.unique(patients[labels])
     if len(labelled_patients) < 2:
@@ -176,7 +180,8 @@ def _monitor(ds, cfg: PretrainConfig, hide: np.ndarray, frames_path: str):
 
     if not hide.any():
         return None
-    full = FrameIndex.from_dataset(ds, cfg.granularity, cfg.ignore_labels)
+    # one label set for every method of a study makes their kNN curves comparable
+    full = FrameIndex.from_dataset(ds, cfg.monitor_granularity or cfg.granularity, cfg.ignore_labels)
     y = full.label
     rng = np.random.default_rng([cfg.seed, 8])
     bank = np.flatnonzero((y >= 0) & ~hide)
