@@ -201,6 +201,8 @@ def test_paired_bootstrap_diff():
     assert paired_bootstrap_diff(a, a, "auroc", n=200) == (0.0, 0.0, 0.0)
     with pytest.raises(AwclError, match="different frames"):
         paired_bootstrap_diff(a, b.iloc[1:], "f1")
+    with pytest.raises(AwclError, match="no column"):
+        paired_bootstrap_diff(a, b, "f1", "site")
     with pytest.raises(AwclError, match="unknown metric"):
         paired_bootstrap_diff(a, b, "nope")
 

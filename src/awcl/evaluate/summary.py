@@ -366,6 +366,9 @@ def paired_bootstrap_diff(
     if _task_of(b_pred_df) != task:
         raise AwclError("paired_bootstrap_diff: the two tables are of different tasks")
     for name, d in (("a", a_pred_df), ("b", b_pred_df)):
+        missing = {"frame_id", group_col} - set(d.columns)
+        if missing:
+            raise AwclError(f"paired_bootstrap_diff: table {name} has no column(s) {sorted(missing)}")
         if d["frame_id"].duplicated().any():
             raise AwclError(f"paired_bootstrap_diff: table {name} lists a frame twice")
     fa, fb = set(a_pred_df["frame_id"].astype(str)), set(b_pred_df["frame_id"].astype(str))
