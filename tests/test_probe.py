@@ -187,3 +187,21 @@ def test_cli_probe(cls_data, tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     assert [f["n_train_patients"] for f in m["folds"]] == [3, 3]
+
+
+def test_probe_features_computed_once_per_encoder(cls_data, tmp_path, monkeypatch):
+    import awcl.evaluate.probe as probe
+
+    calls = []
+    real = probe.encode
+    monkeypatch.setattr(probe, "encode", lambda cfg, frames, **kw: calls.append(cfg.seed) or real(cfg, frames, **kw))
+    probe._CACHE.clear()
+    kw = dict(data=str(cls_data), folds=2, init="random")
+    a = finetune(FinetuneConfig(out=str(tmp_path / "a"), protocol="knn", seed=0, **kw))
+    b = finetune(FinetuneConfig(out=str(tmp_path / "b"), protocol="linear-probe", seed=0, train_patients=3, **kw))
+    assert calls == [0]  # one forward pass for both probes (same random encoder, same frames)
+    finetune(FinetuneConfig(out=str(tmp_path / "c"), protocol="knn", seed=1, **kw))
+    assert calls == [0, 1]  # another seed is another random encoder
+    probe._CACHE.clear()
+    again = finetune(FinetuneConfig(out=str(tmp_path / "d"), protocol="knn", seed=0, **kw))
+    assert again["folds"] == a["folds"] and b["folds"]  # cached and fresh features agree

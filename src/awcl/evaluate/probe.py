@@ -21,8 +21,10 @@ frame_id, video_id, patient_id, true, pred, prob_<class>), ``confusion_matrix.pn
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +51,48 @@ from awcl.evaluate.finetune import (
 from awcl.evaluate.metrics import class_confusion, classification_metrics
 from awcl.evaluate.plots import plot_confusion
 from awcl.evaluate.summary import classification_summary, fold_classification_metrics
-from awcl.models import build_encoder
+from awcl.models import build_encoder, resolve_init
 
 log = logging.getLogger(__name__)
 
 K_GRID = (1, 3, 5, 10, 20, 50)
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 METRIC_KEYS = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "auroc"]
+
+
+# Features of recent (encoder, frames) pairs in this process: a study runs many probes of one
+# encoder on one data set (protocols x downstream seeds x label-efficiency points) in a row,
+# and the frozen features are the same for all of them.
+_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_CACHE_SIZE = 4
+
+
+def _feature_key(cfg: FinetuneConfig, ds: PreparedDataset, rows: np.ndarray) -> tuple:
+    src = resolve_init(cfg.init)
+    if src == "random":
+        ident: tuple = ("random", cfg.seed)  # the seed makes the random encoder
+    else:
+        st = Path(src).stat()
+        ident = (str(Path(src).resolve()), st.st_mtime_ns, st.st_size)
+    frames = Path(ds.root) / "frames.npy"
+    fst = frames.stat()
+    data = (str(frames.resolve()), fst.st_mtime_ns, fst.st_size)
+    sel = hashlib.sha1(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
+    return ident, data, sel, tuple(cfg.size) if cfg.size else None, cfg.channels_last
+
+
+def cached_features(cfg: FinetuneConfig, ds: PreparedDataset, rows: np.ndarray) -> np.ndarray:
+    """:func:`encode` of the frames ``rows`` of ``ds``, reusing this process's recent result
+    for the same encoder file (path, mtime, size) or random seed, frames and size."""
+    key = _feature_key(cfg, ds, rows)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    feats = encode(cfg, load_frames(ds, rows, cfg.size))
+    _CACHE[key] = feats
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return feats
 
 
 def encode(cfg: FinetuneConfig, frames: torch.Tensor, batch: int = 128) -> np.ndarray:
@@ -153,7 +190,7 @@ def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path) -> dict:
     warns += check_fold_classes(folds, y, names)
     K = len(names)
     log.info("%s probe: %d frames, %d classes, %d fold(s)", cfg.protocol, len(rows), K, len(folds))
-    feats = encode(cfg, load_frames(ds, rows, cfg.size))
+    feats = cached_features(cfg, ds, rows)
     fit_predict = PROBE_FNS[cfg.protocol]
     per_fold, preds, selection = [], [], []
     cm_total = np.zeros((K, K), dtype=np.int64)
