@@ -109,6 +109,7 @@ def test_lower_is_better_bolds_minimum():
         "ratio": np.nan, "seed": 0, "fold": [0, 1, 0, 1],
     })  # fmt: skip
     assert lower_is_better("hc_mae_mm") and not lower_is_better("dice")
+    assert lower_is_better("hd95_mm") and lower_is_better("msd_px") and not lower_is_better("auroc")
     t = transfer_table(df, "full", ["seg"])
     assert t is not None and t.bold == {(1, 1)}
     assert t.rows[1][1] == "1.500 ± 0.707"

@@ -39,7 +39,7 @@ PROTOCOL_TITLES = {
 }
 DEGENERATE_SHARE = 0.9  # one predicted class for at least this share of test frames ...
 DEGENERATE_MARGIN = 0.1  # ... and at least this much above that class's true share
-LOWER_IS_BETTER = ("error", "loss", "mae", "rmse")
+LOWER_IS_BETTER = ("error", "loss", "mae", "rmse", "hd95", "msd")
 METHOD_ORDER = (
     "random", "imagenet", "supervised-coarse", "supervised-fine", "simclr", "clpi", "uscl",
     "awcl-coarse", "awcl-fine",
@@ -952,7 +952,8 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
                 f"{g} ({', '.join(_methods_in_order(list(ms)))})" for g, ms in by.items())
                 + " — curves of different label sets do not compare; set `monitor_granularity`.")  # fmt: skip
     else:
-        s.blocks.append("No kNN monitor values (monitor off: `monitor_fraction: 0`, or no pretrained method finished).")
+        s.blocks.append("No kNN monitor values (monitor off: `monitor_fraction: 0`; too few labelled patients or "
+                        "classes to hold some out; or no pretrained method finished).")  # fmt: skip
     secs.append(s)
 
     s = Section("t-SNE of penultimate features")
