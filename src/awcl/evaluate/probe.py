@@ -46,7 +46,6 @@ from awcl.evaluate.finetune import (
     resolve_labels,
     subsample_per_video,
     summarize_folds,
-    to_input,
 )
 from awcl.evaluate.metrics import class_confusion, classification_metrics
 from awcl.evaluate.plots import plot_confusion
@@ -78,7 +77,7 @@ def _feature_key(cfg: FinetuneConfig, ds: PreparedDataset, rows: np.ndarray) -> 
     fst = frames.stat()
     data = (str(frames.resolve()), fst.st_mtime_ns, fst.st_size)
     sel = hashlib.sha1(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
-    return ident, data, sel, tuple(cfg.size) if cfg.size else None, cfg.channels_last
+    return ident, data, sel, tuple(cfg.size) if cfg.size else None
 
 
 def cached_features(cfg: FinetuneConfig, ds: PreparedDataset, rows: np.ndarray) -> np.ndarray:
@@ -107,7 +106,7 @@ def encode(cfg: FinetuneConfig, frames: torch.Tensor, batch: int = 128) -> np.nd
     out = []
     with torch.inference_mode():
         for s in range(0, len(frames), batch):
-            x = to_input(frames[s : s + batch], cfg).to(device)
+            x = frames[s : s + batch].to(device).float().div_(255.0).unsqueeze(1)  # [B, 1, H, W]
             out.append(encoder(x).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 512), np.float32)
 
