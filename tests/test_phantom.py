@@ -192,3 +192,88 @@ def test_raw_videos(tmp_path):
     expected, _ = render_sweep(cfg, scan=1)
     assert plain.shape == (10, 64, 80)
     assert (np.abs(plain - expected).mean(axis=(1, 2)) < 4).all()
+
+
+def _outside_fan_max(ds, cfg: PhantomConfig) -> int:
+    """Brightest pixel of the prepared frames more than 2 px outside the ultrasound fan.
+
+    The fan of each scan is known from its plan; for frames that went through a crop it is
+    mapped through the recorded crop box (in screen coordinates) and the resize."""
+    import cv2
+
+    from awcl.data.phantom import _plan_scan, _scan_roster
+
+    h, w = cfg.size
+    m = ds.manifest
+    frames = np.asarray(ds.frames)
+    worst = 0
+    for index, (patient, visit, fetus) in enumerate(_scan_roster(cfg)):
+        plan = _plan_scan(cfg, index, patient, visit, fetus)
+        rows = np.flatnonzero(m["video_id"].to_numpy() == plan.video_id)
+        sector = plan.probe.sector.astype(np.uint8)
+        box = str(m["crop_box"].iloc[rows[0]]) if "crop_box" in m.columns else ""
+        if box:
+            top, left, hs, ws = _screen_geometry(h, w)
+            screen = np.zeros((hs, ws), np.uint8)
+            screen[top : top + h, left : left + w] = sector
+            y0, y1, x0, x1 = (int(v) for v in box.split(","))
+            sector = cv2.resize(screen[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_NEAREST)
+        far = cv2.dilate(sector, np.ones((5, 5), np.uint8)) == 0
+        assert far.sum() > 0.1 * h * w  # the corners, where scanners put their text
+        worst = max(worst, int(frames[rows][:, far].max()))
+    return worst
+
+
+def test_via_videos_user_path_leaves_no_overlay_text(tmp_path):
+    pytest.importorskip("av")
+    cfg = PhantomConfig(seed=2, scans=4, frames_per_scan=12, size=(48, 64), masks="none", labelled_fraction=0.5)
+    via = replace(cfg, prepare="videos")
+    ds = open_dataset(make_phantom(tmp_path / "via", via))
+    assert len(ds) == 4 * 12 and ds.size == (48, 64)
+    assert ds.meta["prepare"]["crop"] == "auto" and ds.meta["phantom"]["prepare"] == "videos"
+    assert not list(tmp_path.glob(".via*"))  # the intermediate videos are cleaned up
+    # Labels, hidden truth and patients are those of the directly rendered phantom.
+    direct = open_dataset(make_phantom(tmp_path / "direct", cfg))
+    cols = ["video_id", "patient_id", "frame_index", "coarse_label", "fine_label", "true_fine"]
+    key = ["video_id", "frame_index"]
+    a = ds.manifest[cols].sort_values(key).reset_index(drop=True).astype(str)
+    b = direct.manifest[cols].sort_values(key).reset_index(drop=True).astype(str)
+    assert a.equals(b)
+    assert (ds.manifest["patient_id"] != ds.manifest["video_id"]).all()  # the phantom's, not per video
+    # No burned-in text or live counter survives the crop: only compression noise outside the fan.
+    assert _outside_fan_max(ds, via) < 40
+    # The same check on the directly rendered frames finds their text (so it can fail).
+    assert _outside_fan_max(direct, cfg) > 150
+    assert _outside_fan_max(open_dataset(make_phantom(tmp_path / "nt", replace(cfg, text=False))), cfg) == 0
+
+
+def test_via_videos_masks_follow_the_crop(tmp_path):
+    pytest.importorskip("av")
+    import cv2
+
+    from awcl.data.imageio import resize
+
+    cfg = PhantomConfig(seed=4, scans=3, frames_per_scan=16, size=(48, 64), masks="brain", text=False)
+    via = open_dataset(make_phantom(tmp_path / "via", replace(cfg, prepare="videos")))
+    direct = open_dataset(make_phantom(tmp_path / "direct", cfg))
+    key = ["video_id", "frame_index"]
+    a = via.manifest.sort_values(key)
+    b = direct.manifest.sort_values(key)
+    np.testing.assert_array_equal(a.mask_index.to_numpy() >= 0, b.mask_index.to_numpy() >= 0)  # brain frames
+    assert (a.mask_index >= 0).any()
+    top, left, hs, ws = _screen_geometry(48, 64)
+    for (i, ra), j in zip(a.iterrows(), b.index):
+        # the directly rendered frame through the recorded crop equals the decoded one ...
+        screen = np.zeros((hs, ws), np.uint8)
+        screen[top : top + 48, left : left + 64] = direct.frames[j]
+        y0, y1, x0, x1 = (int(v) for v in ra.crop_box.split(","))
+        expect = resize(np.ascontiguousarray(screen[y0:y1, x0:x1]), (48, 64)).astype(int)
+        assert np.abs(expect - np.asarray(via.frames[i], dtype=int)).mean() < 4
+        if ra.mask_index < 0:
+            continue
+        # ... and the mask went through the same geometry
+        screen[:] = 0
+        screen[top : top + 48, left : left + 64] = direct.mask(j)
+        m = cv2.resize(screen[y0:y1, x0:x1], (64, 48), interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(via.mask(i), m)
+        assert via.mask(i).any()

@@ -81,7 +81,7 @@ def test_every_method_runs(tiny: Path, tmp_path: Path, method: str, extra: dict)
     assert any((run / "logs" / "tb").iterdir())
     assert (run / "logs" / "csv" / "metrics.csv").is_file()
     rows = list(csv.DictReader(open(run / "history.csv")))
-    assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"]))
+    assert rows[-1]["epoch"] == "1" and np.isfinite(float(rows[-1]["loss"]))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["method"] == method and summary["steps"] > 0
     assert summary["class_group"] == 1 and summary["batch_composition"]
@@ -134,7 +134,8 @@ def uninterrupted(tiny: Path, tmp_path_factory) -> Path:
     return pretrain(cfg_for(tiny, out, **RESUME_KW))
 
 
-RESUME_KW = dict(method="awcl", epochs=2, anatomy_ratio=0.5, monitor_fraction=0)
+# The kNN monitor is on: its step-0 measurement must not disturb an exact resume.
+RESUME_KW = dict(method="awcl", epochs=2, anatomy_ratio=0.5, monitor_fraction=0.25)
 
 
 @pytest.mark.parametrize("where", ["epoch", "mid_epoch"])
@@ -157,10 +158,35 @@ def test_resume_reaches_same_weights(tiny: Path, tmp_path: Path, uninterrupted: 
     hb = torch.load(resumed / "heads.pt", weights_only=True)
     assert all(torch.equal(ha[k], hb[k]) for k in ha)
     h = list(csv.DictReader(open(resumed / "history.csv")))
-    assert [int(r["epoch"]) for r in h] == [0, 1]
+    ref = list(csv.DictReader(open(uninterrupted / "history.csv")))
+    # row 0 = before training (measured once, kept through the resume), then one row per epoch
+    assert [int(r["epoch"]) for r in h] == [0, 1, 2]
+    assert [int(r["step"]) for r in h] == [0, 4, 8]
+    assert [r["knn_acc"] for r in h] == [r["knn_acc"] for r in ref]
     if where == "epoch":  # a whole epoch redone: identical epoch losses
-        ref = list(csv.DictReader(open(uninterrupted / "history.csv")))
         assert [r["loss"] for r in h] == [r["loss"] for r in ref]
+
+
+def test_knn_monitor_reports_step_zero(uninterrupted: Path) -> None:
+    rows = list(csv.DictReader(open(uninterrupted / "history.csv")))
+    first = rows[0]
+    assert (first["epoch"], first["step"]) == ("0", "0")
+    assert first["loss"] in ("", "nan") and 0.0 <= float(first["knn_acc"]) <= 1.0
+    assert all(0.0 <= float(r["knn_acc"]) <= 1.0 for r in rows[1:])
+    summary = json.loads((uninterrupted / "summary.json").read_text())
+    assert summary["knn_acc_init"] == pytest.approx(float(first["knn_acc"]))
+    assert summary["knn_acc"] == pytest.approx(float(rows[-1]["knn_acc"]))
+    # the step-0 point also reaches the loggers (TensorBoard / CSV)
+    import pandas as pd
+
+    logged = pd.read_csv(uninterrupted / "logs" / "csv" / "metrics.csv")
+    assert logged[logged.step == 0].knn_acc.notna().any()
+
+
+def test_without_monitor_no_step_zero_row(tmp_path: Path, tiny: Path) -> None:
+    run = pretrain(cfg_for(tiny, tmp_path / "nomon", method="simclr", monitor_fraction=0, max_steps=2))
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1]
 
 
 def test_uscl_resume_mid_epoch_and_summary(tiny: Path, tmp_path: Path) -> None:
@@ -202,3 +228,45 @@ def test_cli_pretrain_and_resume(tiny: Path, tmp_path: Path, capsys) -> None:
     assert "already holds a run" in capsys.readouterr().err
     assert main(["pretrain", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "not a prepared dataset" in capsys.readouterr().err
+
+
+def test_crop_scale_default_and_flag(tmp_path: Path) -> None:
+    from awcl.cli import build_parser
+    from awcl.train.cli import config_from_args
+
+    assert PretrainConfig().crop_scale == (0.08, 1.0)  # SimCLR's, as the AWCL authors' code
+    args = build_parser().parse_args(
+        ["pretrain", "--data", "d", "--out", str(tmp_path / "o"), "--crop-scale", "0.2,0.9", "--blur", "0.5"]
+    )
+    cfg = config_from_args(args)
+    assert cfg.crop_scale == (0.2, 0.9) and cfg.blur == 0.5
+    assert PretrainConfig.from_dict(cfg.to_dict()).crop_scale == (0.2, 0.9)  # config.yaml round trip
+    for bad in ("0.5", "0,1", "0.9,0.2", "a,b", "0.1,1.5"):
+        with pytest.raises(AwclError, match="--crop-scale"):
+            PretrainConfig(crop_scale=bad)
+
+
+def test_monitor_granularity_is_the_same_task_for_every_method(tiny: Path, tmp_path: Path) -> None:
+    """With one monitor granularity, methods of different granularity are scored on the same
+    bank and queries with the same labels, and start from the same step-0 kNN value."""
+    from awcl.data.store import open_dataset
+    from awcl.train.pretrain import _held_out, _monitor
+
+    ds = open_dataset(tiny)
+
+    def monitor(**kw):
+        cfg = cfg_for(tiny, tmp_path / "m", monitor_fraction=0.25, **kw)
+        return _monitor(ds, cfg, _held_out(ds, cfg), str(tiny / "frames.npy"))
+
+    same = [monitor(method="awcl", granularity="fine", monitor_granularity="fine"),
+            monitor(method="simclr", monitor_granularity="fine")]  # fmt: skip
+    assert np.array_equal(same[0].query_y, same[1].query_y) and np.array_equal(same[0].bank, same[1].bank)
+    own = [monitor(method="awcl", granularity="fine"), monitor(method="simclr")]  # each its own labels
+    assert int(own[0].query_y.max()) != int(own[1].query_y.max())
+    kw = dict(max_steps=1, monitor_fraction=0.25, monitor_granularity="fine")
+    a = pretrain(cfg_for(tiny, tmp_path / "a", method="awcl", granularity="fine", **kw))
+    b = pretrain(cfg_for(tiny, tmp_path / "b", method="simclr", **kw))
+    first = [next(iter(csv.DictReader(open(r / "history.csv"))))["knn_acc"] for r in (a, b)]
+    assert first[0] == first[1]
+    with pytest.raises(AwclError, match="monitor-granularity"):
+        PretrainConfig(monitor_granularity="organ")

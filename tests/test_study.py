@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from awcl.errors import AwclError
@@ -89,7 +90,7 @@ def test_load_config_file_errors(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("name", ["demo", "pocus", "hc18"])
+@pytest.mark.parametrize("name", ["demo", "pocus", "hc18", "pocus2hc18"])
 def test_shipped_configs_parse(name):
     cfg = load_config(name, overrides=["data_root=/somewhere"])
     assert cfg.methods and cfg.tasks
@@ -117,16 +118,26 @@ class Calls:
             assert (Path(inputs["data"]) / "dataset.json").is_file()
             self._tick(run)
             loss = np.linspace(2, 1, run.config["epochs"])
-            (run.output / "history.csv").write_text(
-                "epoch,loss,img_per_s\n" + "".join(f"{i + 1},{v},{50}\n" for i, v in enumerate(loss))
+            knn = np.linspace(0.3, 0.6, run.config["epochs"] + 1)
+            (run.output / "history.csv").write_text(  # row 0: the kNN monitor before training
+                "epoch,step,loss,img_per_s,knn_acc\n0,0,nan,nan,0.3\n"
+                + "".join(f"{i + 1},{10 * (i + 1)},{v},{50},{knn[i + 1]}\n" for i, v in enumerate(loss))
             )
-            return {"final_loss": float(loss[-1])}
+            return {"final_loss": float(loss[-1]), "class_group": 1, "crop_scale": [0.08, 1.0], "blur": 0.0}
 
         def finetune(run, inputs):
             self._tick(run)
             rng = np.random.default_rng(len(run.name))
             img = np.zeros((20, 20, 3), np.uint8)
             cv2.imwrite(str(run.output / "confusion_fold0.png"), img)
+            if run.config["task"] == "classify":  # 6 test patients x 3 frames per fold
+                rows = [{"fold": f, "frame_id": f"f{f}p{p}:{i}", "video_id": f"f{f}p{p}",
+                         "patient_id": f"f{f}p{p}", "true": "ab"[p % 2], "pred": "ab"[int(rng.integers(0, 2))]}
+                        for f in range(run.config["folds"]) for p in range(6) for i in range(3)]
+                pred = pd.DataFrame(rows)
+                pred["prob_a"] = (pred.pred == "a") * 0.8 + 0.1
+                pred["prob_b"] = 1 - pred.prob_a
+                pred.to_csv(run.output / "predictions.csv", index=False)
             return {"folds": [{"accuracy": float(rng.uniform()), "macro_f1": float(rng.uniform())}
                               for _ in range(run.config["folds"])]}
 
@@ -218,3 +229,92 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "not a study directory" in capsys.readouterr().err
     cfg = load_config("configs/pocus.yaml", ["data_root=/x"])  # the shipped copy
     assert cfg.pretrain_data.src == "/x/pocus"
+
+
+# ------------------------------------------------------------------ evidence design options
+def test_scales_typed_variables_and_precedence():
+    raw = base_raw()
+    raw["vars"] = {"scale": "cpu", "size": [32, 40], "ep": 2, "weights": ""}
+    raw["scales"] = {"cpu": {}, "paper": {"size": [224, 288], "ep": 10}}
+    raw["pretrain"] = {"epochs": "${ep}", "size": "${size}", "batch_size": 8}
+    raw["imagenet_weights"] = "${weights}"
+    cfg = parse_config(raw)
+    assert cfg.pretrain.epochs == 2 and cfg.pretrain.size == [32, 40] and cfg.imagenet_weights is None
+    cfg = parse_config(raw, overrides=["scale=paper"])
+    assert cfg.pretrain.epochs == 10 and cfg.pretrain.size == [224, 288]
+    cfg = parse_config(raw, overrides=["scale=paper", "ep=3"])  # --set beats the scale preset
+    assert cfg.pretrain.epochs == 3 and cfg.pretrain.size == [224, 288]
+    with pytest.raises(AwclError, match="'huge' is not one of the scales: cpu, paper"):
+        parse_config(raw, overrides=["scale=huge"], source="my.yaml")
+
+
+def test_train_patients_probes_and_seeds_parse():
+    raw = base_raw()
+    raw["tasks"][0].update(protocols=["full", "knn", "linear-probe"], train_patients=[8, 2, "all"],
+                           finetune_seeds=[0, 1], epochs="preset")
+    raw["finetune_seeds"] = [5]
+    cfg = parse_config(raw)
+    t = cfg.tasks[0]
+    assert t.train_patients == [2, 8, None] and t.finetune_seeds == [0, 1] and t.epochs is None
+    assert cfg.finetune_seeds == [5]
+    raw["tasks"][0]["train_patients"] = [4]
+    assert parse_config(raw).tasks[0].train_patients == [4, None]  # "all" always runs
+    for mutate, words in [
+        (lambda r: r["tasks"][0].update(train_patients=[0]), ["tasks[0].train_patients[0]"]),
+        (lambda r: r["tasks"][0].update(train_patients=["some"]), ["tasks[0].train_patients[0]", "some"]),
+        (lambda r: r["tasks"][1].update(protocols=["knn"]), ["tasks[1].protocols", "classification probes"]),
+        (lambda r: r["tasks"][0].update(finetune_seeds=[1, 1]), ["tasks[0].finetune_seeds", "duplicates"]),
+        (lambda r: r["tasks"][0].update(extra={"train_patients": 3}), ["tasks[0].extra.train_patients"]),
+    ]:
+        bad = base_raw()
+        mutate(bad)
+        with pytest.raises(AwclError) as exc:
+            parse_config(bad, source="my.yaml")
+        assert all(w in str(exc.value) for w in words), str(exc.value)
+
+
+def test_plan_label_efficiency_probes_and_downstream_seeds(tmp_path):
+    raw = base_raw()
+    raw["methods"] = ["random", "simclr", "awcl-coarse"]
+    raw["anatomy_ratios"] = [0.2, 0.5]
+    raw["tasks"][0].update(protocols=["knn", "full"], train_patients=[2, 4, "all"], finetune_seeds=[0, 1, 2])
+    plan = plan_study(parse_config(raw), tmp_path)
+    ft = [r for r in plan.runs if r.kind == "finetune" and r.labels["task"] == "cls"]
+    main = [r for r in ft if r.labels["main"]]
+    # 3 main encoders x 2 protocols x 3 downstream seeds x 3 patient counts
+    assert len(main) == 3 * 2 * 3 * 3
+    assert {r.labels["train_patients"] for r in main} == {2, 4, None}
+    assert {r.labels["ft_seed"] for r in main} == {0, 1, 2}
+    assert all(r.config["seed"] == r.labels["ft_seed"] for r in ft)
+    assert all(("train_patients" in r.config) == (r.labels["train_patients"] is not None) for r in ft)
+    # the ratio sweep (awcl-coarse at r=0.2) only on the whole training part, sweep protocol only
+    sweep = [r for r in ft if not r.labels["main"]]
+    assert sweep and {r.labels["train_patients"] for r in sweep} == {None}
+    assert {r.labels["protocol"] for r in sweep} == {"full"}
+    # the same encoder, seed and patient count give the same subset: methods share the config
+    rand = {(r.labels["ft_seed"], r.labels["train_patients"], r.labels["protocol"]): r.config for r in main
+            if r.labels["method"] == "random"}
+    simc = {(r.labels["ft_seed"], r.labels["train_patients"], r.labels["protocol"]): r.config for r in main
+            if r.labels["method"] == "simclr"}
+    assert rand.keys() == simc.keys()
+    assert all({k: v for k, v in rand[k].items() if k != "init"} == simc[k] for k in rand)
+    assert len({r.key for r in plan.runs}) == len(plan.runs)
+    # the old grid (no new options) keeps its cache keys: no train_patients key in configs
+    old = plan_study(parse_config(base_raw()), tmp_path)
+    assert not any("train_patients" in r.config for r in old.runs if r.kind == "finetune")
+
+
+def test_demo_config_variables():
+    from awcl.study.demo import FAST_OVERRIDES, demo_config_path
+
+    cfg = load_config(demo_config_path())
+    assert cfg.pretrain_data.params["prepare"] == "videos"  # text-free corpus, the user's path
+    assert cfg.pretrain.extra["crop_scale"] == [0.08, 1.0] and cfg.pretrain.extra["monitor_fraction"] > 0
+    views = cfg.tasks[0]
+    assert {"knn", "linear-probe"} <= set(views.protocols) and len(views.train_patients) > 1
+    assert len(views.finetune_seeds) > 1
+    paper = load_config(demo_config_path(), ["scale=paper"])
+    assert paper.pretrain_data.params["size"] == [224, 288] and paper.pretrain.epochs == 10
+    assert all(t.epochs is None for t in paper.tasks if "full" in t.protocols)  # full task presets
+    fast = load_config(demo_config_path(), FAST_OVERRIDES)
+    assert fast.pretrain.epochs == 1 and fast.tasks[0].folds == 2

@@ -74,7 +74,11 @@ class PhantomConfig:
     min_anatomies: int = 3  # coarse anatomies visited per sweep (drawn in [min, max])
     max_anatomies: int = 5
     masks: str = "all"  # "all": a mask for every frame; "brain": only brain frames; "none"
-    text: bool = True  # burned-in scanner text / UI outside the fan
+    text: bool = True  # burned-in scanner text / UI outside the fan ("direct" only)
+    # "direct": frames written as rendered (fan plus, with ``text``, burned-in UI);
+    # "videos": the user's path - sweeps written as raw scanner-screen videos (panels, text,
+    # a live cine counter), then ``prepare_videos`` with auto-crop; labels re-attached.
+    prepare: str = "direct"
     source: str = SOURCE
     anatomies: tuple[str, ...] = field(default_factory=lambda: tuple(VIEWS))
 
@@ -98,6 +102,8 @@ class PhantomConfig:
             problems.append("need 1 <= min_anatomies <= max_anatomies")
         if self.masks not in ("all", "brain", "none"):
             problems.append("masks must be 'all', 'brain' or 'none'")
+        if self.prepare not in ("direct", "videos"):
+            problems.append("prepare must be 'direct' or 'videos'")
         if problems:
             raise AwclError("phantom: " + "; ".join(problems))
 
@@ -628,6 +634,8 @@ def make_phantom(out: str | Path, cfg: PhantomConfig | None = None) -> Path:
     cfg = cfg or PhantomConfig()
     cfg.validate()
     out = Path(out)
+    if cfg.prepare == "videos":
+        return _make_via_videos(out, cfg)
     t0 = time.perf_counter()
     with DatasetWriter(out, size=cfg.size, source=cfg.source) as writer:
         for index, (patient, visit, fetus) in enumerate(_scan_roster(cfg)):
@@ -654,20 +662,94 @@ def make_phantom(out: str | Path, cfg: PhantomConfig | None = None) -> Path:
                     true_fine=fine,
                     depth_cm=round(scan.depth_cm, 2),
                 )
-        writer.meta.update(
-            {
-                "hierarchy": dict(HIERARCHY),
-                "ignore_labels": [BACKGROUND],
-                "mask_classes": {str(k): v for k, v in MASK_CLASSES.items()},
-                "hidden_truth_columns": ["true_coarse", "true_fine"],
-                "phantom": {
-                    "seed": cfg.seed, "scans": cfg.scans, "frames_per_scan": cfg.frames_per_scan,
-                    "labelled_fraction": cfg.labelled_fraction, "masks": cfg.masks,
-                    "anatomies": list(cfg.anatomies),
-                },
-            }
-        )
+        writer.meta.update(_meta(cfg))
     log.info("phantom: %d frames written to %s in %.1f s", cfg.scans * cfg.frames_per_scan, out, time.perf_counter() - t0)
+    return out
+
+
+def _meta(cfg: PhantomConfig) -> dict:
+    return {
+        "hierarchy": dict(HIERARCHY),
+        "ignore_labels": [BACKGROUND],
+        "mask_classes": {str(k): v for k, v in MASK_CLASSES.items()},
+        "hidden_truth_columns": ["true_coarse", "true_fine"],
+        "phantom": {
+            "seed": cfg.seed, "scans": cfg.scans, "frames_per_scan": cfg.frames_per_scan,
+            "labelled_fraction": cfg.labelled_fraction, "masks": cfg.masks,
+            "anatomies": list(cfg.anatomies), "prepare": cfg.prepare,
+        },
+    }  # fmt: skip
+
+
+def _make_via_videos(out: Path, cfg: PhantomConfig) -> Path:
+    """The phantom through the path a user's scans take: raw scanner-screen videos (text,
+    panels, a live cine counter around the fan) -> ``prepare_videos`` (every frame, auto-crop,
+    resize to ``cfg.size``) -> the phantom's frame labels and hidden truth re-attached by
+    (video, frame index). Patients keep their ids (a second scan shares its patient's). Head
+    masks follow the frames: placed in the screen, cropped with the video's detected box and
+    resized (nearest) like the frame."""
+    import shutil
+    import tempfile
+
+    from awcl.data.ingest import prepare_videos
+    from awcl.data.store import open_dataset
+
+    t0 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.videos-", dir=out.parent))
+    try:
+        masks: dict[str, list[np.ndarray | None]] = {}
+        make_phantom_videos(work / "videos", replace(cfg, prepare="direct"), screen=True,
+                            masks_out=masks if cfg.masks != "none" else None)  # fmt: skip
+        prepared = prepare_videos(
+            work / "videos", work / "prepared", every=1, size=cfg.size, crop="auto", source=cfg.source
+        )
+        ds = open_dataset(prepared)
+        plans = {}
+        for index, (patient, visit, fetus) in enumerate(_scan_roster(cfg)):
+            plan = _plan_scan(cfg, index, patient, visit, fetus)
+            plans[plan.video_id] = plan
+        m = ds.manifest
+        counts = m.groupby("video_id").size()
+        short = {v: int(counts.get(v, 0)) for v in plans if counts.get(v, 0) != cfg.frames_per_scan}
+        if short:
+            v, n = next(iter(short.items()))
+            raise AwclError(f"phantom: video {v} decoded to {n} frames, expected {cfg.frames_per_scan}")
+        frames = ds.frames
+        top, left, hs, ws = _screen_geometry(*cfg.size)
+        with DatasetWriter(out, size=cfg.size, source=cfg.source) as writer:
+            for i, row in enumerate(m.itertuples(index=False)):
+                plan, fi = plans[row.video_id], int(row.frame_index)
+                fine = plan.truth[fi]
+                coarse = HIERARCHY[fine]
+                lab = bool(plan.labelled[fi])
+                mask = masks[row.video_id][fi] if cfg.masks != "none" else None
+                if mask is not None:  # image -> screen -> the video's crop box -> cfg.size
+                    screen = np.zeros((hs, ws), np.uint8)
+                    screen[top : top + cfg.size[0], left : left + cfg.size[1]] = mask
+                    y0, y1, x0, x1 = (int(v) for v in str(row.crop_box).split(","))
+                    mask = cv2.resize(screen[y0:y1, x0:x1], (cfg.size[1], cfg.size[0]), interpolation=cv2.INTER_NEAREST)
+                elif cfg.masks == "all":
+                    mask = np.zeros(cfg.size, np.uint8)
+                writer.add(
+                    np.asarray(frames[i]),
+                    video_id=plan.video_id,
+                    patient_id=plan.patient_id,
+                    frame_index=fi,
+                    coarse_label=coarse if lab else None,
+                    fine_label=fine if lab else None,
+                    mask=mask,
+                    true_coarse=coarse,
+                    true_fine=fine,
+                    depth_cm=round(plan.depth_cm, 2),
+                    crop_box=row.crop_box,
+                )
+            writer.meta.update(_meta(cfg))
+            writer.meta["prepare"] = ds.meta.get("prepare", {})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("phantom (via videos + auto-crop): %d frames written to %s in %.1f s",
+             cfg.scans * cfg.frames_per_scan, out, time.perf_counter() - t0)  # fmt: skip
     return out
 
 
@@ -733,6 +815,7 @@ def make_phantom_videos(
     fps: int = 25,
     codec: str = "mpeg4",
     screen: bool = True,
+    masks_out: dict[str, list[np.ndarray | None]] | None = None,
 ) -> list[Path]:
     """Write each phantom sweep as a raw .mp4 for the video-ingestion path.
 
@@ -742,6 +825,8 @@ def make_phantom_videos(
     Without it, the frames are exactly those of ``make_phantom`` (fan plus corner text).
     Returns the written paths (``<video_id>.mp4``), sorted. Each file is written under a
     temporary name and renamed, so an interrupted run leaves no truncated video.
+    ``masks_out``, when given, receives each video's head masks (``[H, W]`` at ``cfg.size``
+    in image coordinates, or None on frames without a head) under its video id.
     """
     import av  # PyAV; imported here so the phantom itself needs only numpy/cv2
 
@@ -770,7 +855,9 @@ def make_phantom_videos(
                 stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
                 stream.options = {"qmin": "1", "qmax": "3"} if codec == "mpeg4" else {}  # near-lossless: speckle is costly to code
                 for i in range(cfg.frames_per_scan):
-                    grey = r.render(i)[0]
+                    grey, mask = r.render(i)
+                    if masks_out is not None:
+                        masks_out.setdefault(plan.video_id, []).append(mask)
                     if screen:
                         grey = _screen(grey, plan, i, cfg.frames_per_scan)
                     frame = av.VideoFrame.from_ndarray(np.repeat(grey[:, :, None], 3, axis=2), format="rgb24")
@@ -796,6 +883,7 @@ def _handler(args: argparse.Namespace) -> int:
         second_scan_fraction=args.second_scan_fraction,
         masks=args.masks,
         text=not args.no_text,
+        prepare="videos" if args.via_videos else "direct",
     )
     t0 = time.perf_counter()
     if args.videos:
@@ -827,5 +915,6 @@ def register_prepare(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--second-scan-fraction", type=float, default=d.second_scan_fraction, help=f"share of scans that are a patient's second scan (default {d.second_scan_fraction})")
     p.add_argument("--masks", choices=["all", "brain", "none"], default=d.masks, help="head masks for every frame (all-zero without a head), brain frames only, or none (default all)")
     p.add_argument("--no-text", action="store_true", help="leave out the burned-in scanner text/UI")
+    p.add_argument("--via-videos", action="store_true", help="build the dataset through the user's path: raw scanner-screen videos -> prepare videos with auto-crop (no burned-in text left)")
     p.add_argument("--videos", action="store_true", help="write raw uncropped sweeps as .mp4 into --out instead of a prepared dataset")
     p.set_defaults(func=_handler)

@@ -32,7 +32,7 @@ def _finetune(args: argparse.Namespace) -> int:
         precision="32-true" if args.fp32 else args.precision, accelerator=args.accelerator,
         devices=args.devices, strategy=args.strategy, progress=not args.no_progress,
         keep_checkpoints=args.keep_checkpoints,
-        bootstrap=args.bootstrap,
+        bootstrap=args.bootstrap, train_patients=args.train_patients,
     )
     m = finetune(cfg)
     from awcl.train.trainer import is_global_zero
@@ -80,8 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default="random",
                    help="'random', an awcl pretrain run dir / encoder.pt, or a torchvision resnet18 .pth")
     p.add_argument("--task", choices=["classify", "segment"], default="classify")
-    p.add_argument("--protocol", choices=["full", "partial"], default="full",
-                   help="full: train encoder + head; partial: encoder frozen")
+    p.add_argument("--protocol", choices=["full", "partial", "knn", "linear-probe"], default="full",
+                   help="full: train encoder + head; partial: encoder frozen; knn / linear-probe: "
+                   "scikit-learn kNN or logistic regression on frozen features")
     p.add_argument("--head", choices=list(HEADS), default=None,
                    help="classification head (default: the preset's, task1 sononet, task2 fc2)")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
@@ -99,6 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--size", type=_size, default=None, help="HxW to resize frames to, e.g. 112x144")
     p.add_argument("--max-per-video", type=int, default=None, help="at most N frames per video")
+    p.add_argument("--train-patients", type=int, default=None,
+                   help="label efficiency: fit on N patients of each training part (seeded, every class kept)")
     p.add_argument("--dice-loss", action="store_true", help="segmentation: add soft Dice to CE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)

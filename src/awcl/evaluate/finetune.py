@@ -37,7 +37,8 @@ from awcl.train.trainer import is_global_zero
 log = logging.getLogger(__name__)
 
 TASKS = ("classify", "segment")
-PROTOCOLS = ("full", "partial")
+PROTOCOLS = ("full", "partial", "knn", "linear-probe")
+PROBES = ("knn", "linear-probe")  # frozen-feature probes (scikit-learn; awcl.evaluate.probe)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class FinetuneConfig:
     lr: float | None = None
     size: tuple[int, int] | None = None  # (H, W) to resize to; None = prepared size
     max_per_video: int | None = None  # keep at most this many frames per video (evenly spaced)
+    train_patients: int | None = None  # label efficiency: fit on n patients of each training part
     dice_loss: bool = False  # segmentation: CE + soft Dice
     seed: int = 0
     threads: int | None = None
@@ -149,6 +151,8 @@ class FinetuneConfig:
 
         if self.task == "classify" and self.resolved_head not in HEADS:
             raise AwclError(f"--head must be one of {', '.join(HEADS)} (got {self.head!r})")
+        if self.protocol in PROBES and self.task != "classify":
+            raise AwclError(f"--protocol {self.protocol} is a classification probe (got --task {self.task})")
         if self.split not in ("kfold", "fixed"):
             raise AwclError(f"--split must be kfold or fixed (got {self.split!r})")
         if self.epochs is not None and self.epochs < 1:
@@ -255,10 +259,16 @@ def make_folds(
     if cfg.split == "fixed":
         if "split" not in m.columns:
             raise AwclError(f"{source}: --split fixed needs a 'split' column in the manifest")
-        return fixed_split(
+        folds = fixed_split(
             m["split"].to_numpy(), y, groups, cfg.seed, cfg.val_fraction, source=f"{source}"
         )
-    return kfold_splits(y, groups, cfg.folds, cfg.seed, cfg.val_fraction)
+    else:
+        folds = kfold_splits(y, groups, cfg.folds, cfg.seed, cfg.val_fraction)
+    if cfg.train_patients:  # label efficiency: fewer labelled patients to fit on, same val/test
+        from awcl.evaluate.splits import limit_train_patients
+
+        folds = [limit_train_patients(f, y, groups, cfg.train_patients, cfg.seed) for f in folds]
+    return folds
 
 
 def summarize_folds(per_fold: list[dict], keys: list[str]) -> tuple[dict, dict]:
@@ -326,7 +336,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
     run = RunDir(cfg.out)
     t0 = time.time()
     try:
-        if cfg.task == "classify":
+        if cfg.protocol in PROBES:
+            from awcl.evaluate.probe import run_probe
+
+            metrics = run_probe(cfg, ds, run.tmp, get_engine)
+        elif cfg.task == "classify":
             from awcl.evaluate.classify import run_classification
 
             metrics = run_classification(cfg, ds, run.tmp, get_engine)

@@ -168,3 +168,58 @@ def check_classes(folds: list[Fold], y: np.ndarray, class_names: list[str]) -> l
             log.warning(msg)
             warnings.append(msg)
     return warnings
+
+
+def limit_train_patients(
+    fold: Fold, y: np.ndarray, groups: np.ndarray, n: int, seed: int, tries: int = 200
+) -> Fold:
+    """Keep ``n`` patients (groups) of ``fold.train`` for fitting: the label-efficiency setting.
+
+    Only the fitting part changes; ``val`` (model selection) and ``test`` are returned as they
+    are, so a test patient can never enter. The draw is seeded by ``seed``, the fold and ``n``
+    (every method sees the same patients) and keeps every class of the training part: first
+    up to ``tries`` uniform draws of ``n`` patients, the first that holds every class wins (a
+    uniform draw among the covering sets); if none does, a stratified construction (one
+    patient per class not yet covered, classes in random order, then the rest at random).
+    Raises when the fold has fewer than ``n`` training patients or no draw covers every class.
+    """
+    if n < 1:
+        raise AwclError(f"train_patients must be >= 1 (got {n})")
+    g = groups[fold.train]
+    yt = y[fold.train]
+    patients = np.unique(g)
+    if n > len(patients):
+        raise AwclError(
+            f"fold {fold.index}: train_patients={n} but the training part has only "
+            f"{len(patients)} patients; use a smaller number or 'all'"
+        )
+    classes = np.unique(yt)
+    pidx = np.searchsorted(patients, g)
+    holds = np.zeros((len(patients), len(classes)), dtype=bool)  # patient x class
+    holds[pidx, np.searchsorted(classes, yt)] = True
+    rng = np.random.default_rng([seed, fold.index, n, 0x1E])
+
+    def result(chosen: np.ndarray) -> Fold:
+        return Fold(fold.index, fold.train[np.isin(pidx, chosen)], fold.val, fold.test)
+
+    for _ in range(tries):  # uniform among the n-sets that cover every class
+        chosen = rng.choice(len(patients), size=n, replace=False)
+        if holds[chosen].any(axis=0).all():
+            return result(chosen)
+    smallest = len(classes)
+    for _ in range(tries):  # stratified construction
+        picked: list[int] = []
+        covered = np.zeros(len(classes), dtype=bool)
+        for c in rng.permutation(len(classes)):
+            if not covered[c]:
+                p = int(rng.choice(np.flatnonzero(holds[:, c])))
+                picked.append(p)
+                covered |= holds[p]
+        smallest = min(smallest, len(picked))
+        if len(picked) <= n:
+            rest = rng.permutation(np.setdiff1d(np.arange(len(patients)), picked))[: n - len(picked)]
+            return result(np.concatenate([np.asarray(picked, dtype=int), rest]))
+    raise AwclError(
+        f"fold {fold.index}: train_patients={n} cannot keep every one of the {len(classes)} "
+        f"classes (the smallest covering draw had {smallest} patients); use a larger number"
+    )

@@ -69,7 +69,7 @@ def finetune_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     from awcl.evaluate.finetune import FinetuneConfig, finetune
 
     c = dict(run.config)
-    known = {"task", "protocol", "head", "preset", "epochs", "folds", "classes", "seed"}
+    known = {"task", "protocol", "head", "preset", "epochs", "folds", "classes", "seed", "train_patients"}
     values: dict[str, Any] = {k: c[k] for k in known if c.get(k) is not None}
     values["label"] = c.get("granularity", "coarse")
     for k, v in c.items():  # task ``extra:`` settings (size, max_per_video, label, ...)
@@ -79,7 +79,8 @@ def finetune_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     cfg = _build(FinetuneConfig, {"data": _data_path(run, inputs), "out": str(run.output),
                                   "init": _init(run, inputs), **values}, f"task {run.name}")  # fmt: skip
     metrics = finetune(cfg)
-    keep = ("task", "protocol", "classes", "num_frames", "folds", "mean", "std", "warnings")
+    keep = ("task", "protocol", "classes", "num_frames", "folds", "mean", "std", "warnings",
+            "train_patients", "intervals", "pooled")  # fmt: skip
     return {k: metrics[k] for k in keep if k in metrics}
 
 
@@ -103,8 +104,13 @@ def pretrain_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     summary = out / "summary.json"
     if summary.is_file():
         s = json.loads(summary.read_text())
-        keep = ("final_loss", "img_per_s", "knn_acc", "epochs", "steps", "labelled_frames", "frames")
+        keep = ("final_loss", "img_per_s", "knn_acc", "knn_acc_init", "epochs", "steps",
+                "labelled_frames", "frames", "class_group", "batch_composition")  # fmt: skip
         result = {k: s[k] for k in keep if k in s}
+    # the batch composition the run used (the report states it): the effective setting
+    result.setdefault("class_group", cfg.class_group)
+    result["crop_scale"] = list(cfg.crop_scale)
+    result["blur"] = cfg.blur
     return result
 
 

@@ -115,9 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run every pretraining and downstream run of a study config once (finished "
         "runs are cached under OUT/runs and skipped on a re-run), then write OUT/report.html, "
         "OUT/report.md and OUT/results.csv. CONFIG is a YAML file or a shipped name "
-        "(demo, pocus, hc18).",
+        "(demo, pocus, hc18, pocus2hc18).",
     )
-    p.add_argument("config", help="study YAML file, or demo | pocus | hc18")
+    p.add_argument("config", help="study YAML file, or demo | pocus | hc18 | pocus2hc18")
     p.add_argument("--out", required=True, help="study directory (created; re-use it to resume)")
     p.add_argument("--set", action="append", default=[], metavar="K=V",
                    help="set a variable (data_root=../shared/data) or a key (pretrain.epochs=5, "
@@ -151,6 +151,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--out", default=DEFAULT_OUT, help=f"study directory (default: {DEFAULT_OUT})")
     d.add_argument("--fast", action="store_true", help="a smaller smoke version (tiny frames, 1 epoch)")
-    d.add_argument("--set", action="append", default=[], metavar="K=V", help="override a demo setting")
+    d.add_argument("--set", action="append", default=[], metavar="K=V", help="override a demo setting or variable (e.g. pre_epochs=8, scale=paper)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_demo)

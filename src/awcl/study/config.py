@@ -1,7 +1,10 @@
 """Study configuration: a YAML file naming the data, the methods, the sweep and the tasks.
 
-A study config is read in three steps: YAML -> ``${var}`` substitution (variables from the
-file's ``vars:`` block, overridden by ``--set name=value``) -> dataclasses validated here.
+A study config is read in three steps: YAML -> ``${var}`` substitution -> dataclasses
+validated here. Variables come from the file's ``vars:`` block, then the ``scales:`` preset
+named by the variable ``scale`` (e.g. ``--set scale=paper``), then ``--set name=value``
+(later wins). A value that is exactly ``${name}`` takes the variable's YAML value (a number,
+a list, ``null``); inside a longer string the variable is pasted as text.
 Every problem raises :class:`~awcl.errors.AwclError` with one line naming the file, the key
 and the bad value.
 """
@@ -35,12 +38,15 @@ METHODS = (
 PRETRAINED = tuple(m for m in METHODS if m not in ("random", "imagenet"))
 RECIPES = ("phantom", "pocus", "hc18")
 TASKS = ("classify", "segment")
-PROTOCOLS = ("full", "partial")
+PROTOCOLS = ("full", "partial", "knn", "linear-probe")
+PROBES = ("knn", "linear-probe")  # frozen-feature probes (classification only)
+ALL_PATIENTS = "all"  # train_patients value: the whole training part
 PRETRAIN_DATASET = "pretrain"  # a task's `dataset: pretrain` reuses the pretraining data
 
 TOP_KEYS = frozenset(
     ("name", "pretrain_data", "methods", "tasks", "pretrain", "anatomy_ratios", "anatomy_ratio",
-     "sweep_tasks", "sweep_methods", "seeds", "imagenet_weights", "embed")
+     "sweep_tasks", "sweep_methods", "seeds", "finetune_seeds", "imagenet_weights", "embed",
+     "scales")
 )  # fmt: skip
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -89,8 +95,12 @@ class TaskSpec:
     protocols: list[str] = field(default_factory=lambda: ["full"])
     head: str | None = None
     preset: str | None = None
-    epochs: int = 10
+    epochs: int | None = 10  # None: the preset's own (the paper's) number of epochs
     folds: int = 3
+    # label efficiency: fit on n patients of each training part; None = all of them (always
+    # included: the main tables use it)
+    train_patients: list[int | None] = field(default_factory=lambda: [None])
+    finetune_seeds: list[int] | None = None  # this task's downstream seeds (default: the study's)
     classes: list[str] | None = None
     granularity: str = "coarse"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -117,6 +127,8 @@ class StudyConfig:
     sweep_tasks: list[str] | None = None  # tasks the ratio sweep is evaluated on (None: all)
     sweep_methods: list[str] | None = None  # awcl methods swept over ratios (None: all listed)
     seeds: list[int] = field(default_factory=lambda: [0])
+    # downstream seeds (fold split, head init, sampling) per encoder; None: the encoder's seed
+    finetune_seeds: list[int] | None = None
     imagenet_weights: str | None = None
     embed: EmbedSpec = field(default_factory=EmbedSpec)
     vars: dict[str, str] = field(default_factory=dict)
@@ -197,6 +209,9 @@ def substitute(obj: Any, variables: dict[str, str], ctx: _Ctx, key: str = "") ->
     if isinstance(obj, list):
         return [substitute(v, variables, ctx, f"{key}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, str):
+        whole = _VAR.fullmatch(obj)
+        if whole and whole.group(1) in variables:  # typed: ``epochs: ${pre_epochs}`` -> 10
+            return _parse_value(str(variables[whole.group(1)]))
 
         def repl(m: re.Match[str]) -> str:
             name = m.group(1)
@@ -223,6 +238,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> dic
     ``seeds=[0,1]``), ``a.b=value`` a nested config key (values parsed as YAML)."""
     raw = copy.deepcopy(raw)
     variables = dict(ctx.mapping(raw.get("vars"), "vars"))
+    given: list[str] = []  # variables set on the command line (they beat a scale preset)
     for item in overrides:
         if "=" not in item:
             raise AwclError(f"--set {item!r}: expected NAME=VALUE")
@@ -232,6 +248,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> dic
             raise AwclError(f"--set {item!r}: empty name")
         if "." not in name and (name in variables or name not in TOP_KEYS):
             variables[name] = value
+            given.append(name)
             continue
         node: Any = raw
         parts = name.split(".")
@@ -251,8 +268,25 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> dic
                     node = node.setdefault(p, {})
             else:
                 raise AwclError(f"--set {item!r}: {'.'.join(parts[:i])!r} is not a mapping or list")
-    raw["vars"] = {k: str(v) for k, v in variables.items()}
+    scales = ctx.mapping(raw.pop("scales", None), "scales")
+    if scales:
+        name = str(variables.get("scale", ""))
+        if name not in scales:
+            raise ctx.err("scale", f"{name!r} is not one of the scales: {', '.join(map(str, scales))}"
+                          " (set it under vars: or with --set scale=NAME)")  # fmt: skip
+        preset = ctx.mapping(scales[name], f"scales.{name}")
+        variables.update({k: v for k, v in preset.items() if k not in given})
+    raw["vars"] = {k: _var_text(v) for k, v in variables.items()}
     return raw
+
+
+def _var_text(v: Any) -> str:
+    """Variables are kept as text (YAML for lists, so ``${size}`` reads back as a list)."""
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return ""
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 # ------------------------------------------------------------------------- parsing
@@ -296,7 +330,7 @@ def _task(v: Any, key: str, ctx: _Ctx) -> TaskSpec:
     d = ctx.mapping(v, key)
     allowed = {
         "name", "dataset", "task", "protocols", "head", "preset", "epochs", "folds",
-        "classes", "granularity", "extra",
+        "classes", "granularity", "extra", "train_patients", "finetune_seeds",
     }  # fmt: skip
     ctx.check_keys(d, key, allowed)
     if "name" not in d:
@@ -313,15 +347,47 @@ def _task(v: Any, key: str, ctx: _Ctx) -> TaskSpec:
         ctx.choice(p, f"{key}.protocols[{i}]", PROTOCOLS)
     if len(set(t.protocols)) != len(t.protocols):
         raise ctx.err(f"{key}.protocols", f"duplicates in {t.protocols}")
+    if t.task != "classify" and set(t.protocols) & set(PROBES):
+        raise ctx.err(f"{key}.protocols", f"{', '.join(PROBES)} are classification probes (task is {t.task})")
     t.head = ctx.string(d["head"], f"{key}.head") if d.get("head") is not None else None
     t.preset = ctx.string(d["preset"], f"{key}.preset") if d.get("preset") is not None else None
-    t.epochs = ctx.integer(d.get("epochs", t.epochs), f"{key}.epochs", 1)
+    epochs = d.get("epochs", t.epochs)
+    t.epochs = None if epochs in (None, "preset") else ctx.integer(epochs, f"{key}.epochs", 1)
     t.folds = ctx.integer(d.get("folds", t.folds), f"{key}.folds", 2)
     if d.get("classes") is not None:
         t.classes = ctx.str_list(d["classes"], f"{key}.classes")
     t.granularity = ctx.choice(d.get("granularity", t.granularity), f"{key}.granularity", ("coarse", "fine"))
     t.extra = dict(ctx.mapping(d.get("extra"), f"{key}.extra"))
+    if "train_patients" in t.extra:
+        raise ctx.err(f"{key}.extra.train_patients", "set it as the task's train_patients: [n, ..., all]")
+    if d.get("train_patients") is not None:
+        tp = d["train_patients"]
+        tp = tp if isinstance(tp, list) else [tp]
+        if not tp:
+            raise ctx.err(f"{key}.train_patients", "expected a non-empty list such as [2, 4, 8, all]")
+        values: list[int | None] = []
+        for i, v in enumerate(tp):
+            values.append(None if v == ALL_PATIENTS else ctx.integer(v, f"{key}.train_patients[{i}]", 1))
+        if len(set(values)) != len(values):
+            raise ctx.err(f"{key}.train_patients", f"duplicates in {tp}")
+        # the whole training part is always run: the main tables use it
+        t.train_patients = [*sorted(v for v in values if v is not None), None]
+    t.finetune_seeds = _seed_list(d.get("finetune_seeds"), f"{key}.finetune_seeds", ctx)
     return t
+
+
+def _seed_list(v: Any, key: str, ctx: _Ctx) -> list[int] | None:
+    """None, an integer or a non-empty list of distinct integers >= 0."""
+    if v is None:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v]
+    if not isinstance(v, list) or not v:
+        raise ctx.err(key, f"expected a non-empty list of integers, got {v!r}")
+    seeds = [ctx.integer(s, f"{key}[{i}]", 0) for i, s in enumerate(v)]
+    if len(set(seeds)) != len(seeds):
+        raise ctx.err(key, f"duplicates in {v}")
+    return seeds
 
 
 def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None = None) -> StudyConfig:
@@ -390,6 +456,7 @@ def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None
     if not isinstance(seeds_raw, list) or not seeds_raw:
         raise ctx.err("seeds", f"expected a non-empty list of integers, got {seeds_raw!r}")
     seeds = [ctx.integer(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds_raw)]
+    finetune_seeds = _seed_list(raw.get("finetune_seeds"), "finetune_seeds", ctx)
 
     weights = raw.get("imagenet_weights")
     weights = ctx.string(weights, "imagenet_weights") if weights else None
@@ -415,6 +482,7 @@ def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None
         sweep_tasks=sweep_tasks,
         sweep_methods=sweep_methods,
         seeds=seeds,
+        finetune_seeds=finetune_seeds,
         imagenet_weights=weights,
         embed=embed,
         vars=dict(variables),

@@ -1,9 +1,11 @@
 """``awcl demo``: the shipped demo study on the synthetic phantom, end to end, with a report.
 
-It builds two phantoms (a pretraining corpus with 15% labelled frames and a separate, fully
-labelled downstream corpus with head masks), pretrains a handful of methods with short
-schedules, runs classification (full + partial) and segmentation, embeds features for t-SNE
-and writes ``report.html``. Sized for a 2-core CPU; ``fast`` is a smaller smoke version.
+It builds two phantoms through the video-ingestion path (a pretraining corpus with 15%
+labelled frames and a separate, fully labelled downstream corpus with head masks), pretrains
+a handful of methods, measures them with kNN and linear probes (several downstream seeds, a
+label-efficiency sweep), full fine-tuning and segmentation, embeds features for t-SNE and
+writes ``report.html`` with paired-bootstrap intervals. Every size is a variable of
+``configs/demo.yaml`` (``overrides``: ``--set`` items); ``fast`` is a smaller smoke version.
 """
 
 from __future__ import annotations
@@ -17,19 +19,20 @@ from awcl.study.runner import Executors, run_study
 
 DEFAULT_OUT = "awcl-demo"
 
-# --fast: tiny frames, one epoch, three methods, two folds (a minute or two; a smoke test).
+# --fast: small frames and corpora, one pretraining epoch, three methods, two folds, one
+# downstream seed (a minute or two; a smoke test of every part of the report, not evidence).
 FAST_OVERRIDES = [
-    "pretrain_data.params.size=[64, 80]",
-    "pretrain_data.params.scans=8",
-    "pretrain_data.params.frames_per_scan=24",
-    "tasks.0.dataset.params.size=[64, 80]",
-    "tasks.1.dataset.params.size=[64, 80]",
-    "methods=[random, simclr, awcl-coarse]",
-    "pretrain.epochs=1",
-    "tasks.0.epochs=1",
-    "tasks.1.epochs=1",
-    "tasks.0.folds=2",
-    "tasks.1.folds=2",
+    "size=[48, 64]",
+    "pre_scans=10",
+    "pre_frames=24",
+    "pre_epochs=1",
+    "methods=[random, simclr, awcl-fine]",
+    "ds_scans=24",
+    "ds_frames=24",
+    "folds=2",
+    "probe_seeds=[0]",
+    "train_patients=[4, all]",
+    "ft_epochs=1",
     "embed.max_samples=120",
 ]
 

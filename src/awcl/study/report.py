@@ -25,17 +25,30 @@ import pandas as pd
 from awcl.errors import AwclError
 
 # Metrics shown in the tables, in order of preference (the rest stay in results.csv).
-CLASSIFY_METRICS = ("accuracy", "f1", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy")
-SEGMENT_METRICS = ("dice", "miou", "hc_mae_mm", "mean_iou", "hc_error_mm", "gaa", "ma")
-LOWER_IS_BETTER = ("error", "loss", "mae", "rmse")
+CLASSIFY_METRICS = ("accuracy", "f1", "macro_f1", "auroc", "balanced_accuracy", "macro_precision",
+                    "macro_recall")  # fmt: skip
+SEGMENT_METRICS = ("dice", "miou", "hc_mae_mm", "hd95_mm", "mean_iou", "hc_error_mm", "gaa", "ma")
+# The metric whose pairwise differences are tested (computed from predictions.csv).
+HEADLINE = {"classify": "f1", "segment": "dice"}
+PROTOCOLS = ("full", "partial", "knn", "linear-probe")
+PROTOCOL_TITLES = {
+    "full": "Transfer table (full fine-tuning)",
+    "partial": "Partial fine-tuning (encoder frozen)",
+    "knn": "kNN probe (frozen features)",
+    "linear-probe": "Linear probe (frozen features)",
+}
+DEGENERATE_SHARE = 0.9  # one predicted class for at least this share of test frames ...
+DEGENERATE_MARGIN = 0.1  # ... and at least this much above that class's true share
+LOWER_IS_BETTER = ("error", "loss", "mae", "rmse", "hd95", "msd")
 METHOD_ORDER = (
     "random", "imagenet", "supervised-coarse", "supervised-fine", "simclr", "clpi", "uscl",
     "awcl-coarse", "awcl-fine",
 )  # fmt: skip
-MAX_TABLE_METRICS = 3
+MAX_TABLE_METRICS = 4
 # Column titles for metric keys whose meaning is not obvious from the key alone.
 DISPLAY = {"f1": "macro-F1", "precision": "macro-precision", "recall": "macro-recall",
-           "hc_mae_mm": "HC error (mm)", "miou": "mIoU", "gaa": "GAA", "ma": "MA"}  # fmt: skip
+           "hc_mae_mm": "HC error (mm)", "miou": "mIoU", "gaa": "GAA", "ma": "MA", "auroc": "AUROC",
+           "balanced_accuracy": "balanced acc.", "hd95_mm": "HD95 (mm)", "dice": "Dice"}  # fmt: skip
 
 
 def lower_is_better(metric: str) -> bool:
@@ -93,9 +106,11 @@ def results_table(data: StudyData) -> pd.DataFrame:
             for metric, value in f.items():
                 rows.append({
                     "kind": "finetune", "method": lab.get("method"), "ratio": lab.get("ratio"),
-                    "seed": lab.get("seed"), "task": lab.get("task"), "task_kind": lab.get("task_kind"),
-                    "protocol": lab.get("protocol"), "main": bool(lab.get("main", True)),
-                    "fold": i, "epoch": None, "metric": metric, "value": value, "run": rec["dir"].name,
+                    "seed": lab.get("seed"), "ft_seed": lab.get("ft_seed", lab.get("seed")),
+                    "train_patients": lab.get("train_patients"), "task": lab.get("task"),
+                    "task_kind": lab.get("task_kind"), "protocol": lab.get("protocol"),
+                    "main": bool(lab.get("main", True)), "fold": i, "epoch": None, "step": None,
+                    "metric": metric, "value": value, "run": rec["dir"].name,
                 })  # fmt: skip
     for rec in data.of_kind("pretrain"):
         lab = rec["labels"]
@@ -104,16 +119,19 @@ def results_table(data: StudyData) -> pd.DataFrame:
             continue
         for _, h in hist.iterrows():
             for metric in hist.columns:
-                if metric == "epoch" or not np.issubdtype(hist[metric].dtype, np.number):
+                if metric in ("epoch", "step") or not np.issubdtype(hist[metric].dtype, np.number):
+                    continue
+                if not np.isfinite(h[metric]):  # e.g. the loss of the step-0 (pre-training) row
                     continue
                 rows.append({
                     "kind": "pretrain", "method": lab.get("method"), "ratio": lab.get("ratio"),
-                    "seed": lab.get("seed"), "task": None, "task_kind": None, "protocol": None,
-                    "main": None, "fold": None, "epoch": int(h.get("epoch", _)),
+                    "seed": lab.get("seed"), "ft_seed": None, "train_patients": None, "task": None,
+                    "task_kind": None, "protocol": None, "main": None, "fold": None,
+                    "epoch": int(h.get("epoch", _)), "step": h.get("step"),
                     "metric": metric, "value": float(h[metric]), "run": rec["dir"].name,
                 })  # fmt: skip
-    cols = ["kind", "method", "ratio", "seed", "task", "task_kind", "protocol", "main", "fold",
-            "epoch", "metric", "value", "run"]  # fmt: skip
+    cols = ["kind", "method", "ratio", "seed", "ft_seed", "train_patients", "task", "task_kind",
+            "protocol", "main", "fold", "epoch", "step", "metric", "value", "run"]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -135,12 +153,430 @@ def find_image(run_dir: Path, *words: str) -> Path | None:
     return None
 
 
+def main_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Downstream rows of the main tables: main encoders, the whole training part."""
+    tp = df["train_patients"] if "train_patients" in df.columns else pd.Series(np.nan, index=df.index)
+    return df[(df.kind == "finetune") & (df.main == True) & tp.isna()]  # noqa: E712
+
+
+# --------------------------------------------------------------------------- predictions
+LABEL_COLS = ("method", "ratio", "seed", "ft_seed", "task", "task_kind", "protocol", "main", "train_patients")
+
+
+def load_predictions(data: StudyData) -> pd.DataFrame:
+    """Every finished downstream run's ``predictions.csv``, stacked, with the run's labels
+    (``method``, ``seed``, ``ft_seed``, ``task``, ``protocol``, ``train_patients``, ...) and
+    ``run`` added. Runs without the file (stand-ins, old runs) are left out."""
+    parts = []
+    for rec in data.of_kind("finetune"):
+        path = rec["dir"] / "run" / "predictions.csv"
+        if not path.is_file():
+            continue
+        try:
+            p = pd.read_csv(path, dtype={"true": str, "pred": str, "patient_id": str, "frame_id": str})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError):
+            continue
+        lab = rec["labels"]
+        for col in LABEL_COLS:
+            p[col] = lab.get(col, lab.get("seed") if col == "ft_seed" else None)
+        p["run"] = rec["dir"].name
+        parts.append(p)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*LABEL_COLS, "run"])
+
+
+def _is_none(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def degenerate_runs(preds: pd.DataFrame) -> list[dict[str, Any]]:
+    """Classification runs that predict one class for (nearly) every test frame.
+
+    A run is flagged when one predicted class covers at least ``DEGENERATE_SHARE`` of its test
+    frames (all folds and seeds of the run) and exceeds that class's true share by at least
+    ``DEGENERATE_MARGIN``: a classifier that has collapsed onto one answer, whatever its
+    accuracy. Returns one dict per flagged run (labels, class, shares)."""
+    out = []
+    if preds.empty or "pred" not in preds.columns:
+        return out
+    for run, p in preds[preds.task_kind == "classify"].groupby("run", sort=False):
+        pred_share = p["pred"].value_counts(normalize=True)
+        top, share = str(pred_share.index[0]), float(pred_share.iloc[0])
+        true_share = float((p["true"] == top).mean())
+        if share >= DEGENERATE_SHARE and share - true_share >= DEGENERATE_MARGIN:
+            first = p.iloc[0]
+            out.append({
+                "run": run, "method": first["method"], "task": first["task"], "protocol": first["protocol"],
+                "train_patients": first["train_patients"], "main": bool(first["main"]), "class": top,
+                "share": share, "true_share": true_share,
+            })  # fmt: skip
+    return out
+
+
+def identical_methods(table: Table) -> list[list[str]]:
+    """Groups of methods whose rows in ``table`` are identical in every number column."""
+    seen: dict[tuple[str, ...], list[str]] = {}
+    cols = [j for j, h in enumerate(table.header) if j > 0 and h != "notes"]
+    for row in table.rows:
+        cells = tuple(row[j] for j in cols)
+        if all(c == "—" for c in cells):
+            continue
+        seen.setdefault(cells, []).append(row[0])
+    return [ms for ms in seen.values() if len(ms) > 1]
+
+
+def identical_predictions(preds: pd.DataFrame, task: str, protocol: str) -> list[list[str]]:
+    """Groups of methods with the very same prediction for every test frame (main runs)."""
+    if preds.empty:
+        return []
+    if "pred" not in preds.columns:
+        return []
+    sub = preds[(preds.task == task) & (preds.protocol == protocol) & (preds.main == True)  # noqa: E712
+                & preds.train_patients.map(_is_none) & (preds.task_kind == "classify")
+                & preds["pred"].notna()]  # fmt: skip
+    if sub.empty:
+        return []
+    keyed = {}
+    for m, g in sub.groupby("method", sort=False):
+        g = g.sort_values(["ft_seed", "seed", "fold", "frame_id"])
+        keyed.setdefault(tuple(g["pred"].astype(str)), []).append(str(m))
+    return [ms for ms in keyed.values() if len(ms) > 1]
+
+
+# --------------------------------------------------------------------------- pretraining
+def pretrain_setup(data: StudyData) -> list[str]:
+    """Sentences on how pretraining was run: batch composition (summary.json's
+    ``batch_composition``, else derived from ``class_group``) and augmentations."""
+    recs = data.of_kind("pretrain")
+    if not recs:
+        return []
+    comps: dict[str, list[str]] = {}
+    for rec in recs:
+        m = str(rec["labels"].get("method", rec["name"]))
+        res = rec.get("result", {})
+        comp = res.get("batch_composition")
+        if comp is None:
+            g = res.get("class_group")
+            if g is None or not m.startswith(("awcl", "clpi")):
+                comp = "not recorded" if g is None and m.startswith(("awcl", "clpi")) else "random"
+            else:
+                comp = "random" if int(g) <= 1 else f"labelled frames of one class (awcl) or scan (clpi) in groups of {g}"
+        comps.setdefault(str(comp), [])
+        if m not in comps[str(comp)]:
+            comps[str(comp)].append(m)
+    parts = [f"{comp} ({', '.join(_methods_in_order(ms))})" for comp, ms in comps.items()]
+    out = ["Pretraining batch composition: " + "; ".join(parts) + " (the paper's batches are random)."]
+    augs = {(tuple(r["result"].get("crop_scale", ())), r["result"].get("blur")) for r in recs
+            if "crop_scale" in r.get("result", {})}  # fmt: skip
+    for crop, blur in sorted(augs, key=str):
+        out.append(f"Pretraining augmentations: random resized crop of {crop[0]:g}–{crop[1]:g} of the frame "
+                   f"area, blur probability {blur:g}.")  # fmt: skip
+    return out
+
+
+def knn_histories(data: StudyData) -> pd.DataFrame:
+    """kNN-monitor accuracy per pretraining run and step: method, ratio, seed, epoch, step, knn_acc."""
+    rows = []
+    for rec in data.of_kind("pretrain"):
+        hist = pretrain_history(rec)
+        if hist is None or "knn_acc" not in hist.columns:
+            continue
+        lab = rec["labels"]
+        c = rec.get("config", {})
+        labels = c.get("monitor_granularity") or c.get("granularity") or "coarse"
+        for _, h in hist.iterrows():
+            if pd.notna(h["knn_acc"]):
+                rows.append({"method": lab.get("method"), "ratio": lab.get("ratio"), "seed": lab.get("seed"),
+                             "labels": labels,
+                             "epoch": int(h["epoch"]), "step": int(h["step"]) if "step" in hist and pd.notna(h["step"]) else None,
+                             "knn_acc": float(h["knn_acc"]), "run": rec["dir"].name})  # fmt: skip
+    return pd.DataFrame(rows, columns=["method", "ratio", "seed", "labels", "epoch", "step", "knn_acc", "run"])
+
+
+def knn_curves(knn: pd.DataFrame) -> bytes | None:
+    """kNN accuracy vs pretraining step, one line per run (the first point: before training)."""
+    if knn.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    cmap = plt.get_cmap("tab10")
+    methods = _methods_in_order(list(dict.fromkeys(knn.method)))
+    for i, m in enumerate(methods):
+        for j, (_, g) in enumerate(knn[knn.method == m].groupby("run", sort=False)):
+            g = g.sort_values("epoch")
+            x = g["step"] if g["step"].notna().all() else g["epoch"]
+            r = g["ratio"].iloc[0]
+            name = m + (f" r={r:g}" if not _is_none(r) else "") + (f" seed {g['seed'].iloc[0]}" if knn.seed.nunique() > 1 else "")
+            ax.plot(x, g["knn_acc"], marker="o", ms=3, color=cmap(i % 10), alpha=1.0 if j == 0 else 0.6,
+                    label=name)  # fmt: skip
+            if int(g["epoch"].iloc[0]) == 0:
+                ax.plot(x.iloc[:1], g["knn_acc"].iloc[:1], marker="s", ms=7, color=cmap(i % 10), mfc="none")
+    ax.set_xlabel("pretraining step" if knn["step"].notna().all() else "epoch")
+    ax.set_ylabel("kNN accuracy (held-out patients)")
+    ax.set_title("kNN monitor during pretraining (square: before training)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return _png(fig)
+
+
+def knn_table(knn: pd.DataFrame) -> Table | None:
+    """Per method: kNN accuracy before training, at the end, and the change (mean over runs)."""
+    if knn.empty:
+        return None
+    rows = []
+    for m in _methods_in_order(list(dict.fromkeys(knn.method))):
+        starts, ends, steps = [], [], []
+        for _, g in knn[knn.method == m].groupby("run", sort=False):
+            g = g.sort_values("epoch")
+            ends.append(float(g["knn_acc"].iloc[-1]))
+            steps.append(g["step"].iloc[-1])
+            if int(g["epoch"].iloc[0]) == 0:
+                starts.append(float(g["knn_acc"].iloc[0]))
+        s0 = f"{np.mean(starts):.3f}" if starts else "—"
+        change = f"{np.mean(ends) - np.mean(starts):+.3f}" if starts else "—"
+        rows.append([m, s0, f"{np.mean(ends):.3f}", change, str(steps[-1]) if steps else "—", str(len(ends))])
+    return Table(["method", "kNN before training", "kNN at the end", "change", "steps", "runs"], rows)
+
+
+# --------------------------------------------------------------------------- intervals
+# Patient-level bootstrap from awcl.evaluate.summary; these adapters fix how the study pools
+# runs (folds, seeds) before calling it.
+N_BOOT = 1000
+
+
+def pooled_summary(preds: pd.DataFrame, kind: str, auroc: bool = True) -> dict[str, tuple[float, float, float]]:
+    """metric -> (value, lo, hi) on the pooled predictions of one method/task/protocol (all
+    folds and seeds): the metric on every test frame, its 95% interval by bootstrap over test
+    patients (a patient's frames of every seed stay together). Empty when not computable.
+    ``auroc=False`` leaves AUROC out (most of the cost of a resample)."""
+    from awcl.evaluate.summary import classification_summary, segmentation_summary
+
+    if preds.empty:
+        return {}
+    p = preds.drop(columns=["video_id"], errors="ignore")  # no video-level votes needed here
+    try:
+        if kind == "classify":
+            if "pred" not in p.columns or p["pred"].isna().any():
+                return {}
+            classes = [c[5:] for c in p.columns if c.startswith("prob_") and p[c].notna().all()]
+            if not classes:
+                classes = sorted(set(p["true"].astype(str)) | set(p["pred"].astype(str)))
+            if not auroc:
+                p = p.drop(columns=[c for c in p.columns if c.startswith("prob_")])
+            s = classification_summary(p, classes, "patient_id", N_BOOT, seed=0)
+        else:
+            s = segmentation_summary(p, "patient_id", N_BOOT, seed=0)
+    except AwclError:  # e.g. stand-in or old predictions without the needed columns
+        return {}
+    out = {}
+    for k, v in s["pooled"].items():
+        ci = s["intervals"].get(k)
+        if v is not None and ci:
+            out[k] = (float(v), float(ci[0]), float(ci[1]))
+    return out
+
+
+def cell_interval(preds: pd.DataFrame, metric: str, kind: str) -> tuple[float, float, float] | None:
+    """(value, lo, hi) of one metric on pooled predictions (see :func:`pooled_summary`)."""
+    return pooled_summary(preds, kind, auroc=metric == "auroc").get(metric)
+
+
+def aligned(preds: pd.DataFrame, a: str, b: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows of methods ``a`` and ``b`` for the same test frames, in the same order, each row's
+    ``frame_id`` made unique per replicate.
+
+    A replicate is a (pretraining seed, downstream seed) pair; a method evaluated for one
+    pretraining seed only (random init under ``finetune_seeds``) is reused for every
+    pretraining seed of the other method. Frames are matched on (replicate, fold, frame_id)."""
+    pa, pb = preds[preds.method == a], preds[preds.method == b]
+    if pa.empty or pb.empty:
+        return pa.iloc[:0], pb.iloc[:0]
+    seeds = sorted({str(v) for v in pa.seed} | {str(v) for v in pb.seed})
+
+    def expand(p: pd.DataFrame) -> pd.DataFrame:
+        p = p.assign(seed=p.seed.astype(str), ft_seed=p.ft_seed.astype(str))
+        if p.seed.nunique() == 1 and len(seeds) > 1:  # one encoder for all pretraining seeds
+            return pd.concat([p.assign(seed=s) for s in seeds], ignore_index=True)
+        return p
+
+    key = ["seed", "ft_seed", "fold", "frame_id"]
+    pa, pb = expand(pa), expand(pb)
+    both = pa[key].merge(pb[key], on=key)
+    out = []
+    for p in (pa, pb):
+        p = p.merge(both, on=key).sort_values(key).reset_index(drop=True)
+        p["frame_id"] = p.seed + "|" + p.ft_seed + "|" + p.fold.astype(str) + "|" + p.frame_id.astype(str)
+        out.append(p)
+    return out[0], out[1]
+
+
+def paired_difference(preds: pd.DataFrame, a: str, b: str, metric: str, kind: str,
+                      ) -> tuple[float, float, float, int] | None:
+    """metric(a) − metric(b) on the same test frames with a 95% paired-bootstrap interval
+    over test patients (folds and seeds pooled): (diff, lo, hi, frames); None when the two
+    methods share no test frame or the metric cannot be computed from their predictions."""
+    from awcl.evaluate.summary import paired_bootstrap_diff
+
+    pa, pb = aligned(preds, a, b)
+    if pa.empty:
+        return None
+    if kind == "classify":  # the same class columns in both (drop those of other tasks)
+        for p in (pa, pb):
+            p.drop(columns=[c for c in p.columns if c.startswith("prob_") and p[c].isna().any()], inplace=True)
+    try:
+        if kind == "classify" and metric != "auroc":
+            # without probabilities a resample skips AUROC (~40x faster); classes then come
+            # from true/pred, equal for both runs whenever every class is in the test truth
+            try:
+                diff, lo, hi = paired_bootstrap_diff(*(p.drop(columns=[c for c in p.columns if c.startswith("prob_")])
+                                                       for p in (pa, pb)), metric, "patient_id", n=N_BOOT, seed=0)  # fmt: skip
+            except AwclError:
+                diff, lo, hi = paired_bootstrap_diff(pa, pb, metric, "patient_id", n=N_BOOT, seed=0)
+        else:
+            diff, lo, hi = paired_bootstrap_diff(pa, pb, metric, "patient_id", n=N_BOOT, seed=0)
+    except AwclError:
+        return None
+    if not all(np.isfinite(v) for v in (diff, lo, hi)):
+        return None
+    return float(diff), float(lo), float(hi), len(pa)
+
+
+def efficiency_table(points: pd.DataFrame) -> Table:
+    """Rows: (task, protocol, method); columns: n labelled patients; cells mean [lo, hi]."""
+    ns = sorted({int(n) for n in points.n.dropna()})
+    cols = [*ns, None]
+    rows = []
+    for (task, protocol), pp in points.groupby(["task", "protocol"], sort=False):
+        for m in _methods_in_order(list(dict.fromkeys(pp.method))):
+            row = [f"{task} ({protocol})", m]
+            for n in cols:
+                pt = pp[(pp.method == m) & pp.n.map(lambda v, n=n: (None if _is_none(v) else int(v)) == n)]
+                if pt.empty:
+                    row.append("—")
+                    continue
+                r = pt.iloc[0]
+                row.append(f"{r['mean']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]" if pd.notna(r["lo"])
+                           else _fmt(r["mean"], r["std"]))  # fmt: skip
+            rows.append(row)
+    metric = DISPLAY.get(points.metric.iloc[0], points.metric.iloc[0])
+    return Table(["task", "method"] + [f"{metric}, n={n}" if n is not None else f"{metric}, all" for n in cols], rows)
+
+
+def pairwise_tables(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str],
+                    ) -> tuple[list[Table], list[str], int]:
+    """Per task and protocol (main runs, whole training part): every pair of methods, the
+    difference of the headline metric with its 95% paired-bootstrap interval.
+
+    Returns (tables, sentences naming the significant differences, number of comparisons)."""
+    tables, significant, n_tests = [], [], 0
+    if preds.empty:
+        return tables, significant, n_tests
+    main = preds[(preds.main == True) & preds.train_patients.map(_is_none)]  # noqa: E712
+    for task in tasks:
+        for protocol in PROTOCOLS:
+            sub = main[(main.task == task) & (main.protocol == protocol)]
+            if sub.empty:
+                continue
+            sub = sub.dropna(axis=1, how="all")  # columns of other tasks' predictions
+            kind = str(sub.task_kind.iloc[0])
+            metric = HEADLINE.get(kind, "accuracy")
+            methods = _methods_in_order(list(dict.fromkeys(sub.method)))
+            rows: list[list[str]] = []
+            bold: set[tuple[int, int]] = set()
+            for i, a in enumerate(methods):
+                for b in methods[i + 1 :]:
+                    res = paired_difference(sub, b, a, metric, kind)  # later listed minus earlier
+                    if res is None:
+                        continue
+                    d, lo, hi, frames = res
+                    n_tests += 1
+                    sig = lo > 0 or hi < 0
+                    better = (d < 0) if lower_is_better(metric) else (d > 0)
+                    verdict = ("yes: " + (b if better else a) + " better") if sig else "no"
+                    rows.append([f"{b} − {a}", f"{d:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]", verdict,
+                                 str(sub[sub.method == b].patient_id.nunique()), str(frames)])  # fmt: skip
+                    if sig:
+                        bold.add((len(rows) - 1, 3))
+                        significant.append(
+                            f"{task} ({protocol}): {b if better else a} over {a if better else b}, "
+                            f"{DISPLAY.get(metric, metric)} {b} − {a} = {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                        )
+            if rows:
+                t = Table(["difference", f"{DISPLAY.get(metric, metric)}", "95% CI", "significant",
+                           "test patients", "paired frames"], rows, bold)  # fmt: skip
+                t.caption = f"{task}, {protocol}"
+                tables.append(t)
+    return tables, significant, n_tests
+
+
+def efficiency_points(preds: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """Label-efficiency points: per (task, protocol, method, n) the headline metric with its
+    interval; n = labelled training patients per fold (None = all)."""
+    rows = []
+    fin = df[(df.kind == "finetune") & (df.main == True)]  # noqa: E712
+    if fin.empty or fin.train_patients.notna().sum() == 0:
+        return pd.DataFrame(columns=["task", "protocol", "method", "n", "metric", "mean", "std", "lo", "hi"])
+    for (task, protocol), g in fin.groupby(["task", "protocol"], sort=False):
+        if g.train_patients.notna().sum() == 0:
+            continue
+        kind = str(g.task_kind.iloc[0])
+        metric = HEADLINE.get(kind) if HEADLINE.get(kind) in set(g.metric) else table_metrics(g, task)[0]
+        for method, gm in g.groupby("method", sort=False):
+            for n, gn in gm.groupby(gm.train_patients.map(lambda v: -1 if _is_none(v) else int(v)), sort=True):
+                vals = gn[gn.metric == metric].value
+                lo = hi = np.nan
+                value = float(vals.mean())
+                if not preds.empty:
+                    p = preds[(preds.task == task) & (preds.protocol == protocol) & (preds.method == method)
+                              & (preds.main == True)]  # noqa: E712  # fmt: skip
+                    p = p[p.train_patients.map(lambda v, n=n: (-1 if _is_none(v) else int(v)) == n)]
+                    ci = cell_interval(p.dropna(axis=1, how="all"), metric, kind)
+                    if ci is not None:
+                        value, lo, hi = ci
+                rows.append({"task": task, "protocol": protocol, "method": method, "n": None if n < 0 else n,
+                             "metric": metric, "mean": value, "std": float(vals.std(ddof=0)),
+                             "lo": lo, "hi": hi})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def efficiency_curve(points: pd.DataFrame) -> bytes | None:
+    """Metric vs number of labelled training patients, one panel per (task, protocol)."""
+    if points.empty:
+        return None
+    plt = _plt()
+    panels = list(dict.fromkeys(zip(points.task, points.protocol)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
+    for ax, (task, protocol) in zip(axes[0], panels):
+        pp = points[(points.task == task) & (points.protocol == protocol)]
+        ns = sorted({int(n) for n in pp.n.dropna()})
+        ticks = [*ns, None]  # "all" at the right end
+        pos = {n: i for i, n in enumerate(ticks)}
+        methods = _methods_in_order(list(dict.fromkeys(pp.method)))
+        for k, m in enumerate(methods):
+            pm = pp[pp.method == m]
+            x = np.array([pos[None if _is_none(n) else int(n)] for n in pm.n], dtype=float)
+            x += (k - (len(methods) - 1) / 2) * 0.06  # small dodge so intervals do not overlap
+            y = pm["mean"].to_numpy()
+            have = pm.lo.notna().to_numpy()
+            yerr = np.vstack([np.where(have, y - pm.lo, pm["std"]), np.where(have, pm.hi - y, pm["std"])])
+            order = np.argsort(x)
+            ax.errorbar(x[order], y[order], yerr=yerr[:, order], marker="o", ms=4, capsize=3, label=m)
+        ax.set_xticks(range(len(ticks)), [str(n) if n is not None else "all" for n in ticks])
+        ax.set_xlabel("labelled training patients per fold")
+        ax.set_ylabel(DISPLAY.get(pp.metric.iloc[0], pp.metric.iloc[0]))
+        ax.set_title(f"{task} ({protocol})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
 # --------------------------------------------------------------------------- document
 @dataclass
 class Table:
     header: list[str]
     rows: list[list[str]]
     bold: set[tuple[int, int]] = field(default_factory=set)  # (row, col)
+    caption: str = ""  # a line above the table
 
 
 @dataclass
@@ -176,9 +612,20 @@ def table_metrics(df: pd.DataFrame, task: str) -> list[str]:
     return chosen[:MAX_TABLE_METRICS]
 
 
-def transfer_table(df: pd.DataFrame, protocol: str, tasks: list[str]) -> Table | None:
-    """Methods x (task, metric), mean ± std over folds and seeds; best per column in bold."""
-    sub = df[(df.kind == "finetune") & (df.protocol == protocol) & (df.main == True)]  # noqa: E712
+def transfer_table(
+    df: pd.DataFrame,
+    protocol: str,
+    tasks: list[str],
+    intervals: dict[tuple[str, str, str], tuple[float, float, float]] | None = None,
+    notes: dict[str, str] | None = None,
+) -> Table | None:
+    """Methods x (task, metric) of the main runs (whole training part). Where the predictions
+    allow it (``intervals``), a cell is the metric on all test frames of all folds and seeds
+    pooled with its 95% patient-bootstrap interval (``value [lo, hi]``); otherwise the mean ±
+    std of the per-fold values (folds and seeds). Best per column in bold.
+    ``notes`` (method -> text) adds a last column, e.g. a degenerate-classifier warning."""
+    sub = main_rows(df)
+    sub = sub[sub.protocol == protocol]
     if sub.empty:
         return None
     tasks = [t for t in tasks if t in set(sub.task)]
@@ -192,9 +639,14 @@ def transfer_table(df: pd.DataFrame, protocol: str, tasks: list[str]) -> Table |
         for t, met in cols:
             if (m, t, met) in stats.index:
                 s = stats.loc[(m, t, met)]
-                std = float(np.nan_to_num(s["std"])) if s["count"] > 1 else 0.0
-                row.append(_fmt(float(s["mean"]), std))
-                mrow.append(float(s["mean"]))
+                ci = (intervals or {}).get((m, t, met))
+                if ci is not None and all(np.isfinite(v) for v in ci):
+                    row.append(f"{ci[0]:.3f} [{ci[1]:.3f}, {ci[2]:.3f}]")
+                    mrow.append(float(ci[0]))
+                else:
+                    std = float(np.nan_to_num(s["std"])) if s["count"] > 1 else 0.0
+                    row.append(_fmt(float(s["mean"]), std))
+                    mrow.append(float(s["mean"]))
             else:
                 row.append("—")
                 mrow.append(np.nan)
@@ -209,11 +661,16 @@ def transfer_table(df: pd.DataFrame, protocol: str, tasks: list[str]) -> Table |
         best = np.nanmin(col) if lower_is_better(met) else np.nanmax(col)
         for i in np.where(np.isclose(col, best))[0]:
             bold.add((int(i), j + 1))
+    if notes and any(notes.get(m) for m in methods):
+        header.append("notes")
+        for row, m in zip(rows, methods):
+            row.append(notes.get(m, ""))
     return Table(header, rows, bold)
 
 
 def coarse_fine_table(df: pd.DataFrame, tasks: list[str]) -> Table | None:
-    sub = df[(df.kind == "finetune") & (df.protocol == "full") & (df.main == True)]  # noqa: E712
+    sub = main_rows(df)
+    sub = sub[sub.protocol == "full"]
     pairs = [(f"{b}-coarse", f"{b}-fine") for b in ("supervised", "awcl")]
     pairs = [p for p in pairs if p[0] in set(sub.method) and p[1] in set(sub.method)]
     if not pairs:
@@ -255,6 +712,8 @@ def _plt():
 
 def ratio_curve(df: pd.DataFrame, tasks: list[str]) -> bytes | None:
     sub = df[(df.kind == "finetune") & df.method.astype(str).str.startswith("awcl") & df.ratio.notna()]
+    if "train_patients" in sub.columns:
+        sub = sub[sub.train_patients.isna()]
     if sub.empty or sub.ratio.nunique() < 2:
         return None
     tasks = [t for t in tasks if sub[sub.task == t].ratio.nunique() >= 2]  # swept tasks only
@@ -363,9 +822,43 @@ def versions_and_hardware() -> list[list[str]]:
     return rows
 
 
-def build_sections(data: StudyData, df: pd.DataFrame) -> list[Section]:
+def table_intervals(preds: pd.DataFrame, df: pd.DataFrame, protocol: str, tasks: list[str],
+                    ) -> dict[tuple[str, str, str], tuple[float, float, float]]:
+    """(method, task, metric) -> (pooled value, lo, hi) for the cells of one protocol's table."""
+    out: dict[tuple[str, str, str], tuple[float, float, float]] = {}
+    if preds.empty:
+        return out
+    sub = main_rows(df)
+    sub = sub[sub.protocol == protocol]
+    p_main = preds[(preds.protocol == protocol) & (preds.main == True) & preds.train_patients.map(_is_none)]  # noqa: E712
+    for task in [t for t in tasks if t in set(sub.task)]:
+        kind = str(sub[sub.task == task].task_kind.iloc[0])
+        for m in set(sub[sub.task == task].method):
+            p = p_main[(p_main.task == task) & (p_main.method == m)]
+            for met, ci in pooled_summary(p.dropna(axis=1, how="all"), kind).items():
+                out[(m, task, met)] = ci
+    return out
+
+
+def degenerate_notes(flags: list[dict[str, Any]], protocol: str) -> dict[str, str]:
+    """method -> warning text for the main-table runs of ``protocol`` that collapsed."""
+    notes: dict[str, list[str]] = {}
+    for f in flags:
+        if f["protocol"] != protocol or not f["main"] or not _is_none(f["train_patients"]):
+            continue
+        notes.setdefault(f["method"], []).append(
+            f"⚠ degenerate ({f['task']}): predicts '{f['class']}' for {f['share']:.0%} of test frames "
+            f"(true share {f['true_share']:.0%})"
+        )
+    return {m: "; ".join(v) for m, v in notes.items()}
+
+
+def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None = None) -> list[Section]:
+    if preds is None:
+        preds = load_predictions(data)
     tasks = list(dict.fromkeys(df[df.kind == "finetune"].task.dropna()))
     secs: list[Section] = []
+    flags = degenerate_runs(preds)
 
     over = Section("Overview")
     n_runs = len(data.index.get("runs", []))
@@ -373,20 +866,95 @@ def build_sections(data: StudyData, df: pd.DataFrame) -> list[Section]:
         f"Study **{data.index.get('name', '?')}**: {len(data.records)} of {n_runs} runs finished"
         + (f", {len(data.pending)} not finished (re-run `awcl study` to complete them)." if data.pending else ".")
         + f" Main-table anatomy ratio r = {data.index.get('anatomy_ratio')}."
-        + " Cells are mean ± std over folds (and seeds); best per column in bold."
+        + " Table cells: the metric on the test frames of all folds (and seeds) pooled, with its 95%"
+        " interval by bootstrap over test patients (`value [lo, hi]`); where a run has no"
+        " predictions, mean ± std over folds. Best per column in bold; every per-fold value is"
+        " in results.csv."
     )
+    for line in pretrain_setup(data):
+        over.blocks.append(line)
     for note in data.index.get("notes", []):
         over.blocks.append(f"Note: {note}.")
     secs.append(over)
 
-    for protocol, title, empty in (
-        ("full", "Transfer table (full fine-tuning)", "No full fine-tuning runs have finished."),
-        ("partial", "Partial fine-tuning (encoder frozen)", "No partial fine-tuning runs in this study."),
-    ):
+    identical_notes: list[str] = []
+    for protocol in PROTOCOLS:
+        title = PROTOCOL_TITLES[protocol]
+        present = not main_rows(df)[main_rows(df).protocol == protocol].empty
+        if not present and protocol not in ("full", "partial"):
+            continue  # probe sections only when the study has probes
         s = Section(title)
-        t = transfer_table(df, protocol, tasks)
-        s.blocks.append(t if t is not None else empty)
+        t = transfer_table(df, protocol, tasks, table_intervals(preds, df, protocol, tasks),
+                           degenerate_notes(flags, protocol)) if present else None  # fmt: skip
+        if t is None:
+            s.blocks.append("No full fine-tuning runs have finished." if protocol == "full"
+                            else "No partial fine-tuning runs in this study.")  # fmt: skip
+        else:
+            s.blocks.append(t)
+            for group in identical_methods(t):
+                msg = (f"⚠ {', '.join(group)}: identical numbers in every column of this table — the table "
+                       "cannot tell these methods apart (look for a degenerate classifier).")  # fmt: skip
+                s.blocks.append(msg)
+                identical_notes.append(f"{title}: {', '.join(group)}")
+            for task in tasks:
+                for group in identical_predictions(preds, task, protocol):
+                    s.blocks.append(f"⚠ {', '.join(group)} made the very same prediction for every test frame of {task}.")
+            for m, text in degenerate_notes(flags, protocol).items():
+                s.blocks.append(f"{m}: {text}.")
         secs.append(s)
+
+    s = Section("Pairwise differences (paired bootstrap over test patients)")
+    tables, significant, n_tests = pairwise_tables(preds, df, tasks)
+    if tables:
+        s.blocks.append(
+            "Each row: the difference of the headline metric (macro-F1 for classification, Dice for "
+            "segmentation) between two methods on the same test frames — all folds pooled, and all "
+            "seeds — with a 95% interval from resampling test patients (1000 resamples; the same "
+            "patients for both methods). A difference is significant when its interval excludes 0. "
+            f"{n_tests} comparisons, not corrected for multiplicity: about {0.05 * n_tests:.1f} could "
+            "exclude 0 by chance."
+        )
+        if significant:
+            s.blocks.append("Significant differences: " + "; ".join(significant) + ".")
+        else:
+            s.blocks.append("None of the differences between two methods is significant at this scale.")
+        s.blocks.extend(tables)
+    else:
+        s.blocks.append("No paired comparison: it needs two or more methods with predictions on the same test frames.")
+    secs.append(s)
+
+    s = Section("Label efficiency")
+    points = efficiency_points(preds, df)
+    png = efficiency_curve(points)
+    if png:
+        s.blocks.append(Image(png, "label_efficiency.png",
+                              "headline metric vs labelled training patients per fold (all folds and seeds "
+                              "pooled; bars: 95% patient-bootstrap interval, or ± std over folds where predictions are missing)"))  # fmt: skip
+        s.blocks.append(efficiency_table(points))
+    else:
+        s.blocks.append("No label-efficiency runs: give a task `train_patients: [n, ..., all]`.")
+    secs.append(s)
+
+    s = Section("kNN monitor during pretraining")
+    knn = knn_histories(data)
+    png = knn_curves(knn)
+    if png:
+        s.blocks.append(Image(png, "knn_curves.png", "kNN accuracy of held-out patients' frames vs pretraining step "
+                              "(first point: the initial encoder, before any step)"))  # fmt: skip
+        t = knn_table(knn)
+        if t is not None:
+            s.blocks.append(t)
+        by = knn.groupby("labels").method.unique()
+        if len(by) == 1:
+            s.blocks.append(f"Monitor labels: {by.index[0]} for every run (20-NN vote on held-out patients).")
+        else:
+            s.blocks.append("⚠ The monitor scored different labels: " + "; ".join(
+                f"{g} ({', '.join(_methods_in_order(list(ms)))})" for g, ms in by.items())
+                + " — curves of different label sets do not compare; set `monitor_granularity`.")  # fmt: skip
+    else:
+        s.blocks.append("No kNN monitor values (monitor off: `monitor_fraction: 0`; too few labelled patients or "
+                        "classes to hold some out; or no pretrained method finished).")  # fmt: skip
+    secs.append(s)
 
     s = Section("t-SNE of penultimate features")
     items = []
@@ -425,7 +993,7 @@ def build_sections(data: StudyData, df: pd.DataFrame) -> list[Section]:
             lab = rec["labels"]
             if lab.get("task") != task or lab.get("task_kind") != "classify":
                 continue
-            if lab.get("protocol") != "full" or not lab.get("main", True):
+            if lab.get("protocol") != "full" or not lab.get("main", True) or lab.get("train_patients") is not None:
                 continue
             if lab.get("seed") != min(r["labels"].get("seed", 0) for r in data.of_kind("finetune")):
                 continue
@@ -487,6 +1055,8 @@ def render_markdown(sections: list[Section], files_dir: str) -> str:
             if isinstance(b, str):
                 out += [b, ""]
             elif isinstance(b, Table):
+                if b.caption:
+                    out += [f"*{b.caption}*", ""]
                 out.append("| " + " | ".join(b.header) + " |")
                 out.append("|" + "|".join("---" for _ in b.header) + "|")
                 for i, row in enumerate(b.rows):
@@ -528,7 +1098,8 @@ def render_html(sections: list[Section]) -> str:
                 text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
                 out.append(f"<p>{text}</p>")
             elif isinstance(b, Table):
-                out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in b.header) + "</tr>")
+                cap = f"<caption>{html.escape(b.caption)}</caption>" if b.caption else ""
+                out.append(f"<table>{cap}<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in b.header) + "</tr>")
                 for i, row in enumerate(b.rows):
                     cells = [
                         f"<td><b>{html.escape(c)}</b></td>" if (i, j) in b.bold else f"<td>{html.escape(c)}</td>"
@@ -573,6 +1144,12 @@ def write_report(out: str | os.PathLike) -> ReportFiles:
     out = Path(out)
     files = out / "report_files"
     files.mkdir(exist_ok=True)
+    # the console summary: the transfer tables and the pairwise verdicts as rendered here
+    keep = [s for s in sections if s.title in PROTOCOL_TITLES.values()]
+    pair = next((s for s in sections if s.title.startswith("Pairwise")), None)
+    if pair is not None:
+        keep.append(Section(pair.title, [b for b in pair.blocks if isinstance(b, str)][1:]))
+    _write_atomic(files / SUMMARY_FILE, render_markdown(keep, files.name).split("\n", 2)[2])
     for s in sections:
         for b in s.blocks:
             if isinstance(b, Image):
@@ -583,13 +1160,20 @@ def write_report(out: str | os.PathLike) -> ReportFiles:
     return ReportFiles(out / "report.html", out / "report.md", out / "results.csv")
 
 
+SUMMARY_FILE = "summary.md"
+
+
 def summary_text(out: str | os.PathLike) -> str:
-    """The transfer tables as plain Markdown (for the console / notes)."""
+    """The transfer tables as plain Markdown (for the console / notes): the summary that
+    :func:`write_report` wrote (with intervals and verdicts), else plain mean ± std tables."""
+    cached = Path(out) / "report_files" / SUMMARY_FILE
+    if cached.is_file():
+        return cached.read_text(encoding="utf-8").strip()
     data = load_study(out)
     df = results_table(data)
     tasks = list(dict.fromkeys(df[df.kind == "finetune"].task.dropna()))
     parts = []
-    for proto in ("full", "partial"):
+    for proto in PROTOCOLS:
         t = transfer_table(df, proto, tasks)
         if t is not None:
             body = render_markdown([Section("", [t])], "report_files").split("\n")[4:]

@@ -28,7 +28,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from awcl.errors import AwclError
-from awcl.study.config import PRETRAIN_DATASET, DatasetSpec, StudyConfig, TaskSpec
+from awcl.study.config import PRETRAIN_DATASET, PROBES, DatasetSpec, StudyConfig, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,41 @@ def _link(config: dict[str, Any], **refs: Any) -> dict[str, Run]:
             config[name] = ref
     return deps
 
+def _finetune_run(task: TaskSpec, protocol: str, method: str, ratio: float | None, seed: int,
+                  ft_seed: int, n: int | None, main: bool, data: Run | str, init: Run | str,
+                  per_seed: bool) -> Run:
+    """One downstream run: ``task``/``protocol`` on the encoder ``init``, downstream seed
+    ``ft_seed``, fitted on ``n`` training patients per fold (None: all)."""
+    tcfg: dict[str, Any] = {
+        "task": task.task,
+        "protocol": protocol,
+        "head": task.head,
+        "preset": task.preset,
+        "epochs": task.epochs,
+        "folds": task.folds,
+        "classes": task.classes,
+        "granularity": task.granularity,
+        "seed": ft_seed,
+        **task.extra,
+    }
+    if n is not None:  # absent for "all", so existing runs keep their cache keys
+        tcfg["train_patients"] = n
+    deps = _link(tcfg, data=data, init=init)
+    labels = {
+        "method": method, "ratio": ratio, "seed": seed, "ft_seed": ft_seed, "task": task.name,
+        "task_kind": task.task, "protocol": protocol, "main": main, "train_patients": n,
+    }  # fmt: skip
+    probe = protocol in PROBES
+    cost = 0.3 * task.folds if probe else (task.epochs or 50) * task.folds * (1.0 if protocol == "full" else 0.4)
+    cost *= 1.5 if task.task == "segment" else 1.0
+    if n is not None and not probe:
+        cost *= 0.6  # fewer training frames per epoch
+    name = f"{method}{'' if ratio is None else f'-r{ratio:g}'}-{task.name}-{protocol}"
+    name += f"-n{n}" if n is not None else ""
+    name += f"-s{ft_seed}" if per_seed else ""
+    return Run("finetune", name, tcfg, labels, deps, cost)
+
+
 def plan_study(cfg: StudyConfig, out: Path) -> Plan:
     """Expand ``cfg`` into runs in dependency order (data, pretrain, then downstream)."""
     notes: list[str] = []
@@ -219,27 +254,13 @@ def plan_study(cfg: StudyConfig, out: Path) -> Plan:
             for protocol in task.protocols:
                 if not main and not (task.name in sweep and protocol == _sweep_protocol(task)):
                     continue
-                tcfg: dict[str, Any] = {
-                    "task": task.task,
-                    "protocol": protocol,
-                    "head": task.head,
-                    "preset": task.preset,
-                    "epochs": task.epochs,
-                    "folds": task.folds,
-                    "classes": task.classes,
-                    "granularity": task.granularity,
-                    "seed": seed,
-                    **task.extra,
-                }
-                deps = _link(tcfg, data=data, init=init)
-                labels = {
-                    "method": method, "ratio": ratio, "seed": seed, "task": task.name,
-                    "task_kind": task.task, "protocol": protocol, "main": main,
-                }  # fmt: skip
-                cost = task.epochs * task.folds * (1.0 if protocol == "full" else 0.4)
-                cost *= 1.5 if task.task == "segment" else 1.0
-                suffix = "" if ratio is None else f"-r{ratio:g}"
-                add(Run("finetune", f"{method}{suffix}-{task.name}-{protocol}", tcfg, labels, deps, cost))
+                # label efficiency (train_patients) only for the main encoders
+                counts = task.train_patients if main else [None]
+                ft_seeds = task.finetune_seeds or cfg.finetune_seeds
+                for ft_seed in ft_seeds or [seed]:
+                    for n in counts:
+                        add(_finetune_run(task, protocol, method, ratio, seed, ft_seed, n, main,
+                                          data, init, per_seed=ft_seeds is not None))
 
     if cfg.embed.enabled:
         names = [t.name for t in cfg.tasks]
@@ -291,7 +312,10 @@ def headline(run: Run, result: dict[str, Any]) -> str:
         vals = [f[metric] for f in folds if isinstance(f.get(metric), (int, float))]
         return f"{metric} {np.mean(vals):.3f} ± {np.std(vals):.3f} over {len(vals)} folds"
     if run.kind == "pretrain" and "final_loss" in result:
-        return f"final loss {result['final_loss']:.4f}"
+        text = f"final loss {result['final_loss']:.4f}"
+        if result.get("knn_acc_init") is not None and result.get("knn_acc") is not None:
+            text += f", kNN {result['knn_acc_init']:.3f} (step 0) -> {result['knn_acc']:.3f}"
+        return text
     if run.kind == "data" and "frames" in result:
         return f"{result['frames']} frames"
     return ""

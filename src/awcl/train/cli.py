@@ -37,6 +37,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--lr", "lr", float, "Adam learning rate"),
     ("--weight-decay", "weight_decay", float, "Adam weight decay"),
     ("--size", "size", str, "input HxW, e.g. 224x288 (frames are cropped/resized on the fly)"),
+    ("--crop-scale", "crop_scale", str, "random-resized-crop area share LO,HI (SimCLR: 0.08,1)"),
     ("--flip", "flip", float, "horizontal flip probability"),
     ("--brightness", "brightness", float, "brightness jitter strength"),
     ("--contrast", "contrast", float, "contrast jitter strength"),
@@ -52,6 +53,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--checkpoint-every-n-steps", "checkpoint_every_n_steps", int, "extra checkpoint every N steps"),
     ("--monitor-fraction", "monitor_fraction", float, "share of labelled patients held out for the kNN monitor (0: off)"),
     ("--monitor-max", "monitor_max", int, "cap on kNN monitor bank/query frames"),
+    ("--monitor-granularity", "monitor_granularity", str, "labels the kNN monitor scores: coarse | fine (default: --granularity)"),
     ("--log-every-n-steps", "log_every_n_steps", int, "logging interval in steps"),
     ("--logger", "logger", str, "tensorboard | csv | wandb | mlflow; repeatable (wandb/mlflow: pip install 'awcl[wandb]' / 'awcl[mlflow]')"),
     ("--tracker-project", "tracker_project", str, "W&B project / MLflow experiment name"),
@@ -119,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for flag, name, typ, text in _FLAGS:
         d = defaults.get(name)
         if isinstance(d, tuple):
-            d = "x".join(str(v) for v in d)
+            d = ",".join(f"{v:g}" for v in d) if name == "crop_scale" else "x".join(str(v) for v in d)
         if isinstance(d, list):
             d = " ".join(str(v) for v in d) or "none"
         if d == "":

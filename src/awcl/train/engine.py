@@ -9,6 +9,7 @@ the precision chosen for the hardware (``awcl.train.precision``).
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import time
@@ -26,6 +27,8 @@ from awcl.data.pairs import PairViews, ResumableLoader, collate_views
 from awcl.errors import AwclError
 from awcl.methods.base import Method
 from awcl.models import build_encoder
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLoss(AwclError):
@@ -187,13 +190,20 @@ class Throughput(Callback):
 
 class KnnMonitor(Callback):
     """kNN accuracy of encoder features: bank = labelled frames of training patients, queries =
-    labelled frames of held-out patients (whose labels pretraining never sees)."""
+    labelled frames of held-out patients (whose labels pretraining never sees).
+
+    Measured once before the first step (``initial``: the accuracy of the initial encoder, the
+    random-init baseline of a run from scratch) and after every epoch (``last``). Measuring
+    runs the encoder in eval mode without gradients and draws no random numbers, so it leaves
+    training (and an exact resume) unchanged.
+    """
 
     def __init__(self, frames_path: str, bank: np.ndarray, bank_y: np.ndarray, query: np.ndarray,
                  query_y: np.ndarray, size: tuple[int, int], k: int = 20, batch: int = 64):
         self.frames_path, self.size, self.k, self.batch = frames_path, tuple(size), k, batch
         self.bank, self.bank_y, self.query, self.query_y = bank, bank_y, query, query_y
         self.last: float = float("nan")
+        self.initial: float = float("nan")  # before training (NaN on a resumed run)
 
     @torch.no_grad()
     def features(self, pl_module: PretrainModule, rows: np.ndarray) -> torch.Tensor:
@@ -207,7 +217,8 @@ class KnnMonitor(Callback):
                 out.append(torch.nn.functional.normalize(enc(x).float(), dim=1).cpu())
         return torch.cat(out)
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def measure(self, pl_module: PretrainModule) -> float:
+        """kNN accuracy of the current encoder on the query frames."""
         was = pl_module.encoder.training
         pl_module.encoder.eval()
         try:
@@ -221,12 +232,27 @@ class KnnMonitor(Callback):
         votes = torch.zeros(len(self.query), int(self.bank_y.max()) + 1)
         # similarity-weighted vote (InstDisc style, temperature 0.1)
         votes.scatter_add_(1, torch.from_numpy(self.bank_y)[idx], (top / 0.1).exp())
-        self.last = float((votes.argmax(1).numpy() == self.query_y).mean())
+        return float((votes.argmax(1).numpy() == self.query_y).mean())
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.global_step > 0:  # resumed: the step-0 value is already in history.csv
+            return
+        self.initial = self.measure(pl_module)
+        # self.log() is not allowed in this hook; write the step-0 point to the loggers directly
+        for logger in trainer.loggers:
+            logger.log_metrics({"knn_acc": self.initial}, step=0)
+        if trainer.is_global_zero:
+            log.info("kNN monitor: accuracy %.4f before training (step 0, initial encoder)", self.initial)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.last = self.measure(pl_module)
         pl_module.log("knn_acc", self.last, prog_bar=True, on_step=False, on_epoch=True)
 
 
 class History(Callback):
-    """Per-epoch row in ``history.csv`` (epoch, loss, img/s, knn_acc, seconds); rank zero only.
+    """One row per epoch in ``history.csv`` (epoch, step, loss, img/s, knn_acc, seconds); rank
+    zero only. ``epoch`` counts the epochs completed, so with the kNN monitor on, the row with
+    ``epoch`` 0 and ``step`` 0 holds the accuracy before training (loss and img/s empty).
 
     Kept in step with the checkpoints: on resume rows from epochs not yet redone are kept."""
 
@@ -235,6 +261,14 @@ class History(Callback):
     def __init__(self, path: Path, throughput: Throughput, monitor: KnnMonitor | None):
         self.path, self.throughput, self.monitor = Path(path), throughput, monitor
         self._t0 = time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # runs after the monitor's on_train_start (callbacks are called in list order)
+        if self.monitor is None or trainer.global_step > 0 or not trainer.is_global_zero:
+            return
+        row = {"epoch": 0, "step": 0, "loss": math.nan, "img_per_s": math.nan,
+               "knn_acc": self.monitor.initial, "seconds": 0.0}  # fmt: skip
+        self._write([row])
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
@@ -245,10 +279,18 @@ class History(Callback):
         with open(self.path, newline="") as fh:
             return list(csv.DictReader(fh))
 
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.path)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        epoch = trainer.current_epoch
+        epoch = trainer.current_epoch + 1  # epochs completed, this one included
         row = {
             "epoch": epoch,
             "step": trainer.global_step,
@@ -257,10 +299,4 @@ class History(Callback):
             "knn_acc": self.monitor.last if self.monitor else math.nan,
             "seconds": round(time.perf_counter() - self._t0, 2),
         }
-        rows = [r for r in self.rows() if int(r["epoch"]) < epoch] + [row]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=self.FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, self.path)
+        self._write([r for r in self.rows() if int(r["epoch"]) < epoch] + [row])

@@ -5,7 +5,8 @@ A run directory holds::
     config.yaml     the PretrainConfig of the run
     checkpoints/    epochNNN.ckpt every epoch, last.ckpt (link), stepNNNNNNN.ckpt every N steps
     logs/tb/        TensorBoard events;  logs/csv/metrics.csv  per-step metrics
-    history.csv     per epoch: epoch, step, loss, img_per_s, knn_acc, seconds
+    history.csv     per epoch: epoch, step, loss, img_per_s, knn_acc, seconds (with the kNN
+                    monitor on, a first row epoch 0 / step 0 holds knn_acc before training)
     encoder.pt      the encoder, loadable strict into torchvision resnet18 minus fc
     heads.pt        the method's heads (projection / classifier) state dict
     summary.json    method, epochs, final loss, steady-state img/s, kNN accuracy, classes
@@ -67,7 +68,7 @@ class PretrainConfig:
     weight_decay: float = 1e-6
     # input and augmentation
     size: tuple[int, int] = (224, 288)  # (H, W)
-    crop_scale: tuple[float, float] = (0.4, 1.0)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # area share of the random crop (SimCLR's)
     flip: float = 0.5
     brightness: float = 0.4
     contrast: float = 0.4
@@ -86,6 +87,7 @@ class PretrainConfig:
     checkpoint_every_n_steps: int = 0  # extra step checkpoints (0 = per epoch only)
     monitor_fraction: float = 0.2  # share of labelled patients held out for the kNN monitor
     monitor_max: int = 512  # cap on bank / query frames of the monitor
+    monitor_granularity: str = ""  # labels the kNN monitor scores ("": the method's granularity)
     log_every_n_steps: int = 10
     logger: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])  # + wandb | mlflow
     tracker_project: str = "awcl"  # W&B project / MLflow experiment
@@ -98,7 +100,7 @@ class PretrainConfig:
             self.size = parse_size(self.size)
         except ValueError as err:
             raise AwclError(f"--size: {err}") from None
-        self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]
+        self.crop_scale = parse_crop_scale(self.crop_scale)
         self.ignore_labels = list(self.ignore_labels or [])
         self.logger = check_loggers(self.logger)
         if isinstance(self.data, (list, tuple)):
@@ -109,6 +111,8 @@ class PretrainConfig:
             raise AwclError(f"unknown method {self.method!r}")
         if self.granularity not in ("coarse", "fine"):
             raise AwclError(f"--granularity must be coarse or fine, not {self.granularity!r}")
+        if self.monitor_granularity not in ("", "coarse", "fine"):
+            raise AwclError(f"--monitor-granularity must be coarse or fine, not {self.monitor_granularity!r}")
         if "spawn" in str(self.strategy):
             raise AwclError(
                 f"--strategy {self.strategy} is not supported (spawned children import torchvision "
@@ -151,13 +155,26 @@ class PretrainConfig:
 
 
 # ---------------------------------------------------------------------------- helpers
+def parse_crop_scale(value: str | tuple[float, float] | list[float]) -> tuple[float, float]:
+    """``"0.08,1"`` or ``(0.08, 1.0)`` -> (lo, hi) with 0 < lo <= hi <= 1."""
+    try:
+        parts = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
+        lo, hi = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise AwclError(f"--crop-scale {value!r}: expected LO,HI, e.g. 0.08,1") from None
+    if not 0.0 < lo <= hi <= 1.0:
+        raise AwclError(f"--crop-scale {value!r}: need 0 < LO <= HI <= 1")
+    return lo, hi
+
+
 def _held_out(ds, cfg: PretrainConfig) -> np.ndarray:
     """[N] bool: frames of the patients held out for the kNN monitor (labels hidden)."""
     n = len(ds)
     hide = np.zeros(n, dtype=bool)
     if cfg.monitor_fraction <= 0:
         return hide
-    labels = np.array([v is not None for v in frame_labels(ds, cfg.granularity, cfg.ignore_labels)])
+    gran = cfg.monitor_granularity or cfg.granularity  # patients the monitor can query
+    labels = np.array([v is not None for v in frame_labels(ds, gran, cfg.ignore_labels)])
     patients = ds.manifest["patient_id"].to_numpy()
     labelled_patients = np.unique(patients[labels])
     if len(labelled_patients) < 2:
@@ -173,7 +190,8 @@ def _monitor(ds, cfg: PretrainConfig, hide: np.ndarray, frames_path: str):
 
     if not hide.any():
         return None
-    full = FrameIndex.from_dataset(ds, cfg.granularity, cfg.ignore_labels)
+    # one label set for every method of a study makes their kNN curves comparable
+    full = FrameIndex.from_dataset(ds, cfg.monitor_granularity or cfg.granularity, cfg.ignore_labels)
     y = full.label
     rng = np.random.default_rng([cfg.seed, 8])
     bank = np.flatnonzero((y >= 0) & ~hide)
@@ -322,6 +340,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             "final_loss": throughput.epoch_loss,
             "img_per_s": throughput.steady,
             "knn_acc": monitor.last if monitor else None,
+            "knn_acc_init": monitor.initial if monitor else None,  # before training (step 0)
             "classes": index.classes,
             "labelled_frames": int((index.label >= 0).sum()),
             "frames": index.n,
