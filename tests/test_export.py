@@ -75,7 +75,8 @@ def test_model_card_contents(run, tmp_path):
     assert f"| {len(ds)} |" in card and f"| {ds.manifest['patient_id'].nunique()} |" in card
     assert "anatomy-aware" in card and "| anatomy_ratio |" in card
     hist = (run / "history.csv").read_text().splitlines()
-    assert len(hist) == 3 and card.count("\n| 1 |") + card.count("\n| 2 |") >= 2  # both epochs listed
+    # header, the kNN monitor's step-0 row (epoch 0), then both epochs
+    assert len(hist) == 4 and card.count("\n| 1 |") + card.count("\n| 2 |") >= 2
     png = (out / "pretrain_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert {"config.yaml", "summary.json", "history.csv"} <= {p.name for p in out.iterdir()}

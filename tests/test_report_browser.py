@@ -16,8 +16,8 @@ import pytest
 from awcl.study.config import parse_config
 from awcl.study.report import write_report
 from awcl.study.runner import run_study
-from test_report import SECTIONS
-from test_study import Calls, base_raw
+from test_report import SECTIONS, report_raw
+from test_study import Calls
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and Path(p).is_file()), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
@@ -65,7 +65,7 @@ def screenshot(report: Path, png: Path, work: Path, width: int = 1280) -> Path:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("study")
-    run_study(parse_config(base_raw()), out, Calls().executors(), progress=False, echo=lambda s: None)
+    run_study(parse_config(report_raw()), out, Calls().executors(), progress=False, echo=lambda s: None)
     write_report(out)
     return out
 

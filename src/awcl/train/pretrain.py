@@ -255,9 +255,6 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     accelerator = resolve_accelerator(cfg.accelerator)
     if accelerator == "cpu":
         torch.set_num_threads(cfg.threads or _cpus())
-    choice = choose(cfg.precision, accelerator, cfg.size, channels_last=cfg.channels_last)
-    log.info("precision %s%s on %s: %s", choice.precision,
-             " + channels_last" if choice.channels_last else "", choice.device, choice.reason)
 
     hide = _held_out(ds, cfg)
     index = FrameIndex.from_dataset(ds, cfg.granularity, cfg.ignore_labels, hide=hide)
@@ -268,6 +265,12 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
         )
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    loggers, keep_ids = build_loggers(cfg.logger, run, cfg.tracker_project, cfg.tracker_uri, cfg.resume)
+    # chosen once the inputs are known to be good (choosing may time a few steps)
+    choice = choose(cfg.precision, accelerator, cfg.size, channels_last=cfg.channels_last)
+    log.info("precision %s%s on %s: %s", choice.precision,
+             " + channels_last" if choice.channels_last else "", choice.device, choice.reason)
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     module = PretrainModule(cfg, method, frames_path, channels_last=choice.channels_last)
@@ -300,7 +303,6 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             )
         )
     cbs += list(callbacks or [])
-    loggers, keep_ids = build_loggers(cfg.logger, run, cfg.tracker_project, cfg.tracker_uri, cfg.resume)
     cbs.append(keep_ids)
     trainer = L.Trainer(
         accelerator=accelerator,
