@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from awcl.data.ingest import PrepareStats, cli_type, parse_crop, parse_size, prepare_videos
+from awcl.data.ingest import PrepareStats, parse_crop, prepare_videos
+from awcl.options import cli_type, parse_size
 
 DEFAULT_SRC = Path(__file__).resolve().parents[2] / "shared" / "data" / "pocus" / "pocus_videos"
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--src", type=Path, default=DEFAULT_SRC, help=f"video folder (default {DEFAULT_SRC})")
     ap.add_argument("--limit", type=int, default=None, help="only the first N videos (sorted)")
     ap.add_argument("--every", type=int, default=8)
-    ap.add_argument("--size", type=cli_type(parse_size), default=(224, 288))
+    ap.add_argument("--size", type=cli_type(parse_size, minimum=8), default=(224, 288))
     ap.add_argument("--crop", type=cli_type(parse_crop), default="auto")
     args = ap.parse_args(argv)
     if not args.src.is_dir():

@@ -77,7 +77,7 @@ def bench_end_to_end(data: Path, size, args, precision: str, channels_last: bool
 
 def bench_model_step(size, args, precision: str, channels_last: bool) -> float:
     from awcl.data.pairs import FrameIndex
-    from awcl.methods.base import build_method
+    from awcl.methods import build_method
     from awcl.models import Encoder
     from awcl.train.engine import to_input
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from awcl.evaluate.augment import AugmentConfig, augment
+from awcl.evaluate.augment import BatchAugmentConfig, augment
 
 H, W = 48, 96  # non-square, as ultrasound frames are
 
@@ -38,7 +38,7 @@ def _disc_and_bar() -> torch.Tensor:
 def test_rotation_keeps_shapes_on_non_square_frames():
     x = _disc_and_bar().repeat(16, 1, 1, 1)  # 16 x (disc, bar)
     ref = [_moments(x[i, 0]) for i in range(2)]
-    out, _ = augment(x, AugmentConfig(rotate_deg=30), torch.Generator().manual_seed(0))
+    out, _ = augment(x, BatchAugmentConfig(rotate_deg=30), torch.Generator().manual_seed(0))
     turned = 0
     for i in range(len(x)):
         area, major, minor = _moments(out[i, 0])
@@ -56,7 +56,7 @@ def test_rotation_keeps_shapes_on_non_square_frames():
 def test_scale_in_pixel_units_and_masks_follow():
     x = _disc_and_bar()[:1].repeat(8, 1, 1, 1)
     mask = (x[:, 0] > 0.5).long()
-    cfg = AugmentConfig(scale=(0.8, 0.8), hflip=True, vflip=True)
+    cfg = BatchAugmentConfig(scale=(0.8, 0.8), hflip=True, vflip=True)
     out, m = augment(x, cfg, torch.Generator().manual_seed(1), mask)
     for i in range(len(x)):
         _, major, minor = _moments(out[i, 0])
@@ -75,7 +75,7 @@ def test_shear_is_in_pixel_units():
     yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
     bar = ((abs(xx - W / 2 + 0.5) <= 1.5) & (abs(yy - H / 2 + 0.5) <= 18)).float()
     x = bar[None, None].repeat(32, 1, 1, 1)
-    out, _ = augment(x, AugmentConfig(shear=0.2), torch.Generator().manual_seed(2))
+    out, _ = augment(x, BatchAugmentConfig(shear=0.2), torch.Generator().manual_seed(2))
     tilts = []
     for i in range(len(x)):
         c = (out[i, 0] > 0.5).nonzero().double()  # (y, x)

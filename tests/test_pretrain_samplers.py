@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from awcl.data.augment import Augment, AugmentConfig, parse_size
+from awcl.data.augment import Augment, ViewAugmentConfig
 from awcl.data.pairs import (
     AnatomySampler,
     FrameIndex,
@@ -25,6 +25,7 @@ from awcl.data.pairs import (
 )
 from awcl.data.store import DatasetWriter, open_dataset
 from awcl.errors import AwclError
+from awcl.options import parse_size
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +132,12 @@ def test_clpi_uscl_supervised(ds) -> None:
 
 
 def test_augment_shapes_determinism_and_views(ds) -> None:
-    aug = Augment(AugmentConfig(size=(24, 32), blur=0.5))
+    aug = Augment(ViewAugmentConfig(size=(24, 32), blur=0.5))
     f = np.asarray(ds.frames[0])
     a = aug(f, np.random.default_rng(1))
     assert a.shape == (24, 32) and a.dtype == np.uint8
     assert np.array_equal(a, aug(f, np.random.default_rng(1)))
-    big = Augment(AugmentConfig(size=(64, 80)))(f, np.random.default_rng(2))  # upsizing works
+    big = Augment(ViewAugmentConfig(size=(64, 80)))(f, np.random.default_rng(2))  # upsizing works
     assert big.shape == (64, 80)
     views = PairViews(str(Path(ds.root) / "frames.npy"), aug)
     batch = collate_views([views[(0, 5, -1, 1, 1, 7)], views[(2, 1, 3, -1, -1, 8)]])
@@ -230,7 +231,7 @@ def test_uscl_sampler_resume_mid_epoch(ds) -> None:
 
 
 def test_uscl_views_augment_each_frame_then_mix(ds) -> None:
-    aug = Augment(AugmentConfig(size=(24, 32)))
+    aug = Augment(ViewAugmentConfig(size=(24, 32)))
     views = PairViews(str(Path(ds.root) / "frames.npy"), aug)
     v1, v2, key, label = views[(0, 1, 2, -1, 3, 11)]
     rng = np.random.default_rng(11)

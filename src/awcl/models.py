@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from awcl import _compat  # noqa: F401
+from awcl.atomic import atomic_file
 from awcl.errors import AwclError
 
 GREY_MEAN, GREY_STD = 0.449, 0.226  # mean of ImageNet's RGB mean/std
@@ -206,7 +207,6 @@ def save_encoder(encoder: Encoder, path: str | os.PathLike) -> Path:
     """Write the torchvision-compatible encoder state dict atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(encoder.export_state_dict(), tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(encoder.export_state_dict(), tmp)
     return path

@@ -19,7 +19,10 @@ import numpy as np
 
 
 @dataclass
-class AugmentConfig:
+class ViewAugmentConfig:
+    """Augmentation of the two pretraining views of a frame (numpy, per sample); the
+    downstream batches have their own :class:`awcl.evaluate.augment.BatchAugmentConfig`."""
+
     size: tuple[int, int] = (224, 288)  # (H, W) of the output views
     crop_scale: tuple[float, float] = (0.4, 1.0)  # area fraction of the random crop
     crop_ratio: tuple[float, float] = (0.75, 1.333)  # aspect jitter relative to the output's
@@ -33,8 +36,8 @@ class AugmentConfig:
 class Augment:
     """``aug(frame: uint8 [h, w], rng) -> uint8 [H, W]`` (H, W = cfg.size)."""
 
-    def __init__(self, cfg: AugmentConfig | None = None):
-        self.cfg = cfg or AugmentConfig()
+    def __init__(self, cfg: ViewAugmentConfig | None = None):
+        self.cfg = cfg or ViewAugmentConfig()
         self._ramp = np.arange(256, dtype=np.float32)
 
     def crop_box(self, h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -90,17 +93,3 @@ def resize_full(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return np.ascontiguousarray(frame)
     interp = cv2.INTER_AREA if frame.shape[0] > oh and frame.shape[1] > ow else cv2.INTER_LINEAR
     return cv2.resize(np.ascontiguousarray(frame), (ow, oh), interpolation=interp)
-
-
-def parse_size(text: str | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """'224x288' (HxW) or (224, 288) -> (224, 288)."""
-    if isinstance(text, (tuple, list)):
-        h, w = (int(v) for v in text)
-    else:
-        parts = str(text).lower().replace(",", "x").split("x")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"size must look like HxW (e.g. 224x288), not {text!r}")
-        h, w = (int(p) for p in parts)
-    if h < 16 or w < 16:
-        raise ValueError(f"size {h}x{w} is too small (minimum 16x16)")
-    return h, w

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
+from awcl.data.ingest_cli import register_prepare as register_ingest
+from awcl.data.recipes import RECIPES
 from awcl.data.store import merge_datasets, open_dataset, summarize
-
-# Modules that add a ``prepare`` sub-command through ``register_prepare(subparsers)``.
-PREPARE_MODULES = [
-    "awcl.data.phantom",
-    "awcl.data.ingest",
-    "awcl.data.recipes.hc18",
-    "awcl.data.recipes.pocus",
-    "awcl.data.recipes.fetal_planes",
-    "awcl.data.recipes.busi",
-]
+from awcl.options import parse_size
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -24,9 +16,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from awcl.data.ingest import parse_size
-
-    size = parse_size(args.size) if args.size else None
+    size = parse_size(args.size, minimum=8) if args.size else None
     out = merge_datasets(args.datasets, args.out, names=args.name or None, size=size)
     ds = open_dataset(out)
     print(f"merged {len(args.datasets)} datasets into {out}: {len(ds)} frames of "
@@ -40,14 +30,11 @@ def _merge(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     prep = sub.add_parser("prepare", help="turn a source into a prepared dataset")
     prep_sub = prep.add_subparsers(dest="source", metavar="SOURCE", required=True)
-    for module in PREPARE_MODULES:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        mod.register_prepare(prep_sub)
+    RECIPES["phantom"].register_prepare(prep_sub)
+    register_ingest(prep_sub)  # videos, images: the generic adapters
+    for name, recipe in RECIPES.items():
+        if name != "phantom":
+            recipe.register_prepare(prep_sub)
     merge = prep_sub.add_parser(
         "merge",
         help="the union of several prepared datasets (ids qualified by source)",

@@ -19,6 +19,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
+from awcl.atomic import replace_dir, temp_sibling
 from awcl.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def extract(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
     archive, dest = Path(archive), Path(dest_dir)
     if dest.is_dir() and (dest / ".awcl-extracted").is_file():
         return dest
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = temp_sibling(dest)
     tmp.mkdir(parents=True)
     root = tmp.resolve()
     try:
@@ -174,9 +175,7 @@ def extract(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
         else:
             raise DataError(f"{archive}: not a zip or tar archive")
         (tmp / ".awcl-extracted").write_text(archive.name)
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
+        replace_dir(tmp, dest)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
         raise DataError(f"{archive}: corrupt archive ({err})") from None
     finally:

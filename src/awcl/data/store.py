@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import struct
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from awcl import logs
+from awcl.atomic import replace_dir, temp_sibling
 from awcl.errors import DataError
 
 log = logging.getLogger("awcl.data")
@@ -254,7 +254,7 @@ class DatasetWriter:
                 )
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = self.out.parent / f".{self.out.name}.tmp-{uuid.uuid4().hex[:8]}"
+            self._tmp = temp_sibling(self.out)
             self._tmp.mkdir()
             self._frames = _ArrayAppender(self._tmp / "frames.npy", self.size)
         except OSError as err:
@@ -357,13 +357,7 @@ class DatasetWriter:
             **({"notes": self.notes} if self.notes else {}),
         }
         (self._tmp / "dataset.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if self.out.exists():
-            old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
-            self.out.rename(old)
-            self._tmp.rename(self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self._tmp.rename(self.out)
+        replace_dir(self._tmp, self.out)
         self._tmp = None
         if self.skipped or self.notes:
             keys = " and ".join(k for k, v in (("skipped", self.skipped), ("notes", self.notes)) if v)

@@ -14,7 +14,10 @@ import torch.nn.functional as F
 
 
 @dataclass
-class AugmentConfig:
+class BatchAugmentConfig:
+    """Augmentation of a downstream training batch (torch, on the device; masks follow the
+    frames); the pretraining views have their own :class:`awcl.data.augment.ViewAugmentConfig`."""
+
     hflip: bool = False
     vflip: bool = False
     rotate_deg: float = 0.0
@@ -38,7 +41,7 @@ def _uniform(b: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
 
 
 def augment(
-    x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, mask: torch.Tensor | None = None
+    x: torch.Tensor, cfg: BatchAugmentConfig, g: torch.Generator, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Randomly transform ``x: [B,1,H,W]`` (and ``mask: [B,H,W]``) with one draw per sample.
 

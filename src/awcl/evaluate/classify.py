@@ -12,16 +12,7 @@ import pandas as pd
 import torch
 
 from awcl.data.store import PreparedDataset
-from awcl.evaluate.finetune import (
-    FinetuneConfig,
-    check_fold_classes,
-    drop_rare_classes,
-    load_frames,
-    make_folds,
-    resolve_labels,
-    subsample_per_video,
-    summarize_folds,
-)
+from awcl.evaluate.config import FinetuneConfig
 from awcl.evaluate.fit import (
     DownstreamModule,
     Engine,
@@ -34,11 +25,20 @@ from awcl.evaluate.fit import (
 from awcl.evaluate.heads import Classifier, last_feature_map, make_head
 from awcl.evaluate.metrics import class_confusion, classification_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
+from awcl.evaluate.selection import (
+    check_fold_classes,
+    drop_rare_classes,
+    load_frames,
+    make_folds,
+    resolve_labels,
+    subsample_per_video,
+    summarize_folds,
+)
 from awcl.evaluate.summary import classification_summary, fold_classification_metrics
+from awcl.evaluate.tasks import METRICS
 from awcl.models import build_encoder
 
 log = logging.getLogger(__name__)
-METRIC_KEYS = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "auroc"]
 
 
 def frozen_features(cfg: FinetuneConfig, frames: torch.Tensor, engine: Engine,
@@ -147,7 +147,7 @@ def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
     per_fold_extra = fold_classification_metrics(pred_df, names)  # AUROC from fold predictions
     for f in per_fold:
         f["auroc"] = per_fold_extra[f["fold"]].get("auroc")
-    mean, std = summarize_folds(per_fold, METRIC_KEYS)
+    mean, std = summarize_folds(per_fold, METRICS["classify"])
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)
     pred_df.to_csv(out / "predictions.csv", index=False)
     plot_confusion(cm_total, names, out / "confusion_matrix.png")

@@ -7,16 +7,9 @@ import json
 import logging
 
 from awcl.errors import AwclError
+from awcl.options import cli_type, parse_size
 
 log = logging.getLogger(__name__)
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 112x144 (got {text!r})") from None
-    return h, w
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -98,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the preset (milestones scale)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--size", type=_size, default=None, help="HxW to resize frames to, e.g. 112x144")
+    p.add_argument("--size", type=cli_type(parse_size), default=None, help="HxW to resize frames to, e.g. 112x144")
     p.add_argument("--max-per-video", type=int, default=None, help="at most N frames per video")
     p.add_argument("--train-patients", type=int, default=None,
                    help="label efficiency: fit on N patients of each training part (seeded, every class kept)")
@@ -125,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--label", default="coarse", help="colour of the main plot")
     e.add_argument("--color-by", action="append", default=None,
                    help="further plot coloured by a column (scan = video_id); repeatable")
-    e.add_argument("--size", type=_size, default=None)
+    e.add_argument("--size", type=cli_type(parse_size), default=None)
     e.add_argument("--max-per-video", type=int, default=None)
     e.add_argument("--max-frames", type=int, default=5000)
     e.add_argument("--perplexity", type=float, default=30.0)

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
-from awcl.evaluate.augment import AugmentConfig, augment
+from awcl.evaluate.augment import BatchAugmentConfig, augment
 from awcl.evaluate.metrics import classification_metrics, segmentation_metrics
 from awcl.train.engine import to_input
 from awcl.train.precision import Choice
@@ -92,7 +92,7 @@ class DownstreamModule(L.LightningModule):
 
     def __init__(self, model: nn.Module, kind: str, num_classes: int, optim: Optim,
                  data: tuple[torch.Tensor, torch.Tensor], fold: Any, batch_size: int,
-                 augment_cfg: AugmentConfig | None, channels_last: bool, seed: int,
+                 augment_cfg: BatchAugmentConfig | None, channels_last: bool, seed: int,
                  dice: bool = False, frozen: nn.Module | None = None):
         super().__init__()
         self.model, self.kind, self.num_classes, self.optim = model, kind, num_classes, optim

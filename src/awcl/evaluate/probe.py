@@ -40,8 +40,11 @@ from threadpoolctl import threadpool_limits
 
 from awcl import _compat  # noqa: F401
 from awcl.data.store import PreparedDataset
-from awcl.evaluate.finetune import (
-    FinetuneConfig,
+from awcl.evaluate.config import FinetuneConfig
+from awcl.evaluate.fit import Engine, encode
+from awcl.evaluate.metrics import class_confusion, classification_metrics
+from awcl.evaluate.plots import plot_confusion
+from awcl.evaluate.selection import (
     check_fold_classes,
     drop_rare_classes,
     load_frames,
@@ -50,17 +53,14 @@ from awcl.evaluate.finetune import (
     subsample_per_video,
     summarize_folds,
 )
-from awcl.evaluate.fit import Engine, encode
-from awcl.evaluate.metrics import class_confusion, classification_metrics
-from awcl.evaluate.plots import plot_confusion
 from awcl.evaluate.summary import classification_summary, fold_classification_metrics
+from awcl.evaluate.tasks import METRICS
 from awcl.models import build_encoder, resolve_init
 
 log = logging.getLogger(__name__)
 
 K_GRID = (1, 3, 5, 10, 20, 50)
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-METRIC_KEYS = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "auroc"]
 
 
 # Features of recent (encoder, frames) pairs in this process: a study runs many probes of one
@@ -224,7 +224,7 @@ def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
     per_fold_extra = fold_classification_metrics(pred_df, names)  # balanced accuracy, AUROC
     for f in per_fold:
         f.update({k: per_fold_extra[f["fold"]].get(k) for k in ("balanced_accuracy", "auroc")})
-    mean, std = summarize_folds(per_fold, METRIC_KEYS)
+    mean, std = summarize_folds(per_fold, METRICS["classify"])
     pred_df.to_csv(out / "predictions.csv", index=False)
     pd.DataFrame(selection).to_csv(out / "selection.csv", index=False)
     plot_confusion(cm_total, names, out / "confusion_matrix.png")

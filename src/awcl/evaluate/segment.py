@@ -14,23 +14,22 @@ import torch
 
 from awcl.data.store import PreparedDataset
 from awcl.errors import AwclError, DataError
-from awcl.evaluate.finetune import (
-    FinetuneConfig,
+from awcl.evaluate.config import FinetuneConfig
+from awcl.evaluate.fit import DownstreamModule, Engine, FoldResult, Optim, fit_fold
+from awcl.evaluate.heads import UNet
+from awcl.evaluate.metrics import head_circumference_mm, pixel_confusion, segmentation_metrics
+from awcl.evaluate.plots import plot_confusion, plot_curves
+from awcl.evaluate.selection import (
     load_frames,
     make_folds,
     subsample_per_video,
     summarize_folds,
 )
-from awcl.evaluate.fit import DownstreamModule, Engine, FoldResult, Optim, fit_fold
-from awcl.evaluate.heads import UNet
-from awcl.evaluate.metrics import head_circumference_mm, pixel_confusion, segmentation_metrics
-from awcl.evaluate.plots import plot_confusion, plot_curves
 from awcl.evaluate.summary import frame_means, segmentation_frame_columns, segmentation_summary
+from awcl.evaluate.tasks import METRICS
 from awcl.models import build_encoder
 
 log = logging.getLogger(__name__)
-METRIC_KEYS = ["gaa", "ma", "miou", "dice", "hd95_mm", "msd_mm", "hd95_px", "msd_px", "hc_mae_mm",
-               "hc_mae_vs_gt_ellipse_mm"]
 HC_COLUMNS = ("hc_mm", "head_circumference_mm")
 
 
@@ -150,7 +149,7 @@ def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
         history += hist
         preds.append(pf)
     pred_df = pd.concat(preds)
-    mean, std = summarize_folds(per_fold, METRIC_KEYS)
+    mean, std = summarize_folds(per_fold, METRICS["segment"])
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)
     pred_df.to_csv(out / "predictions.csv", index=False)
     plot_confusion(cm_total, names, out / "confusion_matrix.png", title="pixel confusion (all test folds)")

@@ -13,6 +13,7 @@ import re
 import urllib.request
 from pathlib import Path
 
+from awcl.atomic import atomic_file
 from awcl.errors import AwclError
 
 IMAGENET_RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
@@ -38,21 +39,18 @@ def download_weights(
     if not expected and not prefix:
         raise AwclError(f"{url}: no hash in the file name; pass --sha256 to verify the download")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
     h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
-            while chunk := resp.read(1 << 20):
-                h.update(chunk)
-                fh.write(chunk)
-    except (OSError, ValueError) as err:
-        tmp.unlink(missing_ok=True)
-        raise AwclError(f"{url}: download failed ({err})") from None
-    digest = h.hexdigest()
-    ok = digest == expected if expected else digest.startswith(prefix or "")
-    if not ok:
-        tmp.unlink(missing_ok=True)
-        want = expected or f"{prefix}..."
-        raise AwclError(f"{url}: SHA-256 mismatch (got {digest[:16]}..., expected {want[:16]}...)")
-    os.replace(tmp, out)
+    with atomic_file(out) as tmp:  # removed unless the hash matches
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
+                while chunk := resp.read(1 << 20):
+                    h.update(chunk)
+                    fh.write(chunk)
+        except (OSError, ValueError) as err:
+            raise AwclError(f"{url}: download failed ({err})") from None
+        digest = h.hexdigest()
+        ok = digest == expected if expected else digest.startswith(prefix or "")
+        if not ok:
+            want = expected or f"{prefix}..."
+            raise AwclError(f"{url}: SHA-256 mismatch (got {digest[:16]}..., expected {want[:16]}...)")
     return out

@@ -1,6 +1,40 @@
-"""Pretraining methods, one small module each over ``methods.base.Method``."""
+"""Pretraining methods, one small module each over ``methods.base.Method``.
 
-from awcl.methods import awcl, clpi, simclr, supervised, uscl  # noqa: F401  (register)
-from awcl.methods.base import METHODS, Method, build_method
+``METHODS`` is the registry (method name -> class): the one place a new method is added.
+Every CLI choice and config check reads its names from here.
+"""
 
-__all__ = ["METHODS", "Method", "build_method"]
+from __future__ import annotations
+
+from typing import Any
+
+from awcl.data.pairs import FrameIndex
+from awcl.errors import AwclError
+from awcl.methods.awcl import AWCL
+from awcl.methods.base import Method
+from awcl.methods.clpi import CLPI
+from awcl.methods.simclr import SimCLR
+from awcl.methods.supervised import Supervised
+from awcl.methods.uscl import USCL
+
+# Paper order (baselines first); the report's rows follow it.
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (Supervised, SimCLR, CLPI, USCL, AWCL)
+}
+# Encoders a study compares without a pretraining run of its own.
+INITS = ("random", "imagenet")
+# Study names of the encoders compared: a method whose positives/classes depend on the label
+# granularity (``Method.granular``) is run as ``<name>-coarse`` and ``<name>-fine``.
+STUDY_METHODS: tuple[str, ...] = INITS + tuple(
+    n for name, cls in METHODS.items()
+    for n in ((f"{name}-coarse", f"{name}-fine") if cls.granular else (name,))
+)  # fmt: skip
+
+
+def build_method(name: str, cfg: Any, index: FrameIndex) -> Method:
+    if name not in METHODS:
+        raise AwclError(f"unknown method {name!r} (choose from {', '.join(sorted(METHODS))})")
+    return METHODS[name](cfg, index)
+
+
+__all__ = ["INITS", "METHODS", "STUDY_METHODS", "Method", "build_method"]

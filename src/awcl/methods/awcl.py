@@ -9,12 +9,12 @@ pair (Eq. 1). Granularity and ignored classes are applied when the FrameIndex is
 from __future__ import annotations
 
 from awcl.data.pairs import AnatomySampler
-from awcl.methods.base import Method, register
+from awcl.methods.base import Method
 
 
-@register
 class AWCL(Method):
     name = "awcl"
+    granular = True
 
     def batch_composition(self) -> str:
         k = self.cfg.class_group

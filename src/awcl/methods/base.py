@@ -17,13 +17,6 @@ from awcl.losses import masked_contrastive_loss, positive_mask
 from awcl.models import FEATURE_DIM, ProjectionHead
 from awcl.train.distributed import gather_nograd, gather_with_grad, world
 
-METHODS: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    METHODS[cls.name] = cls
-    return cls
-
 
 class Method:
     """Subclasses set ``name``/``views`` and implement ``sampler`` (and ``loss`` if not plain
@@ -33,6 +26,7 @@ class Method:
     views: ClassVar[int] = 2
     uses_keys: ClassVar[bool] = True  # False: pure Eq. 1 (keys ignored)
     needs_labels: ClassVar[bool] = False  # needs at least one labelled frame
+    granular: ClassVar[bool] = False  # coarse vs fine labels change it (a study runs both)
 
     def __init__(self, cfg: Any, index: FrameIndex):
         self.cfg, self.index = cfg, index
@@ -88,12 +82,3 @@ def cross_entropy_labelled(logits: torch.Tensor, label: torch.Tensor) -> torch.T
     if not bool(ok.any()):
         return logits.sum() * 0.0
     return nn.functional.cross_entropy(logits[ok].float(), label[ok])
-
-
-def build_method(name: str, cfg: Any, index: FrameIndex) -> Method:
-    from awcl import methods  # noqa: F401  (registers every method)
-    from awcl.errors import AwclError
-
-    if name not in METHODS:
-        raise AwclError(f"unknown method {name!r} (choose from {', '.join(sorted(METHODS))})")
-    return METHODS[name](cfg, index)

@@ -4,10 +4,9 @@ of the same scan (video, or patient with ``clpi_by='patient'``); positives = sam
 from __future__ import annotations
 
 from awcl.data.pairs import ScanSampler
-from awcl.methods.base import Method, register
+from awcl.methods.base import Method
 
 
-@register
 class CLPI(Method):
     name = "clpi"
 

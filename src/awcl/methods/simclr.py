@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from awcl.data.pairs import InstanceSampler
-from awcl.methods.base import Method, register
+from awcl.methods.base import Method
 
 
-@register
 class SimCLR(Method):
     name = "simclr"
     uses_keys = False

@@ -5,13 +5,13 @@ from __future__ import annotations
 from torch import nn
 
 from awcl.data.pairs import LabelledSampler
-from awcl.methods.base import Method, cross_entropy_labelled, register
+from awcl.methods.base import Method, cross_entropy_labelled
 from awcl.models import FEATURE_DIM
 
 
-@register
 class Supervised(Method):
     name = "supervised"
+    granular = True
     views = 1
     needs_labels = True
 

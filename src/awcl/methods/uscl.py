@@ -12,10 +12,9 @@ from __future__ import annotations
 from torch import nn
 
 from awcl.data.pairs import VideoMixSampler, video_labels
-from awcl.methods.base import Method, cross_entropy_labelled, register
+from awcl.methods.base import Method, cross_entropy_labelled
 
 
-@register
 class USCL(Method):
     name = "uscl"
     uses_keys = False

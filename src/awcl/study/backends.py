@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from awcl.errors import AwclError
-from awcl.study.runner import Executors, Run
+from awcl.study.runs import MERGE, Executors, Run
 
 
 def _build(cls: type, values: dict[str, Any], what: str) -> Any:
@@ -34,24 +34,17 @@ def prepare_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     from awcl.data.store import open_dataset
 
     c = run.config
+    from awcl.data.recipes import RECIPES
+
     recipe, params = c["recipe"], _tuples(dict(c.get("params") or {}))
-    if recipe == "phantom":
-        from awcl.data.phantom import PhantomConfig, make_phantom
-
-        make_phantom(run.output, _build(PhantomConfig, params, "phantom params"))
-    elif recipe == "pocus":
-        from awcl.data.recipes.pocus import PocusConfig, prepare_pocus
-
-        prepare_pocus(c["src"], run.output, _build(PocusConfig, params, "pocus params"))
-    elif recipe == "hc18":
-        from awcl.data.recipes.hc18 import HC18Config, prepare_hc18
-
-        prepare_hc18(c["src"], run.output, _build(HC18Config, params, "hc18 params"))
-    elif recipe == "merge":  # the union of several sources (pretraining on several datasets)
+    if recipe == MERGE:  # the union of several sources (pretraining on several datasets)
         from awcl.data.store import merge_datasets
 
         paths = [p or inputs[f"source{i}"] for i, p in enumerate(c["paths"])]
         merge_datasets(paths, run.output, names=c["names"])
+    elif recipe in RECIPES:
+        r = RECIPES[recipe]
+        r.prepare(c.get("src"), run.output, _build(r.config, params, f"{recipe} params"))
     else:  # config validation lists the recipes; this is a guard for new ones
         raise AwclError(f"unknown recipe {recipe!r}")
     return {"frames": len(open_dataset(run.output))}

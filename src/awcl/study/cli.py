@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Iterator
 
 from awcl.errors import AwclError
+from awcl.options import positive_int
 from awcl.study.config import load_config
 from awcl.study.demo import DEFAULT_OUT, run_demo
 from awcl.study.report import summary_text, write_report
@@ -84,16 +85,6 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return v
-
-
 def _report(args: argparse.Namespace) -> int:
     files = write_report(args.dir)
     print(f"report: {files.html.resolve()}")
@@ -124,15 +115,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "tasks.0.epochs=70); repeatable")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("where runs execute (results and cache keys are the same)")
-    g.add_argument("--jobs", type=_positive, default=None, metavar="N",
+    g.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                    help="runs at once: local processes, each pinned to its share of the cores "
                    "(default: 1); with a cluster launcher, jobs queued at once (default: no limit)")
     g.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
                    help="local: this machine; slurm: one SLURM job per run (submitit; OUT must be "
                    "on a shared file system); submitit-local: the same jobs as local processes")
     g.add_argument("--slurm-partition", default=None, help="SLURM partition")
-    g.add_argument("--slurm-time", type=_positive, default=24 * 60, metavar="MIN", help="time limit per job in minutes")
-    g.add_argument("--slurm-cpus", type=_positive, default=8, help="CPUs per job")
+    g.add_argument("--slurm-time", type=positive_int, default=24 * 60, metavar="MIN", help="time limit per job in minutes")
+    g.add_argument("--slurm-cpus", type=positive_int, default=8, help="CPUs per job")
     g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job")
     g.add_argument("--slurm-mem", type=float, default=32, metavar="GB", help="memory per job")
     g.add_argument("--slurm-setup", action="append", default=[], metavar="CMD",

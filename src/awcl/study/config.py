@@ -21,25 +21,15 @@ from typing import Any
 
 import yaml
 
+from awcl.data.recipes import RECIPES as RECIPE_TABLE
 from awcl.errors import AwclError
+from awcl.evaluate.tasks import PROBES, PROTOCOLS, TASKS
+from awcl.methods import INITS, STUDY_METHODS
 
-METHODS = (
-    "random",
-    "imagenet",
-    "supervised-coarse",
-    "supervised-fine",
-    "simclr",
-    "clpi",
-    "uscl",
-    "awcl-coarse",
-    "awcl-fine",
-)
+METHODS = STUDY_METHODS  # the names a study's ``methods:`` may list
 # Methods that need a pretraining run (random/imagenet are inits only).
-PRETRAINED = tuple(m for m in METHODS if m not in ("random", "imagenet"))
-RECIPES = ("phantom", "pocus", "hc18")
-TASKS = ("classify", "segment")
-PROTOCOLS = ("full", "partial", "knn", "linear-probe")
-PROBES = ("knn", "linear-probe")  # frozen-feature probes (classification only)
+PRETRAINED = tuple(m for m in METHODS if m not in INITS)
+RECIPES = tuple(RECIPE_TABLE)  # the recipes a study can prepare data with
 ALL_PATIENTS = "all"  # train_patients value: the whole training part
 PRETRAIN_DATASET = "pretrain"  # a task's `dataset: pretrain` reuses the pretraining data
 
@@ -308,7 +298,7 @@ def _dataset(v: Any, key: str, ctx: _Ctx, allow_pretrain: bool = False) -> Datas
         return DatasetSpec(path=ctx.string(d["path"], f"{key}.path"))
     recipe = ctx.choice(d["recipe"], f"{key}.recipe", RECIPES)
     src = d.get("src")
-    if recipe != "phantom" and not src:
+    if RECIPE_TABLE[recipe].needs_src and not src:
         raise ctx.err(f"{key}.src", f"recipe {recipe!r} needs src: (the downloaded data folder)")
     params = ctx.mapping(d.get("params"), f"{key}.params")
     return DatasetSpec(

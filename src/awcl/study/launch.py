@@ -1,7 +1,7 @@
 """Running a study's runs: one after another, several at once on this machine, or as jobs on
 a cluster (SLURM through submitit).
 
-Every launcher runs the same :func:`awcl.study.runner.execute` on the same planned runs, so
+Every launcher runs the same :func:`awcl.study.runs.execute` on the same planned runs, so
 runs keep their cache keys and directories, each writes its own ``DONE`` record, and the
 report is the same whichever launcher ran them. A run starts once every run it depends on
 has its ``DONE`` file; independent runs (the fine-tunings of different encoders, the
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from awcl.errors import AwclError
-from awcl.study.runner import Executors, Run, execute
+from awcl.study.runs import Executors, Run, execute
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from awcl.atomic import write_atomic
 from awcl.errors import AwclError
+from awcl.evaluate.tasks import HEADLINE, PROTOCOLS, TABLE_METRICS
+from awcl.methods import METHODS, STUDY_METHODS
 
-# Metrics shown in the tables, in order of preference (the rest stay in results.csv).
-CLASSIFY_METRICS = ("accuracy", "f1", "macro_f1", "auroc", "balanced_accuracy", "macro_precision",
-                    "macro_recall")  # fmt: skip
-SEGMENT_METRICS = ("dice", "miou", "hc_mae_mm", "hd95_mm", "mean_iou", "hc_error_mm", "gaa", "ma")
-# The metric whose pairwise differences are tested (computed from predictions.csv).
-HEADLINE = {"classify": "f1", "segment": "dice"}
-PROTOCOLS = ("full", "partial", "knn", "linear-probe")
 PROTOCOL_TITLES = {
     "full": "Transfer table (full fine-tuning)",
     "partial": "Partial fine-tuning (encoder frozen)",
@@ -40,10 +36,7 @@ PROTOCOL_TITLES = {
 DEGENERATE_SHARE = 0.9  # one predicted class for at least this share of test frames ...
 DEGENERATE_MARGIN = 0.1  # ... and at least this much above that class's true share
 LOWER_IS_BETTER = ("error", "loss", "mae", "rmse", "hd95", "msd")
-METHOD_ORDER = (
-    "random", "imagenet", "supervised-coarse", "supervised-fine", "simclr", "clpi", "uscl",
-    "awcl-coarse", "awcl-fine",
-)  # fmt: skip
+METHOD_ORDER = STUDY_METHODS  # table rows in the order of awcl.methods.STUDY_METHODS
 MAX_TABLE_METRICS = 4
 # Column titles for metric keys whose meaning is not obvious from the key alone.
 DISPLAY = {"f1": "macro-F1", "precision": "macro-precision", "recall": "macro-recall",
@@ -605,7 +598,7 @@ def table_metrics(df: pd.DataFrame, task: str) -> list[str]:
     sub = df[df.task == task]
     present = list(dict.fromkeys(sub.metric))
     kind = sub.task_kind.iloc[0] if len(sub) else "classify"
-    pref = CLASSIFY_METRICS if kind == "classify" else SEGMENT_METRICS
+    pref = TABLE_METRICS["classify" if kind == "classify" else "segment"]
     chosen = [m for m in pref if m in present]
     if not chosen:
         chosen = [m for m in present if m not in ("loss", "epoch", "seconds")]
@@ -671,7 +664,7 @@ def transfer_table(
 def coarse_fine_table(df: pd.DataFrame, tasks: list[str]) -> Table | None:
     sub = main_rows(df)
     sub = sub[sub.protocol == "full"]
-    pairs = [(f"{b}-coarse", f"{b}-fine") for b in ("supervised", "awcl")]
+    pairs = [(f"{b}-coarse", f"{b}-fine") for b, cls in METHODS.items() if cls.granular]
     pairs = [p for p in pairs if p[0] in set(sub.method) and p[1] in set(sub.method)]
     if not pairs:
         return None
@@ -1120,14 +1113,6 @@ def render_html(sections: list[Section]) -> str:
     return "\n".join(out)
 
 
-def _write_atomic(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
-
 
 @dataclass
 class ReportFiles:
@@ -1149,14 +1134,14 @@ def write_report(out: str | os.PathLike) -> ReportFiles:
     pair = next((s for s in sections if s.title.startswith("Pairwise")), None)
     if pair is not None:
         keep.append(Section(pair.title, [b for b in pair.blocks if isinstance(b, str)][1:]))
-    _write_atomic(files / SUMMARY_FILE, render_markdown(keep, files.name).split("\n", 2)[2])
+    write_atomic(files / SUMMARY_FILE, render_markdown(keep, files.name).split("\n", 2)[2])
     for s in sections:
         for b in s.blocks:
             if isinstance(b, Image):
-                _write_atomic(files / b.name, b.png)
-    _write_atomic(out / "results.csv", df.to_csv(index=False))
-    _write_atomic(out / "report.md", render_markdown(sections, files.name))
-    _write_atomic(out / "report.html", render_html(sections))
+                write_atomic(files / b.name, b.png)
+    write_atomic(out / "results.csv", df.to_csv(index=False))
+    write_atomic(out / "report.md", render_markdown(sections, files.name))
+    write_atomic(out / "report.html", render_html(sections))
     return ReportFiles(out / "report.html", out / "report.md", out / "results.csv")
 
 

@@ -13,89 +13,30 @@ The work itself is done by an :class:`Executors` bundle (the real one calls
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import shutil
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from tqdm.auto import tqdm
 
-from awcl.errors import AwclError
+from awcl.atomic import write_atomic, write_json_atomic
+from awcl.study.backends import real_executors
 from awcl.study.config import PRETRAIN_DATASET, PROBES, DatasetSpec, StudyConfig, TaskSpec
+from awcl.study.launch import Serial
+from awcl.study.runs import DONE, MERGE, RUN_SUBDIR, Executors, Run, RunFn, execute
+
+__all__ = [
+    "DONE", "INDEX", "RUN_SUBDIR", "Executors", "Plan", "Run", "RunFn", "StudyResult", "execute",
+    "headline", "plan_study", "run_study", "write_index",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-DONE = "DONE"
-RUN_SUBDIR = "run"
 INDEX = "study.json"
-
-
-@dataclass
-class Run:
-    """One node of the grid. ``deps`` maps a role (``data``, ``init``) to the run it needs."""
-
-    kind: str  # data | pretrain | finetune | embed
-    name: str
-    config: dict[str, Any]
-    labels: dict[str, Any] = field(default_factory=dict)
-    deps: dict[str, Run] = field(default_factory=dict)
-    weight: float = 1.0  # relative cost, for the progress bar's time estimate
-    key: str = ""
-    dir: Path = Path()
-
-    def __post_init__(self) -> None:
-        payload = {
-            "kind": self.kind,
-            "config": self.config,
-            "deps": {role: dep.key for role, dep in sorted(self.deps.items())},
-        }
-        blob = json.dumps(payload, sort_keys=True, default=str)
-        self.key = hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-    @property
-    def dirname(self) -> str:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)
-        return f"{self.kind}-{safe}-{self.key}"
-
-    @property
-    def output(self) -> Path:
-        """Where the run's own files live (a prepared dataset, a pretrain run dir, ...)."""
-        return self.dir / RUN_SUBDIR
-
-    @property
-    def done(self) -> bool:
-        return (self.dir / DONE).is_file()
-
-    def record(self) -> dict[str, Any]:
-        return json.loads((self.dir / DONE).read_text())
-
-
-RunFn = Callable[[Run, dict[str, Path | str]], dict[str, Any]]
-
-
-@dataclass
-class Executors:
-    """How each kind of run is carried out: ``fn(run, inputs) -> result dict``.
-
-    ``inputs`` maps each dependency role to that run's output dir; the function writes into
-    ``run.output`` and returns a JSON-able summary (finetune: ``{"folds": [{metric: value}]}``;
-    pretrain: ``{"final_loss": ..}``; embed: ``{"tsne": "<file>"}``).
-    """
-
-    data: RunFn
-    pretrain: RunFn
-    finetune: RunFn
-    embed: RunFn
-
-    def __getitem__(self, kind: str) -> RunFn:
-        return getattr(self, kind)
 
 
 @dataclass
@@ -202,10 +143,10 @@ def plan_study(cfg: StudyConfig, out: Path) -> Plan:
             return pre_data
         if isinstance(spec, DatasetSpec) and spec.sources:  # union of several sources
             parts = [data_ref(s) for s in spec.sources]
-            mcfg = {"recipe": "merge", "names": [s.label for s in spec.sources],
+            mcfg = {"recipe": MERGE, "names": [s.label for s in spec.sources],
                     "paths": [None if isinstance(p, Run) else p for p in parts]}  # fmt: skip
             deps = {f"source{i}": p for i, p in enumerate(parts) if isinstance(p, Run)}
-            return add(Run("data", "merge", mcfg, {"recipe": "merge"}, deps, weight=1.0))
+            return add(Run("data", MERGE, mcfg, {"recipe": MERGE}, deps, weight=1.0))
         ref = _data_run(spec)  # type: ignore[arg-type]
         return add(ref) if isinstance(ref, Run) else ref
 
@@ -285,16 +226,6 @@ def plan_study(cfg: StudyConfig, out: Path) -> Plan:
 
 
 # ------------------------------------------------------------------------ running
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
-def _inputs(run: Run) -> dict[str, Path | str]:
-    return {role: dep.output for role, dep in run.deps.items()}
-
-
 def _describe(run: Run) -> str:
     lab = run.labels
     bits = [f"{k}={lab[k]}" for k in ("seed",) if k in lab and len(str(lab[k])) < 20]
@@ -307,7 +238,7 @@ def headline(run: Run, result: dict[str, Any]) -> str:
         import numpy as np
 
         folds = result["folds"]
-        prefer = ("accuracy", "f1", "macro_f1", "dice", "miou")
+        prefer = ("accuracy", "f1", "dice", "miou")
         metric = next((m for m in prefer if m in folds[0]), next(iter(folds[0])))
         vals = [f[metric] for f in folds if isinstance(f.get(metric), (int, float))]
         return f"{metric} {np.mean(vals):.3f} ± {np.std(vals):.3f} over {len(vals)} folds"
@@ -319,40 +250,6 @@ def headline(run: Run, result: dict[str, Any]) -> str:
     if run.kind == "data" and "frames" in result:
         return f"{result['frames']} frames"
     return ""
-
-
-def execute(run: Run, executors: Executors) -> dict[str, Any]:
-    """Run one grid node (or return its cached record)."""
-    if run.done:
-        return run.record()
-    if run.dir.exists():  # leftover of an interrupted study
-        shutil.rmtree(run.dir)
-    run.dir.mkdir(parents=True)
-    _write_json_atomic(
-        run.dir / "config.json",
-        {"kind": run.kind, "name": run.name, "config": run.config, "labels": run.labels,
-         "deps": {r: d.dirname for r, d in run.deps.items()}},
-    )  # fmt: skip
-    for role, dep in run.deps.items():
-        if not dep.done:
-            raise AwclError(f"{run.dir}: dependency {role} ({dep.dirname}) has not finished")
-    t0 = time.perf_counter()
-    try:
-        result = executors[run.kind](run, _inputs(run)) or {}
-    except AwclError as err:
-        raise AwclError(f"{run.kind} {run.name}: {err}") from None
-    record = {
-        "kind": run.kind,
-        "name": run.name,
-        "key": run.key,
-        "labels": run.labels,
-        "config": run.config,
-        "result": result,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    _write_json_atomic(run.dir / DONE, record)  # last: marks the run finished
-    return record
 
 
 @dataclass
@@ -376,10 +273,8 @@ def write_index(cfg: StudyConfig, plan: Plan, out: Path) -> None:
             for r in plan.runs
         ],
     }  # fmt: skip
-    _write_json_atomic(out / INDEX, index)
-    tmp = out / ".config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    os.replace(tmp, out / "config.yaml")
+    write_json_atomic(out / INDEX, index, indent=2, sort_keys=True, default=str)
+    write_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def run_study(
@@ -399,8 +294,6 @@ def run_study(
     """
     out = Path(out)
     if executors is None:
-        from awcl.study.backends import real_executors
-
         executors = real_executors()
     plan = plan_study(cfg, out)
     write_index(cfg, plan, out)
@@ -440,8 +333,6 @@ def run_study(
         say(f"{line}  {h}" if h else line)
 
     if launcher is None:
-        from awcl.study.launch import Serial
-
         launcher = Serial()
     try:
         launcher.run(todo, executors, started, finished)

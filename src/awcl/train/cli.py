@@ -15,12 +15,13 @@ from typing import Any
 import yaml
 
 from awcl.errors import AwclError
+from awcl.methods import METHODS
 
 # flag -> (PretrainConfig field, type, help). Defaults come from the dataclass.
 _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--data", "data", str, "prepared dataset directory (awcl prepare ...); repeat for several sources (their union is built once and cached)"),
     ("--out", "out", str, "run directory to create (or to continue with --resume)"),
-    ("--method", "method", str, "awcl | simclr | clpi | uscl | supervised"),
+    ("--method", "method", str, "pretraining method (awcl.methods.METHODS)"),
     ("--granularity", "granularity", str, "coarse | fine: which anatomy labels make positives/classes"),
     ("--anatomy-ratio", "anatomy_ratio", float, "awcl: probability a labelled frame keeps its label per draw"),
     ("--class-group", "class_group", int, "awcl/clpi: k>1 draws frames of one class/scan in groups of k per batch; 0 or 1 (default): random batches as in the paper"),
@@ -61,7 +62,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 _REPEATABLE = ("data", "logger")  # flags given several times build a list
 _CHOICES = {
-    "method": ["awcl", "simclr", "clpi", "uscl", "supervised"],
+    "method": list(METHODS),
     "granularity": ["coarse", "fine"],
     "clpi_by": ["video", "patient"],
 }
@@ -115,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                 for f in dataclasses.fields(PretrainConfig)}  # fmt: skip
     p = sub.add_parser(
         "pretrain",
-        help="pretrain an encoder (awcl, simclr, clpi, uscl, supervised)",
+        help=f"pretrain an encoder ({', '.join(METHODS)})",
         description="Pretrain a ResNet-18 encoder on a prepared dataset. Defaults are the paper's.",
     )
     for flag, name, typ, text in _FLAGS:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
-from awcl.data.augment import Augment, AugmentConfig, resize_full
+from awcl.atomic import atomic_file
+from awcl.data.augment import Augment, ViewAugmentConfig, resize_full
 from awcl.data.pairs import PairViews, ResumableLoader, collate_views
 from awcl.errors import AwclError
 from awcl.methods.base import Method
@@ -69,7 +69,7 @@ class PretrainModule(L.LightningModule):
             self.encoder.compile()  # in place: state_dict keys (checkpoints, encoder.pt) unchanged
         self.heads = method.heads()
         self.augment = Augment(
-            AugmentConfig(
+            ViewAugmentConfig(
                 size=tuple(cfg.size),
                 crop_scale=tuple(cfg.crop_scale),
                 flip=cfg.flip,
@@ -280,12 +280,10 @@ class History(Callback):
             return list(csv.DictReader(fh))
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_file(self.path) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=self.FIELDS)
             w.writeheader()
             w.writerows(rows)
-        os.replace(tmp, self.path)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:

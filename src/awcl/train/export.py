@@ -27,7 +27,6 @@ import math
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import torch
 import yaml
 
 from awcl import __version__
+from awcl.atomic import replace_dir, temp_sibling
 from awcl.errors import AwclError
 from awcl.models import ENCODER_FILE, GREY_MEAN, GREY_STD, Encoder, build_encoder
 
@@ -340,7 +340,7 @@ def export_run(cfg: ExportConfig) -> Path:
         raise AwclError(f"{out}: exists and is not an awcl export; refusing to replace it")
     size = tuple(info.config.get("size") or info.summary.get("size") or (224, 288))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = temp_sibling(out)
     tmp.mkdir()
     try:
         sd = enc.export_state_dict()
@@ -364,13 +364,7 @@ def export_run(cfg: ExportConfig) -> Path:
             if (info.root / name).is_file():
                 shutil.copy2(info.root / name, tmp / name)
         (tmp / "MODEL_CARD.md").write_text(model_card(info, files, hist, downstream_results(info)))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        replace_dir(tmp, out)
     except OSError as err:
         raise AwclError(f"{out}: export not written ({err.strerror or err})") from None
     finally:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from awcl.atomic import write_json_atomic
 from awcl.errors import AwclError
 
 log = logging.getLogger(__name__)
@@ -139,9 +140,7 @@ def _write_cache(key: str, entry: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = _read_cache()
         data[key] = entry
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+        write_json_atomic(path, data, indent=1)
     except OSError as err:  # a read-only home: probe again next time, never fail the run
         log.debug("precision cache not written: %s", err)
 

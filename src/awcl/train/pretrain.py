@@ -15,7 +15,6 @@ A run directory holds::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -30,12 +29,13 @@ import torch
 import yaml
 
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
-from awcl.data.augment import parse_size
+from awcl.atomic import write_json_atomic
 from awcl.data.pairs import FrameIndex, frame_labels
 from awcl.data.store import describe_source, open_dataset, union_dataset
 from awcl.errors import AwclError
-from awcl.methods.base import METHODS, build_method
+from awcl.methods import METHODS, build_method
 from awcl.models import ENCODER_FILE, save_encoder
+from awcl.options import parse_size
 from awcl.train.precision import choose, resolve_accelerator
 from awcl.train.trackers import build_loggers, check_loggers
 
@@ -96,19 +96,14 @@ class PretrainConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        try:
-            self.size = parse_size(self.size)
-        except ValueError as err:
-            raise AwclError(f"--size: {err}") from None
+        self.size = parse_size(self.size, minimum=16)
         self.crop_scale = parse_crop_scale(self.crop_scale)
         self.ignore_labels = list(self.ignore_labels or [])
         self.logger = check_loggers(self.logger)
         if isinstance(self.data, (list, tuple)):
             self.data = [str(d) for d in self.data] if len(self.data) != 1 else str(self.data[0])
-        if self.method not in METHODS and self.method not in (
-            "awcl", "simclr", "clpi", "uscl", "supervised"
-        ):
-            raise AwclError(f"unknown method {self.method!r}")
+        if self.method not in METHODS:
+            raise AwclError(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
         if self.granularity not in ("coarse", "fine"):
             raise AwclError(f"--granularity must be coarse or fine, not {self.granularity!r}")
         if self.monitor_granularity not in ("", "coarse", "fine"):
@@ -357,7 +352,5 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             "data_sources": ds.meta.get("sources") or [describe_source(ds)],
         }
         summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
-        tmp = run / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, run / "summary.json")
+        write_json_atomic(run / "summary.json", summary, indent=2)
     return run

@@ -24,6 +24,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
+from awcl.atomic import write_json_atomic
 from awcl.errors import AwclError
 
 LOGGERS = ("tensorboard", "csv", "wandb", "mlflow")
@@ -73,9 +74,7 @@ def read_ids(run: Path) -> dict[str, str]:
 def _write_ids(run: Path, ids: dict[str, str]) -> None:
     p = Path(run) / IDS_FILE
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(ids, indent=2, sort_keys=True))
-    os.replace(tmp, p)
+    write_json_atomic(p, ids, indent=2, sort_keys=True)
 
 
 class KeepTrackerIds(Callback):

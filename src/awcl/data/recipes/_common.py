@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from awcl.data import download
-from awcl.data.ingest import cli_type, positive_int
-from awcl.data.ingest import parse_size as _parse_size
 from awcl.data.store import DEFAULT_SIZE
 from awcl.errors import DataError
+from awcl.options import cli_type, parse_size, positive_int
 
 log = logging.getLogger("awcl.data.recipes")
 
@@ -32,8 +31,8 @@ class ReleaseFile:
     extract: bool = True  # archives are unpacked; plain files (a CSV) are kept as they are
 
 
-# The one HxW parser of the data layer, as an argparse type (usage error, exit 2).
-parse_size = cli_type(_parse_size)
+# --size of every recipe: the one HxW parser, as an argparse type (usage error, exit 2).
+size_arg = cli_type(parse_size, minimum=8)
 
 
 def find_release_root(src: str | os.PathLike, is_root: Callable[[Path], bool], what: str) -> Path:
@@ -81,7 +80,7 @@ def add_common_args(p: argparse.ArgumentParser, default_cache: str) -> None:
     p.add_argument("src", nargs="?", help="folder holding the original release (not needed with --download)")
     p.add_argument("--out", required=True, help="prepared dataset directory to write")
     p.add_argument(
-        "--size", type=parse_size, default=DEFAULT_SIZE, metavar="HxW",
+        "--size", type=size_arg, default=DEFAULT_SIZE, metavar="HxW",
         help="frame size of the prepared dataset (default 224x288)",
     )
     p.add_argument(

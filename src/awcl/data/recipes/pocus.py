@@ -27,7 +27,6 @@ import pandas as pd
 
 from awcl.data.crop import crop, detect_region
 from awcl.data.imageio import resize
-from awcl.data.ingest import positive_int
 from awcl.data.recipes._common import (
     ReleaseFile,
     add_common_args,
@@ -38,6 +37,7 @@ from awcl.data.recipes._common import (
 from awcl.data.store import DEFAULT_SIZE, DatasetWriter
 from awcl.data.video import VIDEO_EXTENSIONS, read_frames
 from awcl.errors import DataError
+from awcl.options import positive_int
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,126 @@
+"""The nodes of a study grid and how one is carried out.
+
+A :class:`Run` is one node (prepare data, pretrain, fine-tune, embed) keyed by a hash of its
+configuration and its dependencies; :func:`execute` runs it through an :class:`Executors`
+table and writes its ``DONE`` record last. Planning (:mod:`awcl.study.runner`), launching
+(:mod:`awcl.study.launch`) and the real executors (:mod:`awcl.study.backends`) build on this
+module, which imports none of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from awcl.atomic import write_json_atomic
+from awcl.errors import AwclError
+
+DONE = "DONE"
+RUN_SUBDIR = "run"
+MERGE = "merge"  # the data run that builds the union of several sources
+
+
+@dataclass
+class Run:
+    """One node of the grid. ``deps`` maps a role (``data``, ``init``) to the run it needs."""
+
+    kind: str  # data | pretrain | finetune | embed
+    name: str
+    config: dict[str, Any]
+    labels: dict[str, Any] = field(default_factory=dict)
+    deps: dict[str, Run] = field(default_factory=dict)
+    weight: float = 1.0  # relative cost, for the progress bar's time estimate
+    key: str = ""
+    dir: Path = Path()
+
+    def __post_init__(self) -> None:
+        payload = {
+            "kind": self.kind,
+            "config": self.config,
+            "deps": {role: dep.key for role, dep in sorted(self.deps.items())},
+        }
+        blob = json.dumps(payload, sort_keys=True, default=str)
+        self.key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def dirname(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)
+        return f"{self.kind}-{safe}-{self.key}"
+
+    @property
+    def output(self) -> Path:
+        """Where the run's own files live (a prepared dataset, a pretrain run dir, ...)."""
+        return self.dir / RUN_SUBDIR
+
+    @property
+    def done(self) -> bool:
+        return (self.dir / DONE).is_file()
+
+    def record(self) -> dict[str, Any]:
+        return json.loads((self.dir / DONE).read_text())
+
+
+RunFn = Callable[[Run, dict[str, Path | str]], dict[str, Any]]
+
+
+@dataclass
+class Executors:
+    """How each kind of run is carried out: ``fn(run, inputs) -> result dict``.
+
+    ``inputs`` maps each dependency role to that run's output dir; the function writes into
+    ``run.output`` and returns a JSON-able summary (finetune: ``{"folds": [{metric: value}]}``;
+    pretrain: ``{"final_loss": ..}``; embed: ``{"tsne": "<file>"}``).
+    """
+
+    data: RunFn
+    pretrain: RunFn
+    finetune: RunFn
+    embed: RunFn
+
+    def __getitem__(self, kind: str) -> RunFn:
+        return getattr(self, kind)
+
+
+def _inputs(run: Run) -> dict[str, Path | str]:
+    return {role: dep.output for role, dep in run.deps.items()}
+
+
+def execute(run: Run, executors: Executors) -> dict[str, Any]:
+    """Run one grid node (or return its cached record)."""
+    if run.done:
+        return run.record()
+    if run.dir.exists():  # leftover of an interrupted study
+        shutil.rmtree(run.dir)
+    run.dir.mkdir(parents=True)
+    write_json_atomic(
+        run.dir / "config.json",
+        {"kind": run.kind, "name": run.name, "config": run.config, "labels": run.labels,
+         "deps": {r: d.dirname for r, d in run.deps.items()}},
+        indent=2, sort_keys=True, default=str,
+    )  # fmt: skip
+    for role, dep in run.deps.items():
+        if not dep.done:
+            raise AwclError(f"{run.dir}: dependency {role} ({dep.dirname}) has not finished")
+    t0 = time.perf_counter()
+    try:
+        result = executors[run.kind](run, _inputs(run)) or {}
+    except AwclError as err:
+        raise AwclError(f"{run.kind} {run.name}: {err}") from None
+    record = {
+        "kind": run.kind,
+        "name": run.name,
+        "key": run.key,
+        "labels": run.labels,
+        "config": run.config,
+        "result": result,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_json_atomic(run.dir / DONE, record, indent=2, sort_keys=True, default=str)  # last: marks the run finished
+    return record
