@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 import awcl  # noqa: F401  (torchvision shim)
-from awcl.data.augment import parse_size
 from awcl.evaluate.finetune import PRESETS
 from awcl.evaluate.fit import DownstreamModule, Optim
 from awcl.evaluate.heads import Classifier, make_head
 from awcl.models import Encoder
+from awcl.options import parse_size
 from awcl.train.engine import to_input
 from awcl.train.precision import Choice, choose, cpu_candidates, describe_cpu
 from awcl.train.trainer import build_trainer, quiet_fit

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 import awcl  # noqa: F401  (torchvision shim)
-from awcl.data.augment import parse_size
 from awcl.data.store import DatasetWriter
+from awcl.options import parse_size
 from awcl.train.precision import Choice
 
 
