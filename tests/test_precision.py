@@ -106,3 +106,11 @@ def test_gpu_requested_without_cuda(monkeypatch):
 def test_real_timer_runs():
     assert P.time_train_step("32-true", True, (32, 40), batch=2, steps=1) > 0
     assert P.describe_cpu()  # names the CPU and its bf16 capability
+
+
+def test_contiguous_fp32_needs_a_clear_margin_too():
+    def timer(prec, cl, size):
+        return {("32-true", True): 100.0, ("32-true", False): 103.0}[(prec, cl)]
+
+    best, _ = P.probe_cpu((32, 40), timer=timer, features=AVX2)
+    assert best == ("32-true", True)  # 3% is noise: keep channels_last
