@@ -38,6 +38,7 @@ from awcl.models import ENCODER_FILE, save_encoder
 from awcl.options import parse_size
 from awcl.train.precision import choose, resolve_accelerator
 from awcl.train.trackers import build_loggers, check_loggers
+from awcl.train.trainer import parse_devices
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +207,6 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _devices(cfg: PretrainConfig) -> int | str:
-    d = str(cfg.devices)
-    return int(d) if d.isdigit() else d
-
-
 def _latest_checkpoint(ckdir: Path) -> Path | None:
     """The checkpoint with the most training steps (epoch-end 'last' wins ties)."""
     best: tuple[int, int, Path] | None = None
@@ -301,7 +297,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     cbs.append(keep_ids)
     trainer = L.Trainer(
         accelerator=accelerator,
-        devices=_devices(cfg),
+        devices=parse_devices(cfg.devices),
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
         precision=choice.precision,
