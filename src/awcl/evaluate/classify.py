@@ -25,15 +25,7 @@ from awcl.evaluate.fit import (
 from awcl.evaluate.heads import Classifier, last_feature_map, make_head
 from awcl.evaluate.metrics import class_confusion, classification_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
-from awcl.evaluate.selection import (
-    check_fold_classes,
-    drop_rare_classes,
-    load_frames,
-    make_folds,
-    resolve_labels,
-    subsample_per_video,
-    summarize_folds,
-)
+from awcl.evaluate.selection import load_frames, select_classification, summarize_folds
 from awcl.evaluate.summary import classification_summary, fold_classification_metrics
 from awcl.evaluate.tasks import METRICS
 from awcl.models import build_encoder
@@ -100,20 +92,8 @@ def _train_fold(cfg: FinetuneConfig, frames: torch.Tensor, y: np.ndarray, fold, 
 def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
                     get_engine: Callable[[], Engine]) -> dict:
     """``get_engine`` resolves the device and precision once the data have been checked."""
-    m = ds.manifest
-    src = str(ds.root / "manifest.csv")
-    y_all, names = resolve_labels(m, cfg.label, cfg.classes, src)
-    groups_all = m[cfg.group].astype(str).to_numpy()
-    need = 2 if cfg.split == "fixed" else cfg.folds
-    y_all, names, warnings = drop_rare_classes(
-        y_all, groups_all, names, need, explicit=bool(cfg.classes)
-    )
-    rows = np.flatnonzero(y_all >= 0)
-    rows = subsample_per_video(m, rows, cfg.max_per_video)
-    sub = m.iloc[rows].reset_index(drop=True)
-    y, groups = y_all[rows], groups_all[rows]
-    folds = make_folds(cfg, sub, y, groups, src)
-    warnings += check_fold_classes(folds, y, names)
+    sel = select_classification(cfg, ds)
+    rows, sub, y, names, folds, warnings = sel.rows, sel.sub, sel.y, sel.names, sel.folds, sel.warnings
     log.info("%d frames, %d classes (%s), %d fold(s)", len(rows), len(names), ", ".join(names), len(folds))
     frames = load_frames(ds, rows, cfg.size)
     K = len(names)

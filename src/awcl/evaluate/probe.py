@@ -44,15 +44,7 @@ from awcl.evaluate.config import FinetuneConfig
 from awcl.evaluate.fit import Engine, encode
 from awcl.evaluate.metrics import class_confusion, classification_metrics
 from awcl.evaluate.plots import plot_confusion
-from awcl.evaluate.selection import (
-    check_fold_classes,
-    drop_rare_classes,
-    load_frames,
-    make_folds,
-    resolve_labels,
-    subsample_per_video,
-    summarize_folds,
-)
+from awcl.evaluate.selection import load_frames, select_classification, summarize_folds
 from awcl.evaluate.summary import classification_summary, fold_classification_metrics
 from awcl.evaluate.tasks import METRICS
 from awcl.models import build_encoder, resolve_init
@@ -177,18 +169,9 @@ def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
     """Run a probe protocol on every fold; write its files into ``out``; return the metrics
     dict (classification schema: ``folds``, ``mean``, ``std``, ``confusion_matrix``, ...).
     ``get_engine`` gives the device and precision for the frozen encoder's features."""
-    m = ds.manifest
-    src = str(ds.root / "manifest.csv")
-    y_all, names = resolve_labels(m, cfg.label, cfg.classes, src)
-    groups_all = m[cfg.group].astype(str).to_numpy()
-    need = 2 if cfg.split == "fixed" else cfg.folds
-    y_all, names, warns = drop_rare_classes(y_all, groups_all, names, need, explicit=bool(cfg.classes))
-    rows = np.flatnonzero(y_all >= 0)
-    rows = subsample_per_video(m, rows, cfg.max_per_video)
-    sub = m.iloc[rows].reset_index(drop=True)
-    y, groups = y_all[rows], groups_all[rows]
-    folds = make_folds(cfg, sub, y, groups, src)
-    warns += check_fold_classes(folds, y, names)
+    sel = select_classification(cfg, ds)
+    rows, sub, y, groups, names, folds, warns = (
+        sel.rows, sel.sub, sel.y, sel.groups, sel.names, sel.folds, sel.warnings)
     K = len(names)
     log.info("%s probe: %d frames, %d classes, %d fold(s)", cfg.protocol, len(rows), K, len(folds))
     feats = cached_features(cfg, ds, rows, get_engine())

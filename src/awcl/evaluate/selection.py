@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -136,3 +137,34 @@ def summarize_folds(per_fold: list[dict], keys: list[str]) -> tuple[dict, dict]:
 
 def check_fold_classes(folds: list[Fold], y: np.ndarray, names: list[str]) -> list[str]:
     return check_classes(folds, y, names)
+
+
+@dataclass
+class ClassSelection:
+    """The labelled frames a classification protocol uses and their grouped folds."""
+
+    rows: np.ndarray  # [n] manifest rows used
+    sub: pd.DataFrame  # manifest of those rows, re-indexed 0..n-1
+    y: np.ndarray  # [n] class index
+    groups: np.ndarray  # [n] grouping key (--group)
+    names: list[str]  # class names
+    folds: list[Fold]
+    warnings: list[str]
+
+
+def select_classification(cfg: FinetuneConfig, ds: PreparedDataset) -> ClassSelection:
+    """Labels -> classes with enough groups -> rows (per-video cap) -> grouped folds; shared by
+    the trained classifiers and the probes so both see exactly the same frames and splits."""
+    m = ds.manifest
+    src = str(ds.root / "manifest.csv")
+    y_all, names = resolve_labels(m, cfg.label, cfg.classes, src)
+    groups_all = m[cfg.group].astype(str).to_numpy()
+    need = 2 if cfg.split == "fixed" else cfg.folds
+    y_all, names, warns = drop_rare_classes(y_all, groups_all, names, need, explicit=bool(cfg.classes))
+    rows = np.flatnonzero(y_all >= 0)
+    rows = subsample_per_video(m, rows, cfg.max_per_video)
+    sub = m.iloc[rows].reset_index(drop=True)
+    y, groups = y_all[rows], groups_all[rows]
+    folds = make_folds(cfg, sub, y, groups, src)
+    warns += check_fold_classes(folds, y, names)
+    return ClassSelection(rows, sub, y, groups, names, folds, warns)
