@@ -38,7 +38,7 @@ from awcl.models import ENCODER_FILE, save_encoder
 from awcl.options import parse_size
 from awcl.train.precision import choose, resolve_accelerator
 from awcl.train.trackers import build_loggers, check_loggers
-from awcl.train.trainer import parse_devices
+from awcl.train.trainer import build_trainer, quiet_fit
 
 log = logging.getLogger(__name__)
 
@@ -295,27 +295,13 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
         )
     cbs += list(callbacks or [])
     cbs.append(keep_ids)
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=parse_devices(cfg.devices),
-        num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
-        precision=choice.precision,
-        max_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        callbacks=cbs,
-        logger=loggers,
-        log_every_n_steps=cfg.log_every_n_steps,
-        enable_progress_bar=cfg.progress,
-        enable_model_summary=False,
+    trainer = build_trainer(
+        run, choice, accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy, max_epochs=cfg.epochs, max_steps=cfg.max_steps, callbacks=cbs,
+        loggers=loggers, log_every_n_steps=cfg.log_every_n_steps, progress=cfg.progress,
         use_distributed_sampler=False,  # our batch samplers shard by rank themselves
-        num_sanity_val_steps=0,
-        deterministic=False,
-        default_root_dir=str(run),
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*Precision bf16-mixed is not supported.*")
+    with quiet_fit():
         trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
 
     if trainer.is_global_zero:
