@@ -114,3 +114,34 @@ def test_contiguous_fp32_needs_a_clear_margin_too():
 
     best, _ = P.probe_cpu((32, 40), timer=timer, features=AVX2)
     assert best == ("32-true", True)  # 3% is noise: keep channels_last
+
+
+def test_lightning_hardware_banner_is_dropped(tmp_path, caplog) -> None:
+    """A fit prints no 'GPU available' / 'TPU available' / litlogger tip lines (awcl logs its
+    own device choice); Lightning's other messages still come through."""
+    import logging
+
+    import lightning as L
+    import torch
+
+    from awcl.train.precision import Choice
+    from awcl.train.trainer import build_trainer
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.w(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
+    choice = Choice("32-true", False, "test", "cpu")
+    with caplog.at_level(logging.INFO):
+        build_trainer(tmp_path, choice, accelerator="cpu", max_steps=1, progress=False).fit(Tiny(), data)
+    text = caplog.text
+    assert "GPU available" not in text and "TPU available" not in text and "Tip" not in text
+    assert "max_steps=1" in text  # other Lightning info is kept

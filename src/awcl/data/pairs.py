@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from awcl.data.augment import Augment
-from awcl.data.store import PreparedDataset
+from awcl.data.store import GRANULARITIES, PreparedDataset
 from awcl.errors import AwclError
 
 Item = tuple[int, int, int, int, int, int]  # (a, b, c, key, label, seed)
@@ -46,7 +46,7 @@ def frame_labels(
     fine: ``fine_label`` only (a frame with only a coarse label is unlabelled at fine level).
     A frame whose coarse or fine label is in ``ignore`` (plus ``ds.ignore_labels``) is unlabelled.
     """
-    if granularity not in ("coarse", "fine"):
+    if granularity not in GRANULARITIES:
         raise AwclError(f"granularity must be 'coarse' or 'fine', not {granularity!r}")
     skip = set(ignore) | set(ds.ignore_labels)
     hier = ds.hierarchy

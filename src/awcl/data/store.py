@@ -37,6 +37,7 @@ from awcl.errors import DataError
 log = logging.getLogger("awcl.data")
 
 FORMAT = "awcl-prepared/1"
+GRANULARITIES = ("coarse", "fine")  # the two anatomy label levels of a manifest
 MANIFEST_COLUMNS = [
     "frame_id",
     "source",
@@ -131,7 +132,7 @@ class PreparedDataset:
 
     def labels(self, granularity: str = "coarse") -> pd.Series:
         """Per-frame label at ``coarse`` or ``fine`` granularity (<NA> where unknown)."""
-        if granularity not in ("coarse", "fine"):
+        if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be 'coarse' or 'fine', not {granularity!r}")
         return self.manifest[f"{granularity}_label"]
 

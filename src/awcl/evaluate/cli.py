@@ -6,27 +6,36 @@ import argparse
 import json
 import logging
 
+from awcl.config import add_flags, compose, flag_values, read_yaml
 from awcl.errors import AwclError
+from awcl.evaluate.config import DERIVED_KEYS, FinetuneConfig
 from awcl.options import cli_type, parse_size
 
 log = logging.getLogger(__name__)
 
 
-def _finetune(args: argparse.Namespace) -> int:
-    from awcl.evaluate.finetune import FinetuneConfig, finetune
+def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
+    """defaults < ``--config`` YAML < ``--set key=value`` < flags (awcl.config)."""
+    layers = []
+    if args.config:  # a run's config.yaml also records derived values: not settings
+        given = read_yaml(args.config)
+        layers.append((args.config, {k: v for k, v in given.items() if k not in DERIVED_KEYS}))
+    flags = flag_values(args, FinetuneConfig)
+    if args.fp32:
+        flags["precision"] = "32-true"
+    if args.no_progress:
+        flags["progress"] = False
+    cfg = compose(FinetuneConfig, [("defaults", {"data": "", "out": "", "progress": True}), *layers],
+                  args.set, flags)  # fmt: skip
+    if not cfg.data or not cfg.out:
+        raise AwclError("--data and --out are required (a prepared dataset and a run directory)")
+    return cfg
 
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    cfg = FinetuneConfig(
-        data=args.data, out=args.out, init=args.init, task=args.task, protocol=args.protocol,
-        head=args.head, preset=args.preset, label=args.label, classes=classes, folds=args.folds,
-        split=args.split, group=args.group, val_fraction=args.val_fraction, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, size=args.size, max_per_video=args.max_per_video,
-        dice_loss=args.dice_loss, seed=args.seed, threads=args.threads,
-        precision="32-true" if args.fp32 else args.precision, accelerator=args.accelerator,
-        devices=args.devices, strategy=args.strategy, progress=not args.no_progress,
-        keep_checkpoints=args.keep_checkpoints,
-        bootstrap=args.bootstrap, train_patients=args.train_patients,
-    )
+
+def _finetune(args: argparse.Namespace) -> int:
+    from awcl.evaluate.finetune import finetune
+
+    cfg = finetune_config(args)
     m = finetune(cfg)
     from awcl.train.trainer import is_global_zero
 
@@ -64,51 +73,15 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from awcl.evaluate.finetune import PRESETS
-    from awcl.evaluate.heads import HEADS
-
-    p = sub.add_parser("finetune", help="downstream classification/segmentation with k-fold CV")
-    p.add_argument("--data", required=True, help="prepared dataset directory")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--init", default="random",
-                   help="'random', an awcl pretrain run dir / encoder.pt, or a torchvision resnet18 .pth")
-    p.add_argument("--task", choices=["classify", "segment"], default="classify")
-    p.add_argument("--protocol", choices=["full", "partial", "knn", "linear-probe"], default="full",
-                   help="full: train encoder + head; partial: encoder frozen; knn / linear-probe: "
-                   "scikit-learn kNN or logistic regression on frozen features")
-    p.add_argument("--head", choices=list(HEADS), default=None,
-                   help="classification head (default: the preset's, task1 sononet, task2 fc2)")
-    p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="paper protocol (default task1 for classify, task3 for segment)")
-    p.add_argument("--label", default="coarse", help="coarse | fine | a manifest column")
-    p.add_argument("--classes", default=None,
-                   help="comma list of classes to use, merges as new=a+b (e.g. covid,pneumonia=pneumonia+viral,regular)")
-    p.add_argument("--folds", type=int, default=3)
-    p.add_argument("--split", choices=["kfold", "fixed"], default="kfold",
-                   help="fixed: use the manifest's split column (train/val/test)")
-    p.add_argument("--group", default="patient_id", help="grouping column (never on both sides)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--epochs", type=int, default=None, help="override the preset (milestones scale)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--size", type=cli_type(parse_size), default=None, help="HxW to resize frames to, e.g. 112x144")
-    p.add_argument("--max-per-video", type=int, default=None, help="at most N frames per video")
-    p.add_argument("--train-patients", type=int, default=None,
-                   help="label efficiency: fit on N patients of each training part (seeded, every class kept)")
-    p.add_argument("--dice-loss", action="store_true", help="segmentation: add soft Dice to CE")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--precision", default="auto",
-                   help="auto (fastest safe for this hardware) | 32-true | bf16-mixed | 16-mixed")
+    p = sub.add_parser("finetune", help="downstream classification/segmentation with k-fold CV",
+                       description="Every flag is a FinetuneConfig key (awcl.evaluate.config), also "
+                       "settable in --config YAML or with --set key=value.")  # fmt: skip
+    add_flags(p, FinetuneConfig)
     p.add_argument("--fp32", action="store_true", help="same as --precision 32-true")
-    p.add_argument("--accelerator", default="auto", help="auto | cpu | gpu")
-    p.add_argument("--devices", default="1", help="devices to train on (>1: DDP)")
-    p.add_argument("--strategy", default="auto", help="Lightning strategy (ddp with --devices > 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--keep-checkpoints", action="store_true",
-                   help="keep checkpoints/fold<k>/best.ckpt (the best validation epoch)")
-    p.add_argument("--bootstrap", type=int, default=1000,
-                   help="patient-level bootstrap resamples for the 95%% intervals (0: none)")
+    p.add_argument("--config", help="YAML file of FinetuneConfig keys (${key} interpolation; flags override it)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value), e.g. --set epochs=5; after --config, before flags")
     p.set_defaults(func=_finetune)
 
     e = sub.add_parser("embed", help="penultimate features + t-SNE plot of a prepared dataset")

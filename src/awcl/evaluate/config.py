@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from awcl.config import option
 from awcl.errors import AwclError
 from awcl.evaluate.augment import BatchAugmentConfig
 from awcl.evaluate.fit import Engine
 from awcl.evaluate.heads import HEADS
 from awcl.evaluate.tasks import PROBES, PROTOCOLS, TASKS
+from awcl.options import parse_size
 from awcl.train.precision import choose, resolve_accelerator
 
 
@@ -29,6 +31,10 @@ class Preset:
     head: str | None = None  # classification head of the protocol (None: segmentation)
     iterations: int | None = None  # a schedule given in steps (used unless --epochs is set)
 
+
+# keys a run's config.yaml records beside the settings (awcl.evaluate.finetune.config_record)
+DERIVED_KEYS = ("resolved_preset", "resolved_head")
+SPLITS = ("kfold", "fixed")  # k grouped folds, or the manifest's own split column
 
 PRESETS: dict[str, Preset] = {
     # Task I: full fine-tuning with the SonoNet-style head of the paper's [4] (paper: SGD lr
@@ -55,41 +61,48 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def parse_classes(value: str | list[str]) -> list[str]:
+    """``"covid,pneumonia=pneumonia+viral,regular"`` (or a YAML list) -> the class list."""
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return [c.strip() for c in items if c.strip()]
+
+
 @dataclass
 class FinetuneConfig:
-    """Everything one downstream run needs; written to ``config.yaml`` in the run directory."""
+    """Everything one downstream run needs; written to ``config.yaml`` in the run directory.
+    The schema of ``awcl finetune``'s flags and ``--config`` YAML (awcl.config)."""
 
-    data: str
-    out: str
-    init: str = "random"
-    task: str = "classify"  # classify | segment
-    protocol: str = "full"  # full | partial (encoder frozen)
-    head: str | None = None  # linear | fc2 | sononet; None = the preset's (task1 sononet, task2 fc2)
-    preset: str | None = None  # task1 | task2 | task3 (default: task1 / task3 by task)
-    label: str = "coarse"  # coarse | fine | any manifest column
-    classes: list[str] | None = None  # e.g. ["covid", "pneumonia=pneumonia+viral", "regular"]
-    folds: int = 3
-    split: str = "kfold"  # kfold | fixed (manifest column ``split``)
-    group: str = "patient_id"  # grouping column: no group on both sides of a split
-    val_fraction: float = 0.2
-    epochs: int | None = None  # overrides the preset's epochs (and its iterations)
-    batch_size: int | None = None
-    lr: float | None = None
-    size: tuple[int, int] | None = None  # (H, W) to resize to; None = prepared size
-    max_per_video: int | None = None  # keep at most this many frames per video (evenly spaced)
-    train_patients: int | None = None  # label efficiency: fit on n patients of each training part
-    dice_loss: bool = False  # segmentation: CE + soft Dice
-    seed: int = 0
-    threads: int | None = None
+    data: str = option(help="prepared dataset directory")
+    out: str = option(help="run directory to write")
+    init: str = option("random", help="'random', an awcl pretrain run dir / encoder.pt, or a torchvision resnet18 .pth")
+    task: str = option("classify", choices=TASKS, help="downstream task")
+    protocol: str = option("full", choices=PROTOCOLS, help="full: train encoder + head; partial: encoder frozen; knn / linear-probe: scikit-learn kNN or logistic regression on frozen features")
+    head: str | None = option(None, choices=HEADS, help="classification head (default: the preset's, task1 sononet, task2 fc2)")
+    preset: str | None = option(None, choices=PRESETS, help="paper protocol (default task1 for classify, task3 for segment)")
+    label: str = option("coarse", help="coarse | fine | a manifest column")
+    classes: list[str] | None = option(None, parse=parse_classes, help="comma list of classes to use, merges as new=a+b (e.g. covid,pneumonia=pneumonia+viral,regular)")
+    folds: int = option(3, help="cross-validation folds (grouped by --group)")
+    split: str = option("kfold", choices=SPLITS, help="fixed: use the manifest's split column (train/val/test)")
+    group: str = option("patient_id", help="grouping column (never on both sides of a split)")
+    val_fraction: float = option(0.2, help="share of each training part held out for validation")
+    epochs: int | None = option(None, help="override the preset's epochs (and its iterations; milestones scale)")
+    batch_size: int | None = option(None, help="override the preset's batch size")
+    lr: float | None = option(None, help="override the preset's learning rate")
+    size: tuple[int, int] | None = option(None, parse=parse_size, help="HxW to resize frames to, e.g. 112x144 (default: the prepared size)")
+    max_per_video: int | None = option(None, help="at most N frames per video (evenly spaced)")
+    train_patients: int | None = option(None, help="label efficiency: fit on N patients of each training part (seeded, every class kept)")
+    dice_loss: bool = option(False, help="segmentation: add soft Dice to CE")
+    seed: int = option(0, help="random seed (folds, head init, sampling)")
+    threads: int | None = option(None, help="torch CPU threads (default: all cores)")
     # engine (awcl.train.trainer / awcl.train.precision)
-    precision: str = "auto"  # auto: the fastest safe precision for this hardware
-    channels_last: bool | None = None  # None: with the precision choice
-    accelerator: str = "auto"  # auto | cpu | gpu
-    devices: str = "1"  # devices for training (>1: DDP, see docs/finetune.md)
-    strategy: str = "auto"
-    progress: bool = False  # Lightning progress bar per fold
-    keep_checkpoints: bool = False  # keep checkpoints/fold<k>/best.ckpt (best validation epoch)
-    bootstrap: int = 1000  # patient-level bootstrap resamples for the 95% intervals (0: none)
+    precision: str = option("auto", help="auto (fastest safe for this hardware) | 32-true | bf16-mixed | 16-mixed")
+    channels_last: bool | None = option(None, help="NHWC memory format (default: with the precision choice)")
+    accelerator: str = option("auto", help="auto | cpu | gpu")
+    devices: str = option("1", help="devices to train on (>1: DDP, see docs/finetune.md)")
+    strategy: str = option("auto", help="Lightning strategy (ddp with --devices > 1)")
+    progress: bool = option(False, cli=False, help="Lightning progress bar per fold")
+    keep_checkpoints: bool = option(False, help="keep checkpoints/fold<k>/best.ckpt (the best validation epoch)")
+    bootstrap: int = option(1000, help="patient-level bootstrap resamples for the 95%% intervals (0: none)")
 
     def resolved_preset(self) -> Preset:
         name = self.preset or ("task3" if self.task == "segment" else "task1")
@@ -123,7 +136,7 @@ class FinetuneConfig:
             raise AwclError(f"--head must be one of {', '.join(HEADS)} (got {self.head!r})")
         if self.protocol in PROBES and self.task != "classify":
             raise AwclError(f"--protocol {self.protocol} is a classification probe (got --task {self.task})")
-        if self.split not in ("kfold", "fixed"):
+        if self.split not in SPLITS:
             raise AwclError(f"--split must be kfold or fixed (got {self.split!r})")
         if self.epochs is not None and self.epochs < 1:
             raise AwclError("--epochs must be >= 1")

@@ -7,27 +7,13 @@ writes into ``run.output`` and returns a JSON-able summary stored in the run's D
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
 
+from awcl.config import build
 from awcl.errors import AwclError
 from awcl.study.runs import MERGE, Executors, Run
-
-
-def _build(cls: type, values: dict[str, Any], what: str) -> Any:
-    """``cls(**values)`` with a clear error for keys ``cls`` does not have."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise AwclError(f"{what}: unknown setting {unknown[0]!r} (allowed: {', '.join(sorted(names))})")
-    return cls(**values)
-
-
-def _tuples(d: dict[str, Any]) -> dict[str, Any]:
-    """YAML gives lists; the configs want (H, W) tuples."""
-    return {k: tuple(v) if k == "size" and isinstance(v, list) else v for k, v in d.items()}
 
 
 def prepare_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
@@ -36,7 +22,7 @@ def prepare_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     c = run.config
     from awcl.data.recipes import RECIPES
 
-    recipe, params = c["recipe"], _tuples(dict(c.get("params") or {}))
+    recipe, params = c["recipe"], dict(c.get("params") or {})
     if recipe == MERGE:  # the union of several sources (pretraining on several datasets)
         from awcl.data.store import merge_datasets
 
@@ -44,7 +30,7 @@ def prepare_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
         merge_datasets(paths, run.output, names=c["names"])
     elif recipe in RECIPES:
         r = RECIPES[recipe]
-        r.prepare(c.get("src"), run.output, _build(r.config, params, f"{recipe} params"))
+        r.prepare(c.get("src"), run.output, build(r.config, params, f"{recipe} params"))
     else:  # config validation lists the recipes; this is a guard for new ones
         raise AwclError(f"unknown recipe {recipe!r}")
     return {"frames": len(open_dataset(run.output))}
@@ -68,8 +54,7 @@ def finetune_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     for k, v in c.items():  # task ``extra:`` settings (size, max_per_video, label, ...)
         if k not in known | {"granularity", "data", "init"}:
             values[k] = v
-    values = _tuples(values)
-    cfg = _build(FinetuneConfig, {"data": _data_path(run, inputs), "out": str(run.output),
+    cfg = build(FinetuneConfig, {"data": _data_path(run, inputs), "out": str(run.output),
                                   "init": _init(run, inputs), **values}, f"task {run.name}")  # fmt: skip
     metrics = finetune(cfg)
     keep = ("task", "protocol", "classes", "num_frames", "folds", "mean", "std", "warnings",
@@ -84,10 +69,10 @@ def pretrain_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     from awcl.train.pretrain import PretrainConfig, pretrain
 
     data = _data_path(run, inputs)
-    values = _tuples({k: v for k, v in run.config.items() if v is not None and k != "data"})
+    values = {k: v for k, v in run.config.items() if v is not None and k != "data"}
     values.setdefault("size", open_dataset(data).size)  # default: the prepared frame size
     values.setdefault("progress", False)  # the study draws its own progress bar
-    cfg = _build(PretrainConfig, {"data": data, "out": str(run.output), **values},
+    cfg = build(PretrainConfig, {"data": data, "out": str(run.output), **values},
                  f"pretrain {run.name}")  # fmt: skip
     out = Path(pretrain(cfg))
     # Per-epoch Lightning checkpoints (~130 MB each with the optimiser state) are only needed

@@ -1,10 +1,11 @@
 """Study configuration: a YAML file naming the data, the methods, the sweep and the tasks.
 
-A study config is read in three steps: YAML -> ``${var}`` substitution -> dataclasses
-validated here. Variables come from the file's ``vars:`` block, then the ``scales:`` preset
-named by the variable ``scale`` (e.g. ``--set scale=paper``), then ``--set name=value``
-(later wins). A value that is exactly ``${name}`` takes the variable's YAML value (a number,
-a list, ``null``); inside a longer string the variable is pasted as text.
+A study config is read in three steps: YAML -> variables, overrides and ``${var}``
+interpolation (the shared config layer, awcl.config / OmegaConf) -> dataclasses validated
+here. Variables come from the file's ``vars:`` block, then the ``scales:`` preset named by
+the variable ``scale`` (e.g. ``--set scale=paper``), then ``--set name=value`` (later wins).
+A value that is exactly ``${name}`` takes the variable's YAML value (a number, a list,
+``null``); inside a longer string the variable is pasted as text.
 Every problem raises :class:`~awcl.errors.AwclError` with one line naming the file, the key
 and the bad value.
 """
@@ -19,8 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from awcl.config import dotlist, read_yaml, yaml_value
 from awcl.data.recipes import RECIPES as RECIPE_TABLE
 from awcl.errors import AwclError
 from awcl.evaluate.tasks import PROBES, PROTOCOLS, TASKS
@@ -38,7 +41,6 @@ TOP_KEYS = frozenset(
      "sweep_tasks", "sweep_methods", "seeds", "finetune_seeds", "imagenet_weights", "embed",
      "scales")
 )  # fmt: skip
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass
@@ -121,7 +123,7 @@ class StudyConfig:
     finetune_seeds: list[int] | None = None
     imagenet_weights: str | None = None
     embed: EmbedSpec = field(default_factory=EmbedSpec)
-    vars: dict[str, str] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the file it came from (for messages)
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,73 +194,28 @@ class _Ctx:
         return [self.string(x, f"{key}[{i}]") for i, x in enumerate(v)]
 
 
-def substitute(obj: Any, variables: dict[str, str], ctx: _Ctx, key: str = "") -> Any:
-    """Replace ``${name}`` in every string of ``obj``; an unknown name is an error."""
-    if isinstance(obj, dict):
-        return {k: substitute(v, variables, ctx, f"{key}.{k}" if key else str(k)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [substitute(v, variables, ctx, f"{key}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, str):
-        whole = _VAR.fullmatch(obj)
-        if whole and whole.group(1) in variables:  # typed: ``epochs: ${pre_epochs}`` -> 10
-            return _parse_value(str(variables[whole.group(1)]))
-
-        def repl(m: re.Match[str]) -> str:
-            name = m.group(1)
-            if name not in variables:
-                raise ctx.err(
-                    key, f"${{{name}}} is not defined (add it under vars: or pass --set {name}=...)"
-                )
-            return str(variables[name])
-
-        return _VAR.sub(repl, obj)
-    return obj
+_ROOT = "__study__"  # the config sits under this key; its variables beside it (no clash)
 
 
-def _parse_value(text: str) -> Any:
-    """``--set`` values are YAML scalars/lists (``3``, ``0.5``, ``[a, b]``), else strings."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+def compose_raw(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Variables, scale preset and ``--set`` overrides, then ``${name}`` interpolation
+    (awcl.config / OmegaConf). Returns the resolved config and its variables.
 
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> dict[str, Any]:
-    """Apply ``--set`` items: ``name=value`` sets a variable (or a top-level key such as
-    ``seeds=[0,1]``), ``a.b=value`` a nested config key (values parsed as YAML)."""
+    ``--set name=value`` sets a variable (or a top-level key such as ``seeds=[0,1]``), and
+    ``a.b=value`` / ``tasks.0.epochs=70`` a nested key; values are YAML.
+    """
     raw = copy.deepcopy(raw)
-    variables = dict(ctx.mapping(raw.get("vars"), "vars"))
-    given: list[str] = []  # variables set on the command line (they beat a scale preset)
-    for item in overrides:
-        if "=" not in item:
-            raise AwclError(f"--set {item!r}: expected NAME=VALUE")
-        name, value = item.split("=", 1)
-        name = name.strip()
-        if not name:
-            raise AwclError(f"--set {item!r}: empty name")
-        if "." not in name and (name in variables or name not in TOP_KEYS):
-            variables[name] = value
-            given.append(name)
-            continue
-        node: Any = raw
-        parts = name.split(".")
-        for i, p in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(node, list):  # ``tasks.0.epochs=70``
-                if not p.isdigit() or int(p) >= len(node):
-                    raise AwclError(f"--set {item!r}: {p!r} is not an index of a {len(node)}-item list")
-                if last:
-                    node[int(p)] = _parse_value(value)
-                else:
-                    node = node[int(p)]
-            elif isinstance(node, dict):
-                if last:
-                    node[p] = _parse_value(value)
-                else:
-                    node = node.setdefault(p, {})
-            else:
-                raise AwclError(f"--set {item!r}: {'.'.join(parts[:i])!r} is not a mapping or list")
+    variables = dict(ctx.mapping(raw.pop("vars", None), "vars"))
     scales = ctx.mapping(raw.pop("scales", None), "scales")
+    var_items, key_items = [], []
+    for item in overrides:
+        name = item.partition("=")[0].strip()
+        plain = name and "." not in name and "[" not in name
+        (var_items if plain and (name in variables or name not in TOP_KEYS) else key_items).append(item)
+    dotlist(var_items)  # NAME=VALUE checks
+    # variables set on the command line beat a scale preset; values are YAML
+    given = {i.partition("=")[0].strip(): yaml_value(i.partition("=")[2]) for i in var_items}
+    variables.update(given)
     if scales:
         name = str(variables.get("scale", ""))
         if name not in scales:
@@ -266,17 +223,25 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> dic
                           " (set it under vars: or with --set scale=NAME)")  # fmt: skip
         preset = ctx.mapping(scales[name], f"scales.{name}")
         variables.update({k: v for k, v in preset.items() if k not in given})
-    raw["vars"] = {k: _var_text(v) for k, v in variables.items()}
-    return raw
-
-
-def _var_text(v: Any) -> str:
-    """Variables are kept as text (YAML for lists, so ``${size}`` reads back as a list)."""
-    if isinstance(v, str):
-        return v
-    if v is None:
-        return ""
-    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+    tree = OmegaConf.create({**variables, _ROOT: raw})
+    for item in key_items:
+        dotlist([item])  # NAME=VALUE check
+        name, _, value = item.partition("=")
+        try:
+            OmegaConf.update(tree, f"{_ROOT}.{name.strip()}", yaml_value(value), force_add=True)
+        except OmegaConfBaseException as err:
+            raise AwclError(f"--set {item!r}: {str(err).splitlines()[0]} (not an index or key of the config)") from None
+    try:
+        resolved = OmegaConf.to_container(tree, resolve=True)
+    except OmegaConfBaseException as err:
+        key = (getattr(err, "full_key", "") or "").removeprefix(_ROOT).lstrip(".")
+        msg = str(err).splitlines()[0]
+        missing = re.search(r"Interpolation key '([^']+)' not found", msg)
+        if missing:
+            name = missing.group(1)
+            msg = f"${{{name}}} is not defined (add it under vars: or pass --set {name}=...)"
+        raise ctx.err(key or "vars", msg) from None
+    return resolved[_ROOT], {k: resolved[k] for k in variables}  # type: ignore[index]
 
 
 # ------------------------------------------------------------------------- parsing
@@ -380,29 +345,10 @@ def _seed_list(v: Any, key: str, ctx: _Ctx) -> list[int] | None:
     return seeds
 
 
-def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None = None) -> StudyConfig:
-    """Validate a raw (YAML-loaded) config; ``overrides`` are ``--set`` items."""
-    ctx = _Ctx(source)
-    if not isinstance(raw, dict):
-        raise AwclError(f"{source}: a study config must be a YAML mapping, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides or [], ctx)
-    variables = raw.pop("vars", {})
-    raw = substitute(raw, variables, ctx)
-    ctx.check_keys(raw, "", set(TOP_KEYS))
-    for req in ("pretrain_data", "methods", "tasks"):
-        if req not in raw:
-            raise ctx.err(req, "missing")
-    name = ctx.string(raw.get("name", Path(source).stem), "name")
-    data = _dataset(raw["pretrain_data"], "pretrain_data", ctx)
-    methods = ctx.str_list(raw["methods"], "methods")
-    for i, m in enumerate(methods):
-        ctx.choice(m, f"methods[{i}]", METHODS)
-    if len(set(methods)) != len(methods):
-        raise ctx.err("methods", f"duplicates in {methods}")
-
+def _pretrain_settings(raw: dict[str, Any], ctx: _Ctx) -> PretrainSettings:
     p = ctx.mapping(raw.get("pretrain"), "pretrain")
     ctx.check_keys(p, "pretrain", {"epochs", "batch_size", "size", "lr", "extra"})
-    pre = PretrainSettings(
+    return PretrainSettings(
         epochs=ctx.integer(p.get("epochs", 10), "pretrain.epochs", 1),
         batch_size=ctx.integer(p.get("batch_size", 32), "pretrain.batch_size", 2),
         size=_size(p.get("size"), "pretrain.size", ctx),
@@ -410,6 +356,17 @@ def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None
         extra=dict(ctx.mapping(p.get("extra"), "pretrain.extra")),
     )
 
+
+def _methods(raw: dict[str, Any], ctx: _Ctx) -> list[str]:
+    methods = ctx.str_list(raw["methods"], "methods")
+    for i, m in enumerate(methods):
+        ctx.choice(m, f"methods[{i}]", METHODS)
+    if len(set(methods)) != len(methods):
+        raise ctx.err("methods", f"duplicates in {methods}")
+    return methods
+
+
+def _tasks(raw: dict[str, Any], ctx: _Ctx) -> list[TaskSpec]:
     tasks_raw = raw["tasks"]
     if not isinstance(tasks_raw, list) or not tasks_raw:
         raise ctx.err("tasks", f"expected a non-empty list of tasks, got {tasks_raw!r}")
@@ -417,40 +374,37 @@ def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ctx.err("tasks", f"task names must be unique, got {names}")
+    return tasks
 
+
+def _ratios(raw: dict[str, Any], ctx: _Ctx) -> tuple[list[float], float]:
+    """The anatomy ratios swept (the main one always among them) and the main one."""
     ratios_raw = raw.get("anatomy_ratios", [0.5])
     if not isinstance(ratios_raw, list) or not ratios_raw:
         raise ctx.err("anatomy_ratios", f"expected a non-empty list, got {ratios_raw!r}")
     ratios = [ctx.number(r, f"anatomy_ratios[{i}]", 0.0, 1.0) for i, r in enumerate(ratios_raw)]
-    main_ratio = ctx.number(raw.get("anatomy_ratio", ratios[len(ratios) // 2]), "anatomy_ratio", 0.0, 1.0)
-    if main_ratio not in ratios:
-        ratios = sorted([*ratios, main_ratio])
-    sweep = raw.get("sweep_tasks")
+    main = ctx.number(raw.get("anatomy_ratio", ratios[len(ratios) // 2]), "anatomy_ratio", 0.0, 1.0)
+    return sorted({*ratios, main}), main
+
+
+def _sweep(raw: dict[str, Any], names: list[str], methods: list[str], ctx: _Ctx) -> tuple[list[str] | None, list[str] | None]:
+    """``sweep_tasks`` (task names) and ``sweep_methods`` (awcl methods listed)."""
     sweep_tasks = None
-    if sweep is not None:
-        sweep_tasks = ctx.str_list(sweep, "sweep_tasks")
+    if raw.get("sweep_tasks") is not None:
+        sweep_tasks = ctx.str_list(raw["sweep_tasks"], "sweep_tasks")
         for i, s in enumerate(sweep_tasks):
             if s not in names:
                 raise ctx.err(f"sweep_tasks[{i}]", f"{s!r} is not a task name ({', '.join(names)})")
-
     sweep_methods = None
     if raw.get("sweep_methods") is not None:
         sweep_methods = ctx.str_list(raw["sweep_methods"], "sweep_methods")
         for i, m in enumerate(sweep_methods):
             if not m.startswith("awcl-") or m not in methods:
                 raise ctx.err(f"sweep_methods[{i}]", f"{m!r} is not an awcl method listed in methods")
+    return sweep_tasks, sweep_methods
 
-    seeds_raw = raw.get("seeds", [0])
-    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
-        seeds_raw = [seeds_raw]
-    if not isinstance(seeds_raw, list) or not seeds_raw:
-        raise ctx.err("seeds", f"expected a non-empty list of integers, got {seeds_raw!r}")
-    seeds = [ctx.integer(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds_raw)]
-    finetune_seeds = _seed_list(raw.get("finetune_seeds"), "finetune_seeds", ctx)
 
-    weights = raw.get("imagenet_weights")
-    weights = ctx.string(weights, "imagenet_weights") if weights else None
-
+def _embed(raw: dict[str, Any], names: list[str], ctx: _Ctx) -> EmbedSpec:
     e = ctx.mapping(raw.get("embed"), "embed")
     ctx.check_keys(e, "embed", {"task", "max_samples", "enabled"})
     embed = EmbedSpec(
@@ -460,21 +414,40 @@ def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None
     )
     if embed.task is not None and embed.task not in names:
         raise ctx.err("embed.task", f"{embed.task!r} is not a task name ({', '.join(names)})")
+    return embed
 
+
+def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None = None) -> StudyConfig:
+    """Validate a raw (YAML-loaded) config; ``overrides`` are ``--set`` items."""
+    ctx = _Ctx(source)
+    if not isinstance(raw, dict):
+        raise AwclError(f"{source}: a study config must be a YAML mapping, got {type(raw).__name__}")
+    raw, variables = compose_raw(raw, overrides or [], ctx)
+    ctx.check_keys(raw, "", set(TOP_KEYS))
+    for req in ("pretrain_data", "methods", "tasks"):
+        if req not in raw:
+            raise ctx.err(req, "missing")
+    methods = _methods(raw, ctx)
+    tasks = _tasks(raw, ctx)
+    names = [t.name for t in tasks]
+    ratios, main_ratio = _ratios(raw, ctx)
+    sweep_tasks, sweep_methods = _sweep(raw, names, methods, ctx)
+    seeds = _seed_list(raw.get("seeds", [0]), "seeds", ctx)
+    weights = raw.get("imagenet_weights")
     return StudyConfig(
-        name=name,
-        pretrain_data=data,  # type: ignore[arg-type]
+        name=ctx.string(raw.get("name", Path(source).stem), "name"),
+        pretrain_data=_dataset(raw["pretrain_data"], "pretrain_data", ctx),  # type: ignore[arg-type]
         methods=methods,
         tasks=tasks,
-        pretrain=pre,
-        anatomy_ratios=sorted(set(ratios)),
+        pretrain=_pretrain_settings(raw, ctx),
+        anatomy_ratios=ratios,
         anatomy_ratio=main_ratio,
         sweep_tasks=sweep_tasks,
         sweep_methods=sweep_methods,
-        seeds=seeds,
-        finetune_seeds=finetune_seeds,
-        imagenet_weights=weights,
-        embed=embed,
+        seeds=seeds or [0],
+        finetune_seeds=_seed_list(raw.get("finetune_seeds"), "finetune_seeds", ctx),
+        imagenet_weights=ctx.string(weights, "imagenet_weights") if weights else None,
+        embed=_embed(raw, names, ctx),
         vars=dict(variables),
         source=source,
     )
@@ -496,9 +469,5 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         if shipped is None:
             raise AwclError(f"{p}: study config not found")
         p = shipped
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        first = str(err).splitlines()[0] if str(err) else "invalid YAML"
-        raise AwclError(f"{p}: not valid YAML ({first})") from None
+    raw = read_yaml(p, "study config")
     return parse_config(raw, source=str(p), overrides=overrides)

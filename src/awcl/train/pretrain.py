@@ -14,12 +14,11 @@ A run directory holds::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,10 @@ import yaml
 
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
 from awcl.atomic import write_json_atomic
+from awcl.config import compose, option, read_yaml
+from awcl.config import to_dict as config_dict
 from awcl.data.pairs import FrameIndex, frame_labels
-from awcl.data.store import describe_source, open_dataset, union_dataset
+from awcl.data.store import GRANULARITIES, describe_source, open_dataset, union_dataset
 from awcl.errors import AwclError
 from awcl.methods import METHODS, build_method
 from awcl.models import ENCODER_FILE, save_encoder
@@ -43,114 +44,6 @@ from awcl.train.trainer import build_trainer, quiet_fit
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class PretrainConfig:
-    """Every setting of a pretraining run; defaults are the paper's."""
-
-    data: str | list[str] = ""  # prepared dataset directory, or several (their union is used)
-    out: str = "runs/pretrain"  # run directory
-    method: str = "awcl"  # awcl | simclr | clpi | uscl | supervised
-    granularity: str = "coarse"  # coarse | fine  (anatomy labels used as keys / classes)
-    anatomy_ratio: float = 1.0  # awcl: probability a labelled frame keeps its label per draw
-    ignore_labels: list[str] = field(default_factory=list)  # extra labels counted as unlabelled
-    class_group: int = 1  # awcl/clpi: k>1 draws same-class (same-scan) frames in groups of k; 0/1: random batches (paper)
-    clpi_by: str = "video"  # clpi: scan key, video | patient
-    uscl_ce_weight: float = 0.2  # uscl: weight of the cross-entropy head, per view (official 0.2)
-    uscl_rounds: int = 0  # uscl: passes over the videos per epoch (0: ~frames/videos; 1: official)
-    # model / optimisation
-    init: str = "random"  # random | run dir | encoder.pt | torchvision resnet18 .pth
-    proj_hidden: int = 512
-    proj_dim: int = 128
-    temperature: float = 0.5
-    epochs: int = 10
-    max_steps: int = -1  # stop after this many steps (benchmarks); -1 = epochs decide
-    batch_size: int = 32  # per process
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    # input and augmentation
-    size: tuple[int, int] = (224, 288)  # (H, W)
-    crop_scale: tuple[float, float] = (0.08, 1.0)  # area share of the random crop (SimCLR's)
-    flip: float = 0.5
-    brightness: float = 0.4
-    contrast: float = 0.4
-    blur: float = 0.0
-    # engine
-    seed: int = 0
-    accelerator: str = "auto"  # auto | cpu | gpu
-    devices: str = "auto"  # number of devices per node or "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"  # auto | ddp | ddp_fork | ... (not ddp_spawn)
-    precision: str = "auto"  # auto (chosen for the hardware, see awcl.train.precision) | 32-true | ...
-    channels_last: bool | None = None  # None: with the precision choice (auto: the faster)
-    compile: bool = False  # torch.compile the encoder (slow start; pays on long GPU runs)
-    num_workers: int = 1  # DataLoader worker processes (0 = augment in the main process)
-    threads: int = 0  # torch intra-op threads on CPU; 0 = all cores
-    checkpoint_every_n_steps: int = 0  # extra step checkpoints (0 = per epoch only)
-    monitor_fraction: float = 0.2  # share of labelled patients held out for the kNN monitor
-    monitor_max: int = 512  # cap on bank / query frames of the monitor
-    monitor_granularity: str = ""  # labels the kNN monitor scores ("": the method's granularity)
-    log_every_n_steps: int = 10
-    logger: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])  # + wandb | mlflow
-    tracker_project: str = "awcl"  # W&B project / MLflow experiment
-    tracker_uri: str = ""  # MLflow tracking URI ("" = $MLFLOW_TRACKING_URI or <run>/logs/mlflow.db)
-    progress: bool = True
-    resume: bool = False
-
-    def __post_init__(self) -> None:
-        self.size = parse_size(self.size, minimum=16)
-        self.crop_scale = parse_crop_scale(self.crop_scale)
-        self.ignore_labels = list(self.ignore_labels or [])
-        self.logger = check_loggers(self.logger)
-        if isinstance(self.data, (list, tuple)):
-            self.data = [str(d) for d in self.data] if len(self.data) != 1 else str(self.data[0])
-        if self.method not in METHODS:
-            raise AwclError(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
-        if self.granularity not in ("coarse", "fine"):
-            raise AwclError(f"--granularity must be coarse or fine, not {self.granularity!r}")
-        if self.monitor_granularity not in ("", "coarse", "fine"):
-            raise AwclError(f"--monitor-granularity must be coarse or fine, not {self.monitor_granularity!r}")
-        if "spawn" in str(self.strategy):
-            raise AwclError(
-                f"--strategy {self.strategy} is not supported (spawned children import torchvision "
-                "before awcl's compatibility shim); use ddp (torchrun/SLURM/Lightning launcher) or ddp_fork"
-            )
-        if self.batch_size < 2:
-            raise AwclError("--batch-size must be at least 2")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["size"] = list(self.size)
-        d["crop_scale"] = list(self.crop_scale)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PretrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise AwclError(f"unknown pretrain config keys: {', '.join(unknown)}")
-        return cls(**d)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> PretrainConfig:
-        p = Path(path)
-        if not p.is_file():
-            raise AwclError(f"{p}: config file not found")
-        try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise AwclError(f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(d, dict):
-            raise AwclError(f"{p}: expected a mapping of config keys")
-        d = {k.replace("-", "_"): v for k, v in d.items()}
-        d.update(overrides)
-        try:
-            return cls.from_dict(d)
-        except AwclError as err:
-            raise AwclError(f"{p}: {err}") from None
-
-
-# ---------------------------------------------------------------------------- helpers
 def parse_crop_scale(value: str | tuple[float, float] | list[float]) -> tuple[float, float]:
     """``"0.08,1"`` or ``(0.08, 1.0)`` -> (lo, hi) with 0 < lo <= hi <= 1."""
     try:
@@ -163,6 +56,101 @@ def parse_crop_scale(value: str | tuple[float, float] | list[float]) -> tuple[fl
     return lo, hi
 
 
+def _pretrain_size(value: Any) -> tuple[int, int]:
+    return parse_size(value, minimum=16)
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of a pretraining run; defaults are the paper's. The schema of
+    ``awcl pretrain``'s flags, ``--config`` YAML and the run's ``config.yaml`` (awcl.config)."""
+
+    data: str | list[str] = option("", repeat=True, help="prepared dataset directory (awcl prepare ...); repeat for several sources (their union is built once and cached)")
+    out: str = option("runs/pretrain", help="run directory to create (or to continue with --resume)")
+    method: str = option("awcl", choices=METHODS, help="pretraining method (awcl.methods.METHODS)")
+    granularity: str = option("coarse", choices=GRANULARITIES, help="which anatomy labels make positives/classes")
+    anatomy_ratio: float = option(1.0, help="awcl: probability a labelled frame keeps its label per draw")
+    ignore_labels: list[str] = option(default_factory=list, flag="--ignore-label", repeat=True, help="label counted as unlabelled (repeatable; adds to the dataset's own)")
+    class_group: int = option(1, help="awcl/clpi: k>1 draws frames of one class/scan in groups of k per batch; 0 or 1: random batches as in the paper")
+    clpi_by: str = option("video", choices=("video", "patient"), help="clpi: scan key")
+    uscl_ce_weight: float = option(0.2, help="uscl: weight of the cross-entropy head per view (official 0.2)")
+    uscl_rounds: int = option(0, help="uscl: passes over the videos per epoch (0: about frames/videos; 1: the official epoch)")
+    # model / optimisation
+    init: str = option("random", help="random | run dir | encoder.pt | torchvision resnet18 .pth")
+    proj_hidden: int = option(512, help="projection MLP hidden width")
+    proj_dim: int = option(128, help="projection output dimension")
+    temperature: float = option(0.5, help="contrastive temperature τ")
+    epochs: int = option(10, help="training epochs")
+    max_steps: int = option(-1, help="stop after this many steps (-1: epochs decide)")
+    batch_size: int = option(32, help="samples per process and step (each gives 2 views)")
+    lr: float = option(1e-3, help="Adam learning rate")
+    weight_decay: float = option(1e-6, help="Adam weight decay")
+    # input and augmentation
+    size: tuple[int, int] = option((224, 288), parse=_pretrain_size, help="input HxW, e.g. 224x288 (frames are cropped/resized on the fly)")
+    crop_scale: tuple[float, float] = option((0.08, 1.0), parse=parse_crop_scale, help="random-resized-crop area share LO,HI (SimCLR: 0.08,1)")
+    flip: float = option(0.5, help="horizontal flip probability")
+    brightness: float = option(0.4, help="brightness jitter strength")
+    contrast: float = option(0.4, help="contrast jitter strength")
+    blur: float = option(0.0, help="Gaussian blur probability")
+    # engine
+    seed: int = option(0, help="random seed (sampling, augmentation, init)")
+    accelerator: str = option("auto", help="auto | cpu | gpu")
+    devices: str = option("auto", help="devices per node (number or auto)")
+    num_nodes: int = option(1, help="nodes (torchrun / SLURM)")
+    strategy: str = option("auto", help="Lightning strategy: auto | ddp | ddp_fork | ... (not ddp_spawn)")
+    precision: str = option("auto", help="auto (the fastest safe one for this hardware: bf16 only on CPUs with native bf16, timed once per machine; bf16/fp16 mixed on GPU) | 32-true | bf16-mixed | 16-mixed")
+    channels_last: bool | None = option(None, help="NHWC memory format (default: with the precision choice)")
+    compile: bool = option(False, help="torch.compile the encoder (minutes of start-up; measured in benchmarks/)")
+    num_workers: int = option(1, help="DataLoader worker processes (0: augment in the main process)")
+    threads: int = option(0, help="torch CPU threads (0: all cores)")
+    checkpoint_every_n_steps: int = option(0, help="extra checkpoint every N steps (0: per epoch only)")
+    monitor_fraction: float = option(0.2, help="share of labelled patients held out for the kNN monitor (0: off)")
+    monitor_max: int = option(512, help="cap on kNN monitor bank/query frames")
+    monitor_granularity: str = option("", help="labels the kNN monitor scores: coarse | fine ('': the method's granularity)")
+    log_every_n_steps: int = option(10, help="logging interval in steps")
+    logger: list[str] = option(default_factory=lambda: ["tensorboard", "csv"], repeat=True, help="tensorboard | csv | wandb | mlflow; repeatable (wandb/mlflow: pip install 'awcl[wandb]' / 'awcl[mlflow]')")
+    tracker_project: str = option("awcl", help="W&B project / MLflow experiment name")
+    tracker_uri: str = option("", help="MLflow tracking URI ('': $MLFLOW_TRACKING_URI or sqlite:///RUN/logs/mlflow.db)")
+    progress: bool = option(True, help="no progress bar (the flag turns it off)")
+    resume: bool = option(False, help="continue the run in --out from its latest checkpoint")
+
+    def __post_init__(self) -> None:
+        self.size = parse_size(self.size, minimum=16)
+        self.crop_scale = parse_crop_scale(self.crop_scale)
+        self.ignore_labels = list(self.ignore_labels or [])
+        self.logger = check_loggers(self.logger)
+        if isinstance(self.data, (list, tuple)):
+            self.data = [str(d) for d in self.data] if len(self.data) != 1 else str(self.data[0])
+        if self.method not in METHODS:
+            raise AwclError(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
+        if self.granularity not in GRANULARITIES:
+            raise AwclError(f"--granularity must be coarse or fine, not {self.granularity!r}")
+        if self.monitor_granularity not in ("", *GRANULARITIES):
+            raise AwclError(f"--monitor-granularity must be coarse or fine, not {self.monitor_granularity!r}")
+        if "spawn" in str(self.strategy):
+            raise AwclError(
+                f"--strategy {self.strategy} is not supported (spawned children import torchvision "
+                "before awcl's compatibility shim); use ddp (torchrun/SLURM/Lightning launcher) or ddp_fork"
+            )
+        if self.batch_size < 2:
+            raise AwclError("--batch-size must be at least 2")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists for tuples): what ``config.yaml`` holds."""
+        return config_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "pretrain config") -> PretrainConfig:
+        """Typed and checked (awcl.config); ``${...}`` interpolation resolved."""
+        return compose(cls, [(source, d)])
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> PretrainConfig:
+        """A YAML file of PretrainConfig keys, then ``a=v`` overrides (``--set``)."""
+        return compose(cls, [(str(path), read_yaml(path))], overrides=overrides or [])
+
+
+# ---------------------------------------------------------------------------- helpers
 def _held_out(ds, cfg: PretrainConfig) -> np.ndarray:
     """[N] bool: frames of the patients held out for the kNN monitor (labels hidden)."""
     n = len(ds)

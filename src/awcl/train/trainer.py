@@ -6,6 +6,7 @@ build their trainer here, so devices, precision, progress bars and logs behave a
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -16,6 +17,23 @@ import lightning as L
 
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
 from awcl.train.precision import Choice
+
+
+class _DropHardwareBanner(logging.Filter):
+    """Lightning prints which accelerators exist and a product tip on every fit (one fold,
+    one probe: dozens per study). awcl logs its own device and precision choice once, with
+    the reason, so these lines are dropped; everything else Lightning says still shows."""
+
+    PREFIXES = ("GPU available", "TPU available", "HPU available", "IPU available", "💡 Tip")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.PREFIXES)
+
+
+BANNER_FILTER = _DropHardwareBanner()
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    if BANNER_FILTER not in logging.getLogger(_name).filters:
+        logging.getLogger(_name).addFilter(BANNER_FILTER)
 
 
 def parse_devices(devices: str | int) -> int | str:
