@@ -100,7 +100,7 @@ class PretrainConfig:
     strategy: str = option("auto", help="Lightning strategy: auto | ddp | ddp_fork | ... (not ddp_spawn)")
     precision: str = option("auto", help="auto (the fastest safe one for this hardware: bf16 only on CPUs with native bf16, timed once per machine; bf16/fp16 mixed on GPU) | 32-true | bf16-mixed | 16-mixed")
     channels_last: bool | None = option(None, help="NHWC memory format (default: with the precision choice)")
-    compile: bool = option(False, help="torch.compile the encoder (minutes of start-up; measured in benchmarks/)")
+    compile: bool = option(False, help="torch.compile the encoder (minutes of start-up; no gain measured on CPU, see benchmarks/bench_pretrain.py --compile)")
     num_workers: int = option(1, help="DataLoader worker processes (0: augment in the main process)")
     threads: int = option(0, help="torch CPU threads (0: all cores)")
     checkpoint_every_n_steps: int = option(0, help="extra checkpoint every N steps (0: per epoch only)")
