@@ -13,8 +13,9 @@ import yaml
 from awcl.cli import build_parser
 from awcl.config import build, compose, fields, flag_name
 from awcl.errors import AwclError
-from awcl.evaluate.cli import finetune_config
+from awcl.evaluate.cli import embed_config, finetune_config
 from awcl.evaluate.config import FinetuneConfig
+from awcl.evaluate.embed import EmbedConfig
 from awcl.train.cli import config_from_args
 from awcl.train.pretrain import PretrainConfig
 
@@ -36,6 +37,8 @@ def _sample(f: dataclasses.Field) -> tuple[list[str], object]:
         return [flag, "48x64"], (48, 64)
     if f.name == "crop_scale":
         return [flag, "0.3,0.9"], (0.3, 0.9)
+    if f.name == "color_by":
+        return [flag, "video_id"], ["video_id"]
     if f.name == "classes":
         return [flag, "a,b=b+c"], ["a", "b=b+c"]
     if f.name in ("data", "out"):
@@ -53,10 +56,10 @@ def _sample(f: dataclasses.Field) -> tuple[list[str], object]:
 
 def _parse(command: str, words: list[str]):
     args = build_parser().parse_args([command, *words])
-    return config_from_args(args) if command == "pretrain" else finetune_config(args)
+    return {"pretrain": config_from_args, "finetune": finetune_config, "embed": embed_config}[command](args)
 
 
-@pytest.mark.parametrize(("command", "schema"), [("pretrain", PretrainConfig), ("finetune", FinetuneConfig)])
+@pytest.mark.parametrize(("command", "schema"), [("pretrain", PretrainConfig), ("finetune", FinetuneConfig), ("embed", EmbedConfig)])
 def test_every_field_has_exactly_its_flag(command: str, schema: type) -> None:
     """Each flag is generated from a field and sets that field (and no other)."""
     base = {"data": "/tmp/d", "out": "/tmp/o"}

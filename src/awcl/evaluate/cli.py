@@ -9,7 +9,7 @@ import logging
 from awcl.config import add_flags, compose, flag_values, read_yaml
 from awcl.errors import AwclError
 from awcl.evaluate.config import DERIVED_KEYS, FinetuneConfig
-from awcl.options import cli_type, parse_size
+from awcl.evaluate.embed import EmbedConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,20 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embed(args: argparse.Namespace) -> int:
-    from awcl.evaluate.embed import EmbedConfig, embed
+def embed_config(args: argparse.Namespace) -> EmbedConfig:
+    """defaults < ``--config`` YAML < ``--set key=value`` < flags (awcl.config)."""
+    layers = [(args.config, read_yaml(args.config))] if args.config else []
+    cfg = compose(EmbedConfig, [("defaults", {"data": "", "out": ""}), *layers], args.set,
+                  flag_values(args, EmbedConfig))  # fmt: skip
+    if not cfg.data or not cfg.out:
+        raise AwclError("--data and --out are required (a prepared dataset and a directory to write)")
+    return cfg
 
-    cfg = EmbedConfig(
-        data=args.data, out=args.out, init=args.init, label=args.label, color_by=args.color_by,
-        size=args.size, max_per_video=args.max_per_video, max_frames=args.max_frames,
-        perplexity=args.perplexity, seed=args.seed, threads=args.threads,
-        precision=args.precision, accelerator=args.accelerator,
-    )
-    s = embed(cfg)
+
+def _embed(args: argparse.Namespace) -> int:
+    from awcl.evaluate.embed import embed
+
+    s = embed(embed_config(args))
     print(json.dumps({k: s[k] for k in ("num_frames", "dim", "plots")}))
     return 0
 
@@ -72,6 +76,12 @@ def _weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_flags(p: argparse.ArgumentParser, schema: str) -> None:
+    p.add_argument("--config", help=f"YAML file of {schema} keys (${{key}} interpolation; flags override it)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value), e.g. --set seed=1; after --config, before flags")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="downstream classification/segmentation with k-fold CV",
                        description="Every flag is a FinetuneConfig key (awcl.evaluate.config), also "
@@ -79,26 +89,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flags(p, FinetuneConfig)
     p.add_argument("--fp32", action="store_true", help="same as --precision 32-true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--config", help="YAML file of FinetuneConfig keys (${key} interpolation; flags override it)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (YAML value), e.g. --set epochs=5; after --config, before flags")
+    _config_flags(p, "FinetuneConfig")
     p.set_defaults(func=_finetune)
 
-    e = sub.add_parser("embed", help="penultimate features + t-SNE plot of a prepared dataset")
-    e.add_argument("--data", required=True)
-    e.add_argument("--out", required=True)
-    e.add_argument("--init", default="random")
-    e.add_argument("--label", default="coarse", help="colour of the main plot")
-    e.add_argument("--color-by", action="append", default=None,
-                   help="further plot coloured by a column (scan = video_id); repeatable")
-    e.add_argument("--size", type=cli_type(parse_size), default=None)
-    e.add_argument("--max-per-video", type=int, default=None)
-    e.add_argument("--max-frames", type=int, default=5000)
-    e.add_argument("--perplexity", type=float, default=30.0)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--threads", type=int, default=None)
-    e.add_argument("--precision", default="auto", help="auto | 32-true | bf16-mixed | 16-mixed")
-    e.add_argument("--accelerator", default="auto", help="auto | cpu | gpu")
+    e = sub.add_parser("embed", help="penultimate features + t-SNE plot of a prepared dataset",
+                       description="Every flag is an EmbedConfig key (awcl.evaluate.embed).")
+    add_flags(e, EmbedConfig)
+    _config_flags(e, "EmbedConfig")
     e.set_defaults(func=_embed)
 
     w = sub.add_parser("weights", help="download published weights (ImageNet ResNet-18)")

@@ -12,12 +12,14 @@ import torch
 from sklearn.manifold import TSNE
 
 from awcl import _compat  # noqa: F401
+from awcl.config import option
 from awcl.data.store import open_dataset
 from awcl.errors import AwclError
 from awcl.evaluate.finetune import RunDir, load_frames, subsample_per_video
 from awcl.evaluate.fit import Engine, encode
 from awcl.evaluate.plots import plot_tsne
 from awcl.models import build_encoder
+from awcl.options import parse_size
 from awcl.train.precision import choose, resolve_accelerator
 
 log = logging.getLogger(__name__)
@@ -25,21 +27,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EmbedConfig:
-    data: str
-    out: str
-    init: str = "random"
-    label: str = "coarse"  # colour of the main t-SNE plot: coarse | fine | manifest column
-    color_by: list[str] | None = None  # further plots, e.g. ["video_id"] ("scan" = video_id)
-    size: tuple[int, int] | None = None
-    max_per_video: int | None = None
-    max_frames: int | None = 5000  # t-SNE cost grows fast; a seeded random subset beyond this
-    perplexity: float = 30.0
-    tsne_iter: int = 1000  # optimisation steps (sklearn's minimum is 250)
-    seed: int = 0
-    batch_size: int = 64
-    threads: int | None = None
-    precision: str = "auto"  # auto: the fastest safe precision for this hardware
-    accelerator: str = "auto"  # auto | cpu | gpu
+    """Penultimate features and t-SNE of one encoder on a prepared dataset (``awcl embed``)."""
+
+    data: str = option(help="prepared dataset directory")
+    out: str = option(help="directory to write")
+    init: str = option("random", help="'random', an awcl pretrain run dir / encoder.pt, or a torchvision resnet18 .pth")
+    label: str = option("coarse", help="colour of the main plot: coarse | fine | a manifest column")
+    color_by: list[str] | None = option(None, repeat=True, help="further plot coloured by a column (scan = video_id); repeatable")
+    size: tuple[int, int] | None = option(None, parse=parse_size, help="HxW to resize frames to (default: the prepared size)")
+    max_per_video: int | None = option(None, help="at most N frames per video")
+    max_frames: int | None = option(5000, help="t-SNE cost grows fast: a seeded random subset beyond this")
+    perplexity: float = option(30.0, help="t-SNE perplexity")
+    tsne_iter: int = option(1000, help="t-SNE optimisation steps (sklearn's minimum is 250)")
+    seed: int = option(0, help="random seed (subset, t-SNE)")
+    batch_size: int = option(64, help="frames per forward pass")
+    threads: int | None = option(None, help="torch CPU threads (default: all cores)")
+    precision: str = option("auto", help="auto (fastest safe for this hardware) | 32-true | bf16-mixed | 16-mixed")
+    accelerator: str = option("auto", help="auto | cpu | gpu")
 
 
 def extract_features(encoder, frames: torch.Tensor, batch: int = 64,
