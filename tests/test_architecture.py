@@ -1,11 +1,12 @@
 """Architecture checks: data flows one way, so awcl's modules import each other without
 circles (imports inside functions count too: they only hide a circle), and each module
-imports on its own."""
+imports on its own; no function is over 60 lines unless it says why (``# long: <reason>``)."""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -113,3 +114,49 @@ def test_module_imports_alone(module):
         for k in [k for k in sys.modules if k == "awcl" or k.startswith("awcl.")]:
             del sys.modules[k]
         sys.modules.update(saved)
+
+
+# ------------------------------------------------------------------------ function length
+MAX_FUNCTION_LINES = 60
+_LONG_MARK = re.compile(r"^\s*# long: \S")  # "# long: <why this reads best as one piece>"
+
+
+def long_functions(source: str, filename: str = "<source>") -> list[str]:
+    """Functions (and methods) over MAX_FUNCTION_LINES lines, ``def`` to last line, that do
+    not say why with a ``# long: <reason>`` comment at the top of their body (between the
+    signature or docstring and the first statement)."""
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        length = node.end_lineno - node.lineno + 1
+        if length <= MAX_FUNCTION_LINES:
+            continue
+        body = node.body
+        first = body[1] if ast.get_docstring(node, clean=False) is not None and len(body) > 1 else body[0]
+        top = lines[node.lineno - 1 : first.lineno - 1]  # signature, docstring, leading comments
+        if not any(_LONG_MARK.match(line) for line in top):
+            found.append(f"{filename}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_functions_are_short():
+    found = [f for p in sorted(PKG.rglob("*.py")) for f in long_functions(p.read_text(), str(p.relative_to(SRC)))]
+    assert not found, (
+        f"functions over {MAX_FUNCTION_LINES} lines; split them, or say why one reads best as one piece "
+        "with a '# long: <reason>' comment at the top of its body:\n  " + "\n  ".join(found)
+    )
+
+
+def test_length_check_finds_a_planted_long_function():
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    long_src = f'def f():\n    """Doc."""\n{body}'
+    assert long_functions(long_src) == [f"<source>:1 f ({MAX_FUNCTION_LINES + 2} lines)"]
+    marked = f'def f():\n    """Doc."""\n    # long: one straight sequence\n{body}'
+    assert long_functions(marked) == []
+    # the mark must carry a reason and sit at the top, not deep inside the body
+    assert long_functions(f"def f():\n    # long:\n{body}")
+    assert long_functions(f"def f():\n{body}    # long: too late\n    return 0\n")
+    short = "def g():\n" + "".join(f"    y{i} = {i}\n" for i in range(MAX_FUNCTION_LINES - 1))
+    assert long_functions(short) == []

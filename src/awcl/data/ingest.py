@@ -140,6 +140,57 @@ def _strip_file(reason: str, file: str) -> str:
     return tail if sep and file in head else reason
 
 
+@dataclass
+class _Sink:
+    """Where prepared frames go: the writer, the run's counts, and the crop and size to apply.
+    Videos and images share it, so both write the same columns the same way."""
+
+    writer: DatasetWriter
+    stats: PrepareStats
+    crop: CropSpec
+    size: tuple[int, int]
+
+    def begin(self, hierarchy: dict[str, str], prepare: dict[str, Any], skips: list[tuple[str, str]]) -> None:
+        """Record how the dataset was prepared, then the skips known before any decoding."""
+        self.writer.meta.update({"hierarchy": hierarchy, "prepare": prepare})
+        for file, reason in skips:
+            self.skip(file, reason)
+
+    def skip(self, file: str, reason: str) -> None:
+        _skip(self.writer, self.stats, file, reason)
+
+    def unreadable(self, err: DataError, path: Path, rel: str) -> None:
+        self.skip(_shown(rel), _skip_reason(err, path, rel))
+
+    def add(self, rel: str, vid: str, row: dict[str, Any], indices: Iterable[int], frames: np.ndarray,
+            decoded: int, patient_id: str | None = None) -> None:
+        """frames: uint8 [T, h, w] of one file -> T rows, cropped by one box for the file.
+
+        ``patient_id`` (a DICOM's own, already hashed) wins over the table's patient column;
+        without either the file is its own patient.
+        """
+        shown = _shown(rel)
+        if shown != rel:
+            vid = anonymize(rel)
+        if patient_id is None:
+            patient_id = anonymize(row["patient"]) if row.get("patient") else vid
+        box = _region(frames, self.crop)
+        for index, frame in zip(indices, frames):
+            self.writer.add(
+                _finish(frame, box, self.size),
+                video_id=vid,
+                patient_id=patient_id,
+                frame_index=int(index),
+                coarse_label=row.get("coarse") or None,
+                fine_label=row.get("fine") or None,
+                file=shown,
+                crop_box=str(box) if box is not None else "",
+            )
+        self.stats.videos += 1
+        self.stats.frames_decoded += decoded
+        self.stats.frames_kept += len(frames)
+
+
 # ---------------------------------------------------------------------------- videos
 def prepare_videos(
     src: str | os.PathLike,
@@ -171,6 +222,36 @@ def prepare_videos(
     """
     root = _check_src(src)
     st = stats if stats is not None else PrepareStats()
+    files = _video_files(root, limit)
+    rels = [_rel(f, root) for f in files]
+    fine_to_coarse = load_mapping(mapping) if mapping is not None else None
+    spec = None
+    if labels_csv is not None:
+        spec = LabelTable(labels_csv, sep, path_col, coarse_col, fine_col, patient_col)
+    labels, pre_skips, hierarchy, columns = _video_labels(spec, fine_to_coarse, strict, rels)
+    with DatasetWriter(out, size=size, source=source) as writer:
+        sink = _Sink(writer, st, crop, size)
+        sink.begin(hierarchy, {"kind": "videos", "every": every, "crop": _crop_desc(crop),
+                               **({"columns": columns} if columns else {})}, pre_skips)  # fmt: skip
+        for path, rel, vid in zip(files, rels, _unique_ids(rels)):
+            st.inputs += 1
+            info: dict[str, int] = {}
+            try:
+                indices, frames = read_frames(path, every, stats=info)
+                dicom = sniff(path) == "dicom"
+                pid = dicom_metadata(path)["patient_id"] if dicom else None
+            except DataError as err:
+                sink.unreadable(err, path, rel)
+                continue
+            sink.add(rel, vid, labels.get(rel, {}), indices, frames, int(info.get("decoded", 0)), patient_id=pid)
+        if labels_csv is not None:
+            matched = sum(rel in labels for rel in rels)
+            log.info("%d of %d videos matched a row of %s", matched, len(rels), labels_csv)
+    return Path(out)
+
+
+def _video_files(root: Path, limit: int | None) -> list[Path]:
+    """The videos and DICOM files under ``root`` (sorted; the first ``limit``); none is an error."""
     files = _walk(root, VIDEO_EXTENSIONS | DICOM_EXTENSIONS, sniff_bare=True)
     if limit is not None:
         files = files[:limit]
@@ -179,66 +260,26 @@ def prepare_videos(
             f"{root}: no video or DICOM files found "
             f"(looked for {', '.join(sorted(VIDEO_EXTENSIONS | DICOM_EXTENSIONS))})"
         )
-    rels = [_rel(f, root) for f in files]
-    ids = _unique_ids(rels)
-    fine_to_coarse = load_mapping(mapping) if mapping is not None else None
-    labels: dict[str, dict[str, str]] = {}
-    pre_skips: list[tuple[str, str]] = []
-    hierarchy: dict[str, str] = dict(sorted(fine_to_coarse.items())) if fine_to_coarse else {}
-    columns: dict[str, Any] | None = None
-    if labels_csv is not None:
-        spec = LabelTable(labels_csv, sep, path_col, coarse_col, fine_col, patient_col)
-        table = spec.read()
-        columns = spec.describe()
-        table, pre_skips = _label_rows(table, fine_to_coarse, strict, str(labels_csv))
-        hierarchy = _hierarchy(table, fine_to_coarse)
-        labels, unmatched = _match_table(table, rels)
-        pre_skips += [(k, "label row names a file that does not exist") for k in unmatched]
-    with DatasetWriter(out, size=size, source=source) as writer:
-        writer.meta.update(
-            {
-                "hierarchy": hierarchy,
-                "prepare": {"kind": "videos", "every": every, "crop": _crop_desc(crop),
-                            **({"columns": columns} if columns else {})},
-            }
-        )
-        for file, reason in pre_skips:
-            _skip(writer, st, file, reason)
-        for path, rel, vid in zip(files, rels, ids):
-            st.inputs += 1
-            info: dict[str, int] = {}
-            try:
-                indices, frames = read_frames(path, every, stats=info)
-                dicom = sniff(path) == "dicom"
-                pid = dicom_metadata(path)["patient_id"] if dicom else None
-            except DataError as err:
-                _skip(writer, st, _shown(rel), _skip_reason(err, path, rel))
-                continue
-            row = labels.get(rel, {})
-            shown = _shown(rel)
-            if shown != rel:
-                vid = anonymize(rel)
-            if pid is None:
-                pid = anonymize(row["patient"]) if row.get("patient") else vid
-            box = _region(frames, crop)
-            for index, frame in zip(indices, frames):
-                writer.add(
-                    _finish(frame, box, size),
-                    video_id=vid,
-                    patient_id=pid,
-                    frame_index=int(index),
-                    coarse_label=row.get("coarse") or None,
-                    fine_label=row.get("fine") or None,
-                    file=shown,
-                    crop_box=str(box) if box is not None else "",
-                )
-            st.videos += 1
-            st.frames_decoded += int(info.get("decoded", 0))
-            st.frames_kept += len(frames)
-        if labels_csv is not None:
-            matched = sum(rel in labels for rel in rels)
-            log.info("%d of %d videos matched a row of %s", matched, len(rels), labels_csv)
-    return Path(out)
+    return files
+
+
+def _video_labels(
+    spec: LabelTable | None, fine_to_coarse: dict[str, str] | None, strict: bool, rels: list[str]
+) -> tuple[dict[str, dict[str, str]], list[tuple[str, str]], dict[str, str], dict[str, Any] | None]:
+    """Labels per video from an optional table: (rel -> row, skips, hierarchy, columns used).
+
+    Without a table the hierarchy is the mapping's (if any) and there is nothing to skip.
+    """
+    if spec is None:
+        hierarchy = dict(sorted(fine_to_coarse.items())) if fine_to_coarse else {}
+        return {}, [], hierarchy, None
+    table = spec.read()
+    columns = spec.describe()
+    table, pre_skips = _label_rows(table, fine_to_coarse, strict, str(spec.path))
+    hierarchy = _hierarchy(table, fine_to_coarse)
+    labels, unmatched = _match_table(table, rels)
+    pre_skips += [(k, "label row names a file that does not exist") for k in unmatched]
+    return labels, pre_skips, hierarchy, columns
 
 
 def _shown(rel: str) -> str:
@@ -314,66 +355,65 @@ def prepare_images(
     if table.empty:
         raise DataError(f"{labels}: label table has no rows")
     with DatasetWriter(out, size=size, source=source) as writer:
+        sink = _Sink(writer, st, crop, size)
         rows, skips = _label_rows(table, fine_to_coarse, strict, str(labels))
-        writer.meta.update(
-            {
-                "hierarchy": _hierarchy(rows, fine_to_coarse),
-                "prepare": {"kind": "images", "crop": _crop_desc(crop), "columns": spec.describe()},
-            }
-        )
         st.inputs += len(table)
-        for file, reason in skips:
-            _skip(writer, st, file, reason)
-        seen: dict[str, tuple[str, str, str]] = {}
-        todo: list[tuple[str, dict[str, Any]]] = []
-        for _, row in rows.iterrows():
-            raw = row["path"]
-            if not raw:
-                _skip(writer, st, "<empty path>", "label row with an empty image path")
-                continue
-            path = Path(raw) if Path(raw).is_absolute() else root / raw
-            try:
-                rel = _rel(path.resolve(), root.resolve())
-            except ValueError:
-                rel = raw  # absolute path outside src: keep the name the user gave
-            key = (row["coarse"], row["fine"], row["patient"])
-            if rel in seen:
-                why = "duplicate row" if seen[rel] == key else "duplicate row with different labels"
-                _skip(writer, st, rel, f"{why} (first row kept)")
-                continue
-            seen[rel] = key
-            if not path.is_file():
-                _skip(writer, st, rel, "label row names a file that does not exist")
-                continue
-            todo.append((rel, {**dict(row), "path": path}))
+        sink.begin(_hierarchy(rows, fine_to_coarse),
+                   {"kind": "images", "crop": _crop_desc(crop), "columns": spec.describe()}, skips)  # fmt: skip
+        todo, seen = _table_images(rows, root, sink)
         if include_unlabelled:
-            for f in files_on_disk:
-                rel = _rel(f, root)
-                if rel not in seen:
-                    seen[rel] = ("", "", "")
-                    todo.append((rel, {"path": f, "coarse": "", "fine": "", "patient": ""}))
-                    st.inputs += 1
+            todo += _unlabelled_images(files_on_disk, root, seen, st)
         ids = _unique_ids([rel for rel, _ in todo])
         for (rel, row), vid in zip(todo, ids):
             try:
                 image = load_still(row["path"])
             except DataError as err:
-                _skip(writer, st, _shown(rel), _skip_reason(err, Path(row["path"]), rel))
+                sink.unreadable(err, Path(row["path"]), rel)
                 continue
-            box = _region(image[None], crop)
-            if _shown(rel) != rel:
-                vid = anonymize(rel)
-            writer.add(
-                _finish(image, box, size),
-                video_id=vid,
-                patient_id=anonymize(row["patient"]) if row["patient"] else vid,
-                frame_index=0,
-                coarse_label=row["coarse"] or None,
-                fine_label=row["fine"] or None,
-                file=_shown(rel),
-                crop_box=str(box) if box is not None else "",
-            )
-            st.videos += 1
-            st.frames_decoded += 1
-            st.frames_kept += 1
+            sink.add(rel, vid, row, [0], image[None], decoded=1)  # one frame: [1, h, w]
     return Path(out)
+
+
+def _table_images(
+    rows: Any, root: Path, sink: _Sink
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, tuple[str, str, str]]]:
+    """The label rows worth decoding, as (path relative to ``root``, row with its full path),
+    and every path the table named -> its (coarse, fine, patient). Empty paths, repeated
+    rows (the first is kept) and missing files are counted skips."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    todo: list[tuple[str, dict[str, Any]]] = []
+    for _, row in rows.iterrows():
+        raw = row["path"]
+        if not raw:
+            sink.skip("<empty path>", "label row with an empty image path")
+            continue
+        path = Path(raw) if Path(raw).is_absolute() else root / raw
+        try:
+            rel = _rel(path.resolve(), root.resolve())
+        except ValueError:
+            rel = raw  # absolute path outside src: keep the name the user gave
+        key = (row["coarse"], row["fine"], row["patient"])
+        if rel in seen:
+            why = "duplicate row" if seen[rel] == key else "duplicate row with different labels"
+            sink.skip(rel, f"{why} (first row kept)")
+            continue
+        seen[rel] = key
+        if not path.is_file():
+            sink.skip(rel, "label row names a file that does not exist")
+            continue
+        todo.append((rel, {**dict(row), "path": path}))
+    return todo, seen
+
+
+def _unlabelled_images(
+    files: list[Path], root: Path, seen: dict[str, tuple[str, str, str]], st: PrepareStats
+) -> list[tuple[str, dict[str, Any]]]:
+    """The images under ``root`` the table does not name, as rows without labels."""
+    todo: list[tuple[str, dict[str, Any]]] = []
+    for f in files:
+        rel = _rel(f, root)
+        if rel not in seen:
+            seen[rel] = ("", "", "")
+            todo.append((rel, {"path": f, "coarse": "", "fine": "", "patient": ""}))
+            st.inputs += 1
+    return todo

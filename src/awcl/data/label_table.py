@@ -115,24 +115,7 @@ class LabelTable:
     def read(self) -> pd.DataFrame:
         """The table with columns ``path, coarse, fine, patient`` (strings, '' = unknown)."""
         p = Path(self.path)
-        if not p.is_file():
-            raise DataError(f"{p}: label table not found")
-        try:
-            # utf-8-sig: spreadsheet programs put a byte-order mark before the first header.
-            sep = _sniff_sep(p) if self.sep == AUTO else self.sep
-            df = pd.read_csv(
-                p, sep=sep, dtype=str, keep_default_na=False, engine="python", encoding="utf-8-sig"
-            )
-        except UnicodeDecodeError:
-            raise DataError(f"{p}: not UTF-8 text (save the table as UTF-8)") from None
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, re.error) as err:
-            raise DataError(f"{p}: not a readable table with separator {self.sep!r} ({err})") from None
-        # Headers with stray spaces ("Train ") are common in released tables: match stripped.
-        by_stripped = {c.strip(): c for c in df.columns}
-        by_norm: dict[str, str] = {}
-        for c in df.columns:
-            by_norm.setdefault(_norm(c), c)
-        columns = ", ".join(repr(c) for c in df.columns)
+        df = self._load(p)
         out = pd.DataFrame(index=df.index)
         self.used = {}
         for role, name in (
@@ -141,22 +124,7 @@ class LabelTable:
             ("fine", self.fine_col),
             ("patient", self.patient_col),
         ):
-            col = None
-            if name is not None and name.strip().lower() == AUTO:
-                taken = set(self.used.values())
-                col = next(
-                    (by_norm[n] for n in COLUMN_NAMES[role] if n in by_norm and by_norm[n] not in taken),
-                    None,
-                )
-                if col is None and role == "path":
-                    raise DataError(
-                        f"{p}: no image path column (separator {self.sep!r}; columns are {columns}); "
-                        f"name it with --path-col, or call it one of: {', '.join(COLUMN_NAMES['path'][:6])}"
-                    )
-            elif name is not None:
-                col = by_stripped.get(name.strip())
-                if col is None:
-                    raise DataError(f"{p}: no column {name!r} (separator {self.sep!r}; columns are {columns})")
+            col = self._column(p, df, role, name)
             if col is None:
                 out[role] = ""
                 continue
@@ -166,6 +134,54 @@ class LabelTable:
         self.unused_labelish = [
             c for c in df.columns if c not in used and _LABELISH.search(_norm(c)) and (df[c] != "").any()
         ]
+        self._log_columns(p)
+        return out
+
+    def _load(self, p: Path) -> pd.DataFrame:
+        """The raw table, every cell a string; a missing or unreadable file is a DataError."""
+        if not p.is_file():
+            raise DataError(f"{p}: label table not found")
+        try:
+            # utf-8-sig: spreadsheet programs put a byte-order mark before the first header.
+            sep = _sniff_sep(p) if self.sep == AUTO else self.sep
+            return pd.read_csv(
+                p, sep=sep, dtype=str, keep_default_na=False, engine="python", encoding="utf-8-sig"
+            )
+        except UnicodeDecodeError:
+            raise DataError(f"{p}: not UTF-8 text (save the table as UTF-8)") from None
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, re.error) as err:
+            raise DataError(f"{p}: not a readable table with separator {self.sep!r} ({err})") from None
+
+    def _column(self, p: Path, df: pd.DataFrame, role: str, name: str | None) -> str | None:
+        """The header of ``df`` that holds ``role``: the one named (a missing name is an
+        error), the first usual name not taken yet for ``auto`` (the path must be found), or
+        None when unused."""
+        columns = ", ".join(repr(c) for c in df.columns)
+        if name is not None and name.strip().lower() == AUTO:
+            by_norm: dict[str, str] = {}
+            for c in df.columns:
+                by_norm.setdefault(_norm(c), c)
+            taken = set(self.used.values())
+            col = next(
+                (by_norm[n] for n in COLUMN_NAMES[role] if n in by_norm and by_norm[n] not in taken),
+                None,
+            )
+            if col is None and role == "path":
+                raise DataError(
+                    f"{p}: no image path column (separator {self.sep!r}; columns are {columns}); "
+                    f"name it with --path-col, or call it one of: {', '.join(COLUMN_NAMES['path'][:6])}"
+                )
+            return col
+        if name is None:
+            return None
+        # Headers with stray spaces ("Train ") are common in released tables: match stripped.
+        col = {c.strip(): c for c in df.columns}.get(name.strip())
+        if col is None:
+            raise DataError(f"{p}: no column {name!r} (separator {self.sep!r}; columns are {columns})")
+        return col
+
+    def _log_columns(self, p: Path) -> None:
+        """Log the columns used, and warn about label-like columns left unused."""
         desc = ", ".join(f"{role}={col.strip()!r}" for role, col in self.used.items())
         log.info("%s: columns used: %s", p.name, desc)
         if self.unused_labelish:
@@ -178,7 +194,6 @@ class LabelTable:
                 "are" if len(self.unused_labelish) > 1 else "is",
                 "them" if len(self.unused_labelish) > 1 else "it", desc,
             )  # fmt: skip
-        return out
 
     def describe(self) -> dict[str, Any]:
         """What read() used, for dataset.json (``prepare.columns``)."""

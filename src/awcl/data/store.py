@@ -482,13 +482,39 @@ def merge_datasets(
     if len(sources) < 1:
         raise DataError("merge: give at least one prepared dataset")
     datasets = [open_dataset(s) for s in sources]
+    names = _merge_names(datasets, names)
+    size = tuple(size) if size else datasets[0].size  # type: ignore[assignment]
+    hierarchy, mask_classes = _merged_labels(datasets, names)
+    with DatasetWriter(out, size=size, source="+".join(names)) as w:
+        for ds, name in zip(datasets, names):
+            _append_source(w, ds, name, size)
+        ignore = sorted({lab for ds in datasets for lab in ds.ignore_labels})
+        w.meta.update(
+            {
+                "hierarchy": dict(sorted(hierarchy.items())),
+                "ignore_labels": ignore,
+                "sources": [describe_source(ds, n) for ds, n in zip(datasets, names)],
+                "prepare": {"kind": "merge", "names": names},
+            }
+        )
+        if mask_classes:
+            w.meta["mask_classes"] = mask_classes
+    return Path(out)
+
+
+def _merge_names(datasets: list[PreparedDataset], names: list[str] | None) -> list[str]:
+    """One unique, '/'-free name per source (default: the directory names)."""
     names = _unique_names(list(names) if names else [source_name(d.root) for d in datasets])
     if len(names) != len(datasets):
         raise DataError(f"merge: {len(names)} names for {len(datasets)} datasets")
     bad = [n for n in names if not n or "/" in n]
     if bad:
         raise DataError(f"merge: source name {bad[0]!r} must be non-empty and have no '/'")
-    size = tuple(size) if size else datasets[0].size  # type: ignore[assignment]
+    return names
+
+
+def _merged_labels(datasets: list[PreparedDataset], names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The union's fine -> coarse hierarchy and mask classes; a conflict is an error."""
     hierarchy: dict[str, str] = {}
     where: dict[str, str] = {}
     mask_classes: dict[str, str] = {}
@@ -505,47 +531,39 @@ def merge_datasets(
             if mask_classes and own and own != mask_classes:
                 raise DataError(f"merge: mask classes of {name} ({own}) differ from {mask_classes}")
             mask_classes = mask_classes or own
-    with DatasetWriter(out, size=size, source="+".join(names)) as w:
-        assert w._frames is not None and w._tmp is not None
-        for ds, name in zip(datasets, names):
-            m = ds.manifest
-            rows = m.copy()
-            for col in ("frame_id", "video_id", "patient_id"):
-                rows[col] = name + "/" + m[col].astype(str)
-            rows["source"] = name
-            for col in LABEL_COLUMNS:
-                rows[col] = m[col].fillna("")
-            mask_index = m["mask_index"].to_numpy()
-            new_mask = np.full(len(m), -1, dtype=np.int64)
-            for s in range(0, len(m), MERGE_CHUNK):
-                block = np.asarray(ds.frames[s : s + MERGE_CHUNK])
-                if block.shape[1:] != size:
-                    block = np.stack([_resize(f, size) for f in block])
-                w._frames.append_block(block)
-                for j in np.flatnonzero(mask_index[s : s + MERGE_CHUNK] >= 0):
-                    plane = np.asarray(ds.masks[mask_index[s + j]])  # type: ignore[index]
-                    if plane.shape != size:
-                        plane = _resize(plane, size, nearest=True)
-                    if w._masks is None:
-                        w._masks = _ArrayAppender(w._tmp / "masks.npy", size)
-                    new_mask[s + j] = w._masks.append(plane)
-            rows["mask_index"] = new_mask
-            w.rows.extend(rows.to_dict("records"))
-            w.skipped.extend(
-                {"file": f"{name}: {s['file']}", "reason": s["reason"]} for s in ds.meta.get("skipped", [])
-            )
-        ignore = sorted({lab for ds in datasets for lab in ds.ignore_labels})
-        w.meta.update(
-            {
-                "hierarchy": dict(sorted(hierarchy.items())),
-                "ignore_labels": ignore,
-                "sources": [describe_source(ds, n) for ds, n in zip(datasets, names)],
-                "prepare": {"kind": "merge", "names": names},
-            }
-        )
-        if mask_classes:
-            w.meta["mask_classes"] = mask_classes
-    return Path(out)
+    return hierarchy, mask_classes
+
+
+def _append_source(w: DatasetWriter, ds: PreparedDataset, name: str, size: tuple[int, int]) -> None:
+    """Copy one source's frames, masks (resized to ``size``), rows (ids qualified by ``name``)
+    and skip records into the union's writer, in blocks of MERGE_CHUNK frames."""
+    assert w._frames is not None and w._tmp is not None
+    m = ds.manifest
+    rows = m.copy()
+    for col in ("frame_id", "video_id", "patient_id"):
+        rows[col] = name + "/" + m[col].astype(str)
+    rows["source"] = name
+    for col in LABEL_COLUMNS:
+        rows[col] = m[col].fillna("")
+    mask_index = m["mask_index"].to_numpy()
+    new_mask = np.full(len(m), -1, dtype=np.int64)
+    for s in range(0, len(m), MERGE_CHUNK):
+        block = np.asarray(ds.frames[s : s + MERGE_CHUNK])
+        if block.shape[1:] != size:
+            block = np.stack([_resize(f, size) for f in block])
+        w._frames.append_block(block)
+        for j in np.flatnonzero(mask_index[s : s + MERGE_CHUNK] >= 0):
+            plane = np.asarray(ds.masks[mask_index[s + j]])  # type: ignore[index]
+            if plane.shape != size:
+                plane = _resize(plane, size, nearest=True)
+            if w._masks is None:
+                w._masks = _ArrayAppender(w._tmp / "masks.npy", size)
+            new_mask[s + j] = w._masks.append(plane)
+    rows["mask_index"] = new_mask
+    w.rows.extend(rows.to_dict("records"))
+    w.skipped.extend(
+        {"file": f"{name}: {s['file']}", "reason": s["reason"]} for s in ds.meta.get("skipped", [])
+    )
 
 
 def _resize(plane: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:

@@ -26,7 +26,11 @@ from awcl.evaluate.heads import Classifier, last_feature_map, make_head
 from awcl.evaluate.metrics import class_confusion, classification_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
 from awcl.evaluate.selection import load_frames, select_classification, summarize_folds
-from awcl.evaluate.summary import classification_summary, fold_classification_metrics
+from awcl.evaluate.summary import (
+    class_predictions,
+    classification_summary,
+    fold_classification_metrics,
+)
 from awcl.evaluate.tasks import METRICS
 from awcl.models import build_encoder
 
@@ -116,13 +120,7 @@ def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
         )
         history += hist
         prob = torch.softmax(torch.from_numpy(logits), 1).numpy()
-        pf = sub.iloc[fold.test][list(dict.fromkeys(["frame_id", "video_id", "patient_id", cfg.group]))].copy()
-        pf.insert(0, "fold", fold.index)
-        pf["true"] = [names[i] for i in yt]
-        pf["pred"] = [names[i] for i in pred]
-        for ci, n in enumerate(names):
-            pf[f"prob_{n}"] = prob[:, ci]
-        preds.append(pf)
+        preds.append(class_predictions(sub, fold.test, fold.index, cfg.group, names, yt, pred, prob))
     pred_df = pd.concat(preds)
     per_fold_extra = fold_classification_metrics(pred_df, names)  # AUROC from fold predictions
     for f in per_fold:

@@ -8,6 +8,7 @@ import math
 
 import cv2
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 from sklearn.metrics import (
     accuracy_score,
@@ -228,3 +229,32 @@ def head_circumference_mm(
     if axes is None:
         return None
     return ramanujan_circumference(*axes)
+
+
+def head_circumference_errors(
+    pred: np.ndarray, true: np.ndarray, py: np.ndarray, px: np.ndarray, hc_table: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, float | int | None]]:
+    """HC18 scores of one test fold: per-frame columns and fold metrics.
+
+    ``pred, true: [n, H, W]`` class masks; ``py, px: [n]`` pixel size in mm at the masks'
+    scale; ``hc_table: [n]`` the dataset's reference HC in mm, if it has one. Columns:
+    ``hc_pred_mm``, ``hc_gt_ellipse_mm`` (NaN where no ellipse fits) and ``hc_table_mm``;
+    metrics: ``hc_failed`` (predictions without an ellipse), the MAE against the ellipse of
+    the true mask and, with a table, against the table and the true mask's own error to it.
+    Means skip NaN (pandas), as the per-frame table does.
+    """
+    n = len(pred)
+    hc_pred = [head_circumference_mm(pred[i], py[i], px[i]) for i in range(n)]
+    hc_gt = [head_circumference_mm(true[i], py[i], px[i]) for i in range(n)]
+    f = pd.DataFrame({"hc_pred_mm": [np.nan if v is None else v for v in hc_pred],
+                      "hc_gt_ellipse_mm": [np.nan if v is None else v for v in hc_gt]})  # fmt: skip
+    ok = f["hc_pred_mm"].notna()
+    met: dict[str, float | int | None] = {"hc_failed": int((~ok).sum())}
+    met["hc_mae_vs_gt_ellipse_mm"] = float(
+        (f["hc_pred_mm"] - f["hc_gt_ellipse_mm"]).abs()[ok].mean()
+    ) if ok.any() else None
+    if hc_table is not None:
+        f["hc_table_mm"] = hc_table
+        met["hc_mae_mm"] = float((f["hc_pred_mm"] - f["hc_table_mm"]).abs()[ok].mean()) if ok.any() else None
+        met["hc_gt_ellipse_vs_table_mm"] = float((f["hc_gt_ellipse_mm"] - f["hc_table_mm"]).abs().mean())
+    return {c: f[c].to_numpy() for c in f.columns}, met

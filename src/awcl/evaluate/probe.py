@@ -28,6 +28,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,11 @@ from awcl.evaluate.fit import Engine, encode
 from awcl.evaluate.metrics import class_confusion, classification_metrics
 from awcl.evaluate.plots import plot_confusion
 from awcl.evaluate.selection import load_frames, select_classification, summarize_folds
-from awcl.evaluate.summary import classification_summary, fold_classification_metrics
+from awcl.evaluate.summary import (
+    class_predictions,
+    classification_summary,
+    fold_classification_metrics,
+)
 from awcl.evaluate.tasks import METRICS
 from awcl.models import build_encoder, resolve_init
 
@@ -179,12 +184,7 @@ def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
     per_fold, preds, selection = [], [], []
     cm_total = np.zeros((K, K), dtype=np.int64)
     for fold in folds:
-        # One BLAS thread: these matrices are tiny, and threads' hand-offs made a logistic
-        # regression path 10x slower on a 2-core machine (49 s instead of ~4 s per run).
-        with threadpool_limits(1):
-            proba, chosen, scores = fit_predict(
-                feats[fold.train], y[fold.train], feats[fold.val], y[fold.val], feats[fold.test], K
-            )
+        proba, chosen, scores = _probe_fold(fit_predict, feats, y, fold, K)
         pred = proba.argmax(1)
         yt = y[fold.test]
         met = classification_metrics(yt, pred, K)
@@ -196,13 +196,7 @@ def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
              **chosen, **met, "confusion_matrix": cm.tolist()}
         )  # fmt: skip
         selection += [{"fold": fold.index, **s} for s in scores]
-        pf = sub.iloc[fold.test][list(dict.fromkeys(["frame_id", "video_id", "patient_id", cfg.group]))].copy()
-        pf.insert(0, "fold", fold.index)
-        pf["true"] = [names[i] for i in yt]
-        pf["pred"] = [names[i] for i in pred]
-        for ci, n in enumerate(names):
-            pf[f"prob_{n}"] = proba[:, ci]
-        preds.append(pf)
+        preds.append(class_predictions(sub, fold.test, fold.index, cfg.group, names, yt, pred, proba))
     pred_df = pd.concat(preds)
     per_fold_extra = fold_classification_metrics(pred_df, names)  # balanced accuracy, AUROC
     for f in per_fold:
@@ -231,3 +225,13 @@ def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
         **classification_summary(pred_df, names, cfg.group, cfg.bootstrap, cfg.seed),
         "warnings": warns,
     }
+
+
+def _probe_fold(fit_predict: Callable, feats: np.ndarray, y: np.ndarray, fold: Any, K: int,
+                ) -> tuple[np.ndarray, dict, list[dict]]:
+    """The probe of one fold on ``feats: [N, 512]``: chosen on ``fold.val``, fitted on
+    ``fold.train``; returns test probabilities ``[T, K]``, the choice, every candidate's score."""
+    # One BLAS thread: these matrices are tiny, and threads' hand-offs made a logistic
+    # regression path 10x slower on a 2-core machine (49 s instead of ~4 s per run).
+    with threadpool_limits(1):
+        return fit_predict(feats[fold.train], y[fold.train], feats[fold.val], y[fold.val], feats[fold.test], K)

@@ -17,7 +17,7 @@ from awcl.errors import AwclError, DataError
 from awcl.evaluate.config import FinetuneConfig
 from awcl.evaluate.fit import DownstreamModule, Engine, FoldResult, Optim, fit_fold
 from awcl.evaluate.heads import UNet
-from awcl.evaluate.metrics import head_circumference_mm, pixel_confusion, segmentation_metrics
+from awcl.evaluate.metrics import head_circumference_errors, pixel_confusion, segmentation_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
 from awcl.evaluate.selection import (
     load_frames,
@@ -25,7 +25,12 @@ from awcl.evaluate.selection import (
     subsample_per_video,
     summarize_folds,
 )
-from awcl.evaluate.summary import frame_means, segmentation_frame_columns, segmentation_summary
+from awcl.evaluate.summary import (
+    fold_rows,
+    frame_means,
+    segmentation_frame_columns,
+    segmentation_summary,
+)
 from awcl.evaluate.tasks import METRICS
 from awcl.models import build_encoder
 
@@ -81,72 +86,60 @@ def _hc_columns(m: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
     return hc, None, None
 
 
-def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
-                  get_engine: Callable[[], Engine]) -> dict:
-    """``get_engine`` resolves the device and precision once the data have been checked."""
+def _pixel_sizes(sub: pd.DataFrame, prepared: tuple[int, int], size: tuple[int, int],
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """Per frame of ``sub``: pixel size y, x in mm at the working ``size``, and the table's
+    HC in mm (None without one); None when the manifest has no pixel size."""
+    hc_col, py_col, px_col = _hc_columns(sub)
+    if not py_col:
+        return None
+    sy, sx = prepared[0] / size[0], prepared[1] / size[1]  # prepared -> working pixel scale
+    hc = sub[hc_col].to_numpy(float) if hc_col else None
+    return sub[py_col].to_numpy(float) * sy, sub[px_col].to_numpy(float) * sx, hc
+
+
+def _select_masked(cfg: FinetuneConfig, ds: PreparedDataset) -> tuple[np.ndarray, list[str]]:
+    """Manifest rows with a mask (capped per video) and the class names; too few is an error."""
     m = ds.manifest
-    src = str(ds.root / "manifest.csv")
     if ds.masks is None:
         raise DataError(f"{ds.root}: no masks.npy; --task segment needs a dataset with masks")
     classes = ds.mask_classes or {0: "background", 1: "foreground"}
-    C = max(classes) + 1
-    names = [classes.get(c, str(c)) for c in range(C)]
+    names = [classes.get(c, str(c)) for c in range(max(classes) + 1)]
     rows = np.flatnonzero(m["mask_index"].to_numpy() >= 0)
     rows = subsample_per_video(m, rows, cfg.max_per_video)
     if len(rows) < 6:
-        raise AwclError(f"{src}: only {len(rows)} frames with masks; too few to split")
-    sub = m.iloc[rows].reset_index(drop=True)
+        raise AwclError(f"{ds.root / 'manifest.csv'}: only {len(rows)} frames with masks; too few to split")
+    return rows, names
+
+
+def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
+                  get_engine: Callable[[], Engine]) -> dict:
+    """``get_engine`` resolves the device and precision once the data have been checked."""
+    rows, names = _select_masked(cfg, ds)
+    C = len(names)
+    sub = ds.manifest.iloc[rows].reset_index(drop=True)
     groups = sub[cfg.group].astype(str).to_numpy()
     dummy = np.zeros(len(rows), dtype=np.int64)
-    folds = make_folds(cfg, sub, dummy, groups, src)
+    folds = make_folds(cfg, sub, dummy, groups, str(ds.root / "manifest.csv"))
     size = tuple(cfg.size) if cfg.size else ds.size
     frames = load_frames(ds, rows, size)
     masks = load_masks(ds, rows, size, C)
-    hc_col, py_col, px_col = _hc_columns(sub)
-    sy, sx = ds.size[0] / size[0], ds.size[1] / size[1]  # prepared -> working pixel scale
+    pixel_sizes = _pixel_sizes(sub, ds.size, size)
     per_fold, history, preds = [], [], []
     cm_total = np.zeros((C, C), dtype=np.int64)
     engine = get_engine()
     for fold in folds:
         res = _train_fold(cfg, frames, masks, fold, C, out, engine)
-        pred, hist, best_epoch, best_val = res.output, res.history, res.best_epoch, res.best_val
-        true = masks[fold.test].numpy()
+        pred, true = res.output, masks[fold.test].numpy()
         cm = pixel_confusion(true, pred, C)
         cm_total += cm
-        met = segmentation_metrics(cm)
-        pf = sub.iloc[fold.test][list(dict.fromkeys(["frame_id", "video_id", "patient_id", cfg.group]))].copy()
-        pf.insert(0, "fold", fold.index)
-        inter = ((pred > 0) & (true > 0)).reshape(len(pred), -1).sum(1)
-        den = (pred > 0).reshape(len(pred), -1).sum(1) + (true > 0).reshape(len(pred), -1).sum(1)
-        pf["dice"] = np.where(den > 0, 2 * inter / np.maximum(den, 1), 1.0)
-        spacing = (sub[py_col].to_numpy(float)[fold.test] * sy, sub[px_col].to_numpy(float)[fold.test] * sx) if py_col else (None, None)
-        cols = segmentation_frame_columns(pred, true, C, *spacing)  # cm_<t>_<p>, hd95_/msd_<unit>
-        pf = pf.assign(**cols)
-        met.update(frame_means(cols))
-        if py_col:
-            py = sub[py_col].to_numpy(float)[fold.test] * sy
-            px = sub[px_col].to_numpy(float)[fold.test] * sx
-            hc_pred = [head_circumference_mm(pred[i], py[i], px[i]) for i in range(len(pred))]
-            hc_gt = [head_circumference_mm(true[i], py[i], px[i]) for i in range(len(pred))]
-            pf["hc_pred_mm"] = [np.nan if v is None else v for v in hc_pred]
-            pf["hc_gt_ellipse_mm"] = [np.nan if v is None else v for v in hc_gt]
-            ok = pf["hc_pred_mm"].notna()
-            met["hc_failed"] = int((~ok).sum())
-            met["hc_mae_vs_gt_ellipse_mm"] = float(
-                (pf["hc_pred_mm"] - pf["hc_gt_ellipse_mm"]).abs()[ok].mean()
-            ) if ok.any() else None
-            if hc_col:
-                pf["hc_table_mm"] = sub[hc_col].to_numpy(float)[fold.test]
-                met["hc_mae_mm"] = float((pf["hc_pred_mm"] - pf["hc_table_mm"]).abs()[ok].mean()) if ok.any() else None
-                met["hc_gt_ellipse_vs_table_mm"] = float(
-                    (pf["hc_gt_ellipse_mm"] - pf["hc_table_mm"]).abs().mean()
-                )
+        pf, met = _score_fold(cfg, sub, fold.index, fold.test, pred, true, cm, pixel_sizes)
         per_fold.append(
             {"fold": fold.index, "n_train": len(fold.train), "n_val": len(fold.val),
-             "n_test": len(fold.test), "best_epoch": best_epoch, "val_miou": best_val, **met,
+             "n_test": len(fold.test), "best_epoch": res.best_epoch, "val_miou": res.best_val, **met,
              "confusion_matrix": cm.tolist()}
         )
-        history += hist
+        history += res.history
         preds.append(pf)
     pred_df = pd.concat(preds)
     mean, std = summarize_folds(per_fold, METRICS["segment"])
@@ -174,3 +167,31 @@ def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
         **segmentation_summary(pred_df, cfg.group, cfg.bootstrap, cfg.seed),
         "warnings": [],
     }
+
+
+def _score_fold(cfg: FinetuneConfig, sub: pd.DataFrame, index: int, test: np.ndarray, pred: np.ndarray,
+                true: np.ndarray, cm: np.ndarray,
+                pixel_sizes: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None,
+                ) -> tuple[pd.DataFrame, dict]:
+    """One test fold's per-frame table (predictions.csv rows) and its metrics.
+
+    ``pred, true: [n, H, W]`` class masks of the rows ``test`` of ``sub``; ``cm`` their pixel
+    confusion. Frame columns: Dice, per-class confusion, surface distances (in mm with pixel
+    sizes) and, with pixel sizes, head circumference (HC18).
+    """
+    C = cm.shape[0]
+    met = segmentation_metrics(cm)
+    pf = fold_rows(sub, test, index, cfg.group)
+    inter = ((pred > 0) & (true > 0)).reshape(len(pred), -1).sum(1)
+    den = (pred > 0).reshape(len(pred), -1).sum(1) + (true > 0).reshape(len(pred), -1).sum(1)
+    pf["dice"] = np.where(den > 0, 2 * inter / np.maximum(den, 1), 1.0)
+    spacing = (pixel_sizes[0][test], pixel_sizes[1][test]) if pixel_sizes else (None, None)
+    cols = segmentation_frame_columns(pred, true, C, *spacing)  # cm_<t>_<p>, hd95_/msd_<unit>
+    pf = pf.assign(**cols)
+    met.update(frame_means(cols))
+    if pixel_sizes:
+        hc_table = pixel_sizes[2][test] if pixel_sizes[2] is not None else None
+        hc_cols, hc_met = head_circumference_errors(pred, true, *spacing, hc_table)
+        pf = pf.assign(**hc_cols)
+        met.update(hc_met)
+    return pf, met

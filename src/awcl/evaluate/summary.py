@@ -298,6 +298,26 @@ def fold_classification_metrics(df: pd.DataFrame, classes: list[str]) -> dict[in
     return out
 
 
+def fold_rows(sub: pd.DataFrame, test: np.ndarray, fold: int, group: str) -> pd.DataFrame:
+    """The start of one fold's rows of predictions.csv: ``fold``, then the ids (and the
+    grouping column) of its test frames ``sub.iloc[test]``."""
+    pf = sub.iloc[test][list(dict.fromkeys(["frame_id", "video_id", "patient_id", group]))].copy()
+    pf.insert(0, "fold", fold)
+    return pf
+
+
+def class_predictions(sub: pd.DataFrame, test: np.ndarray, fold: int, group: str, names: list[str],
+                      y_true: np.ndarray, pred: np.ndarray, prob: np.ndarray) -> pd.DataFrame:
+    """One classification fold's rows of predictions.csv: ids, ``true`` and ``pred`` (class
+    names of ``y_true, pred: [T]``) and ``prob_<class>`` from ``prob: [T, K]``."""
+    pf = fold_rows(sub, test, fold, group)
+    pf["true"] = [names[i] for i in y_true]
+    pf["pred"] = [names[i] for i in pred]
+    for ci, n in enumerate(names):
+        pf[f"prob_{n}"] = prob[:, ci]
+    return pf
+
+
 def segmentation_frame_columns(
     pred: np.ndarray, true: np.ndarray, num_classes: int,
     spacing_y: np.ndarray | None = None, spacing_x: np.ndarray | None = None,

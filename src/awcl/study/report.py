@@ -847,12 +847,33 @@ def degenerate_notes(flags: list[dict[str, Any]], protocol: str) -> dict[str, st
 
 
 def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None = None) -> list[Section]:
+    """The report's sections, in order: overview, one table per protocol, then the analyses."""
     if preds is None:
         preds = load_predictions(data)
     tasks = list(dict.fromkeys(df[df.kind == "finetune"].task.dropna()))
-    secs: list[Section] = []
     flags = degenerate_runs(preds)
+    secs = [overview_section(data)]
+    for protocol in PROTOCOLS:
+        s = transfer_section(df, preds, protocol, tasks, flags)
+        if s is not None:
+            secs.append(s)
+    secs += [
+        pairwise_section(preds, df, tasks),
+        efficiency_section(preds, df),
+        knn_section(data),
+        tsne_section(data),
+        ratio_section(df, tasks),
+        coarse_fine_section(df, tasks),
+        confusion_section(data, tasks),
+        pretrain_curves_section(data),
+        run_times_section(data),
+        configuration_section(data),
+        versions_section(),
+    ]
+    return secs
 
+
+def overview_section(data: StudyData) -> Section:
     over = Section("Overview")
     n_runs = len(data.index.get("runs", []))
     over.blocks.append(
@@ -868,54 +889,59 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
         over.blocks.append(line)
     for note in data.index.get("notes", []):
         over.blocks.append(f"Note: {note}.")
-    secs.append(over)
+    return over
 
-    identical_notes: list[str] = []
-    for protocol in PROTOCOLS:
-        title = PROTOCOL_TITLES[protocol]
-        present = not main_rows(df)[main_rows(df).protocol == protocol].empty
-        if not present and protocol not in ("full", "partial"):
-            continue  # probe sections only when the study has probes
-        s = Section(title)
-        t = transfer_table(df, protocol, tasks, table_intervals(preds, df, protocol, tasks),
-                           degenerate_notes(flags, protocol)) if present else None  # fmt: skip
-        if t is None:
-            s.blocks.append("No full fine-tuning runs have finished." if protocol == "full"
-                            else "No partial fine-tuning runs in this study.")  # fmt: skip
-        else:
-            s.blocks.append(t)
-            for group in identical_methods(t):
-                msg = (f"⚠ {', '.join(group)}: identical numbers in every column of this table — the table "
-                       "cannot tell these methods apart (look for a degenerate classifier).")  # fmt: skip
-                s.blocks.append(msg)
-                identical_notes.append(f"{title}: {', '.join(group)}")
-            for task in tasks:
-                for group in identical_predictions(preds, task, protocol):
-                    s.blocks.append(f"⚠ {', '.join(group)} made the very same prediction for every test frame of {task}.")
-            for m, text in degenerate_notes(flags, protocol).items():
-                s.blocks.append(f"{m}: {text}.")
-        secs.append(s)
 
+def transfer_section(df: pd.DataFrame, preds: pd.DataFrame, protocol: str, tasks: list[str],
+                     flags: list[dict[str, Any]]) -> Section | None:
+    """One protocol's transfer table with its warnings; None for a probe the study does not run."""
+    title = PROTOCOL_TITLES[protocol]
+    present = not main_rows(df)[main_rows(df).protocol == protocol].empty
+    if not present and protocol not in ("full", "partial"):
+        return None  # probe sections only when the study has probes
+    s = Section(title)
+    t = transfer_table(df, protocol, tasks, table_intervals(preds, df, protocol, tasks),
+                       degenerate_notes(flags, protocol)) if present else None  # fmt: skip
+    if t is None:
+        s.blocks.append("No full fine-tuning runs have finished." if protocol == "full"
+                        else "No partial fine-tuning runs in this study.")  # fmt: skip
+        return s
+    s.blocks.append(t)
+    for group in identical_methods(t):
+        msg = (f"⚠ {', '.join(group)}: identical numbers in every column of this table — the table "
+               "cannot tell these methods apart (look for a degenerate classifier).")  # fmt: skip
+        s.blocks.append(msg)
+    for task in tasks:
+        for group in identical_predictions(preds, task, protocol):
+            s.blocks.append(f"⚠ {', '.join(group)} made the very same prediction for every test frame of {task}.")
+    for m, text in degenerate_notes(flags, protocol).items():
+        s.blocks.append(f"{m}: {text}.")
+    return s
+
+
+def pairwise_section(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str]) -> Section:
     s = Section("Pairwise differences (paired bootstrap over test patients)")
     tables, significant, n_tests = pairwise_tables(preds, df, tasks)
-    if tables:
-        s.blocks.append(
-            "Each row: the difference of the headline metric (macro-F1 for classification, Dice for "
-            "segmentation) between two methods on the same test frames — all folds pooled, and all "
-            "seeds — with a 95% interval from resampling test patients (1000 resamples; the same "
-            "patients for both methods). A difference is significant when its interval excludes 0. "
-            f"{n_tests} comparisons, not corrected for multiplicity: about {0.05 * n_tests:.1f} could "
-            "exclude 0 by chance."
-        )
-        if significant:
-            s.blocks.append("Significant differences: " + "; ".join(significant) + ".")
-        else:
-            s.blocks.append("None of the differences between two methods is significant at this scale.")
-        s.blocks.extend(tables)
-    else:
+    if not tables:
         s.blocks.append("No paired comparison: it needs two or more methods with predictions on the same test frames.")
-    secs.append(s)
+        return s
+    s.blocks.append(
+        "Each row: the difference of the headline metric (macro-F1 for classification, Dice for "
+        "segmentation) between two methods on the same test frames — all folds pooled, and all "
+        "seeds — with a 95% interval from resampling test patients (1000 resamples; the same "
+        "patients for both methods). A difference is significant when its interval excludes 0. "
+        f"{n_tests} comparisons, not corrected for multiplicity: about {0.05 * n_tests:.1f} could "
+        "exclude 0 by chance."
+    )
+    if significant:
+        s.blocks.append("Significant differences: " + "; ".join(significant) + ".")
+    else:
+        s.blocks.append("None of the differences between two methods is significant at this scale.")
+    s.blocks.extend(tables)
+    return s
 
+
+def efficiency_section(preds: pd.DataFrame, df: pd.DataFrame) -> Section:
     s = Section("Label efficiency")
     points = efficiency_points(preds, df)
     png = efficiency_curve(points)
@@ -926,29 +952,33 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
         s.blocks.append(efficiency_table(points))
     else:
         s.blocks.append("No label-efficiency runs: give a task `train_patients: [n, ..., all]`.")
-    secs.append(s)
+    return s
 
+
+def knn_section(data: StudyData) -> Section:
     s = Section("kNN monitor during pretraining")
     knn = knn_histories(data)
     png = knn_curves(knn)
-    if png:
-        s.blocks.append(Image(png, "knn_curves.png", "kNN accuracy of held-out patients' frames vs pretraining step "
-                              "(first point: the initial encoder, before any step)"))  # fmt: skip
-        t = knn_table(knn)
-        if t is not None:
-            s.blocks.append(t)
-        by = knn.groupby("labels").method.unique()
-        if len(by) == 1:
-            s.blocks.append(f"Monitor labels: {by.index[0]} for every run (20-NN vote on held-out patients).")
-        else:
-            s.blocks.append("⚠ The monitor scored different labels: " + "; ".join(
-                f"{g} ({', '.join(_methods_in_order(list(ms)))})" for g, ms in by.items())
-                + " — curves of different label sets do not compare; set `monitor_granularity`.")  # fmt: skip
-    else:
+    if not png:
         s.blocks.append("No kNN monitor values (monitor off: `monitor_fraction: 0`; too few labelled patients or "
                         "classes to hold some out; or no pretrained method finished).")  # fmt: skip
-    secs.append(s)
+        return s
+    s.blocks.append(Image(png, "knn_curves.png", "kNN accuracy of held-out patients' frames vs pretraining step "
+                          "(first point: the initial encoder, before any step)"))  # fmt: skip
+    t = knn_table(knn)
+    if t is not None:
+        s.blocks.append(t)
+    by = knn.groupby("labels").method.unique()
+    if len(by) == 1:
+        s.blocks.append(f"Monitor labels: {by.index[0]} for every run (20-NN vote on held-out patients).")
+    else:
+        s.blocks.append("⚠ The monitor scored different labels: " + "; ".join(
+            f"{g} ({', '.join(_methods_in_order(list(ms)))})" for g, ms in by.items())
+            + " — curves of different label sets do not compare; set `monitor_granularity`.")  # fmt: skip
+    return s
 
+
+def tsne_section(data: StudyData) -> Section:
     s = Section("t-SNE of penultimate features")
     items = []
     for rec in data.of_kind("embed"):
@@ -961,23 +991,30 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
         s.blocks.append(Image(grid, "tsne_grid.png", f"t-SNE per method ({task} data, coloured by class)"))
     else:
         s.blocks.append("No t-SNE embeddings in this study (embed disabled or not finished).")
-    secs.append(s)
+    return s
 
+
+def ratio_section(df: pd.DataFrame, tasks: list[str]) -> Section:
     s = Section("Anatomy-ratio sweep")
     png = ratio_curve(df, tasks)
     if png:
         s.blocks.append(Image(png, "ratio_curve.png", "downstream metric vs anatomy ratio (mean ± std over folds)"))
     else:
         s.blocks.append("No anatomy-ratio sweep: the study has no AWCL method with two or more ratios.")
-    secs.append(s)
+    return s
 
+
+def coarse_fine_section(df: pd.DataFrame, tasks: list[str]) -> Section:
     s = Section("Coarse vs fine anatomy labels")
     t = coarse_fine_table(df, tasks)
     s.blocks.append(
         t if t is not None else "No coarse/fine pair (supervised or awcl, both granularities) in this study."
     )
-    secs.append(s)
+    return s
 
+
+def confusion_section(data: StudyData, tasks: list[str]) -> Section:
+    """A grid of confusion matrices per classification task: main full fine-tuning runs, first seed."""
     s = Section("Confusion matrices")
     found = False
     for task in tasks:
@@ -999,8 +1036,10 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
             s.blocks.append(Image(grid, f"confusion_{_safe(task)}.png", f"{task}, full fine-tuning"))
     if not found:
         s.blocks.append("No confusion matrices (no finished classification runs).")
-    secs.append(s)
+    return s
 
+
+def pretrain_curves_section(data: StudyData) -> Section:
     s = Section("Pretraining curves")
     png = pretrain_curves(data)
     s.blocks.append(
@@ -1008,8 +1047,10 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
         if png
         else "No pretraining histories (no pretrained methods finished)."
     )
-    secs.append(s)
+    return s
 
+
+def run_times_section(data: StudyData) -> Section:
     s = Section("Run times")
     rows = [[r["kind"], r["name"], f"{r.get('seconds', 0):.1f}"] for r in data.records]
     if rows:
@@ -1018,17 +1059,20 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
         s.blocks.append(Table(["kind", "run", "seconds"], rows))
     else:
         s.blocks.append("No finished runs.")
-    secs.append(s)
+    return s
 
+
+def configuration_section(data: StudyData) -> Section:
     s = Section("Configuration")
     s.blocks.append(("pre", data.config_text or "(config.yaml missing)"))
-    secs.append(s)
+    return s
 
+
+def versions_section() -> Section:
     s = Section("Versions and hardware")
     s.blocks.append(Table(["item", "value"], versions_and_hardware()))
     s.blocks.append(f"Report written {time.strftime('%Y-%m-%d %H:%M:%S')}.")
-    secs.append(s)
-    return secs
+    return s
 
 
 def _order_key(method: str) -> tuple[int, str]:

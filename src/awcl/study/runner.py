@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,71 +127,97 @@ def _finetune_run(task: TaskSpec, protocol: str, method: str, ratio: float | Non
     return Run("finetune", name, tcfg, labels, deps, cost)
 
 
-def plan_study(cfg: StudyConfig, out: Path) -> Plan:
-    """Expand ``cfg`` into runs in dependency order (data, pretrain, then downstream)."""
-    notes: list[str] = []
-    runs: dict[str, Run] = {}
+Encoder = tuple[str, float | None, int, Run | str]  # (method, ratio, seed, init: 'random', weights path or Run)
 
-    def add(run: Run) -> Run:
-        if run.key not in runs:
-            run.dir = out / "runs" / run.dirname
-            runs[run.key] = run
-        return runs[run.key]
 
-    def data_ref(spec: DatasetSpec | str) -> Run | str:
+@dataclass
+class _Grid:
+    """The runs planned so far, keyed by config hash: a run that several others need (a
+    dataset, an encoder) is planned once."""
+
+    out: Path
+    runs: dict[str, Run] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    pre_data: Run | str | None = None  # the pretraining dataset, once resolved
+
+    def add(self, run: Run) -> Run:
+        if run.key not in self.runs:
+            run.dir = self.out / "runs" / run.dirname
+            self.runs[run.key] = run
+        return self.runs[run.key]
+
+    def data_ref(self, spec: DatasetSpec | str) -> Run | str:
+        """A dataset as a path or the (planned) run that prepares it."""
         if spec == PRETRAIN_DATASET:
-            return pre_data
+            return self.pre_data  # type: ignore[return-value]
         if isinstance(spec, DatasetSpec) and spec.sources:  # union of several sources
-            parts = [data_ref(s) for s in spec.sources]
+            parts = [self.data_ref(s) for s in spec.sources]
             mcfg = {"recipe": MERGE, "names": [s.label for s in spec.sources],
                     "paths": [None if isinstance(p, Run) else p for p in parts]}  # fmt: skip
             deps = {f"source{i}": p for i, p in enumerate(parts) if isinstance(p, Run)}
-            return add(Run("data", MERGE, mcfg, {"recipe": MERGE}, deps, weight=1.0))
+            return self.add(Run("data", MERGE, mcfg, {"recipe": MERGE}, deps, weight=1.0))
         ref = _data_run(spec)  # type: ignore[arg-type]
-        return add(ref) if isinstance(ref, Run) else ref
+        return self.add(ref) if isinstance(ref, Run) else ref
 
-    pre_data = data_ref(cfg.pretrain_data)
 
-    # encoders: (method, ratio, seed, init) where init is 'random', a weights path or a Run
-    encoders: list[tuple[str, float | None, int, Run | str]] = []
+def plan_study(cfg: StudyConfig, out: Path) -> Plan:
+    """Expand ``cfg`` into runs in dependency order (data, pretrain, then downstream)."""
+    grid = _Grid(out)
+    grid.pre_data = grid.data_ref(cfg.pretrain_data)
+    encoders: list[Encoder] = []
     for seed in cfg.seeds:
         for method in cfg.methods:
-            if method == "random":
-                encoders.append((method, None, seed, "random"))
-            elif method == "imagenet":
-                w = cfg.imagenet_weights
-                if not w or not Path(w).is_file():
-                    note = (
-                        f"imagenet skipped: weights file {w!r} not found"
-                        if w
-                        else "imagenet skipped: no imagenet_weights file given in the config"
-                    )
-                    if note not in notes:
-                        notes.append(note)
-                    continue
-                encoders.append((method, None, seed, _abs(w)))  # type: ignore[arg-type]
-            else:
-                swept = method.startswith("awcl") and (
-                    cfg.sweep_methods is None or method in cfg.sweep_methods
-                )
-                ratios = cfg.anatomy_ratios if swept else [None]
-                if method.startswith("awcl") and not swept:
-                    ratios = [cfg.anatomy_ratio]
-                for r in ratios:
-                    mcfg = _method_config(method, r, seed, cfg)
-                    deps = {"data": pre_data} if isinstance(pre_data, Run) else {}
-                    if isinstance(pre_data, str):
-                        mcfg["data"] = pre_data
-                    labels = {"method": method, "seed": seed, "ratio": r}
-                    w = cfg.pretrain.epochs * (3.0 if method != "uscl" else 2.0)
-                    run = add(Run("pretrain", method if r is None else f"{method}-r{r:g}", mcfg, labels, deps, w))
-                    encoders.append((method, r, seed, run))
+            encoders += _encoders(cfg, grid, method, seed)
+    _plan_finetunes(cfg, grid, encoders)
+    if cfg.embed.enabled:
+        _plan_embeds(cfg, grid, encoders)
+    order = {"data": 0, "pretrain": 1, "finetune": 2, "embed": 3}
+    ordered = sorted(grid.runs.values(), key=lambda r: order[r.kind])  # stable within a kind
+    return Plan(ordered, grid.notes)
 
+
+def _encoders(cfg: StudyConfig, grid: _Grid, method: str, seed: int) -> list[Encoder]:
+    """The encoders of one method and seed: random init, ImageNet weights (a note when the
+    file is missing), or a pretraining per anatomy ratio."""
+    if method == "random":
+        return [(method, None, seed, "random")]
+    if method == "imagenet":
+        w = cfg.imagenet_weights
+        if not w or not Path(w).is_file():
+            note = (
+                f"imagenet skipped: weights file {w!r} not found"
+                if w
+                else "imagenet skipped: no imagenet_weights file given in the config"
+            )
+            if note not in grid.notes:
+                grid.notes.append(note)
+            return []
+        return [(method, None, seed, _abs(w))]  # type: ignore[list-item]
+    swept = method.startswith("awcl") and (cfg.sweep_methods is None or method in cfg.sweep_methods)
+    ratios = cfg.anatomy_ratios if swept else [None]
+    if method.startswith("awcl") and not swept:
+        ratios = [cfg.anatomy_ratio]
+    encoders: list[Encoder] = []
+    for r in ratios:
+        mcfg = _method_config(method, r, seed, cfg)
+        deps = {"data": grid.pre_data} if isinstance(grid.pre_data, Run) else {}
+        if isinstance(grid.pre_data, str):
+            mcfg["data"] = grid.pre_data
+        labels = {"method": method, "seed": seed, "ratio": r}
+        w = cfg.pretrain.epochs * (3.0 if method != "uscl" else 2.0)
+        run = grid.add(Run("pretrain", method if r is None else f"{method}-r{r:g}", mcfg, labels, deps, w))
+        encoders.append((method, r, seed, run))
+    return encoders
+
+
+def _plan_finetunes(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> None:
+    """Every task and protocol on the main encoders; the swept (non-main) ratios only on the
+    sweep tasks' sweep protocol."""
     sweep = set(cfg.sweep_tasks) if cfg.sweep_tasks is not None else {t.name for t in cfg.tasks}
     for method, ratio, seed, init in encoders:
         main = ratio is None or ratio == cfg.anatomy_ratio
         for task in cfg.tasks:
-            data = data_ref(task.dataset)
+            data = grid.data_ref(task.dataset)
             for protocol in task.protocols:
                 if not main and not (task.name in sweep and protocol == _sweep_protocol(task)):
                     continue
@@ -200,29 +226,27 @@ def plan_study(cfg: StudyConfig, out: Path) -> Plan:
                 ft_seeds = task.finetune_seeds or cfg.finetune_seeds
                 for ft_seed in ft_seeds or [seed]:
                     for n in counts:
-                        add(_finetune_run(task, protocol, method, ratio, seed, ft_seed, n, main,
-                                          data, init, per_seed=ft_seeds is not None))
+                        grid.add(_finetune_run(task, protocol, method, ratio, seed, ft_seed, n, main,
+                                               data, init, per_seed=ft_seeds is not None))
 
-    if cfg.embed.enabled:
-        names = [t.name for t in cfg.tasks]
-        etask_name = cfg.embed.task or next((t.name for t in cfg.tasks if t.task == "classify"), names[0])
-        etask = cfg.tasks[names.index(etask_name)]
-        data = data_ref(etask.dataset)
-        for method, ratio, seed, init in encoders:
-            if seed != cfg.seeds[0] or not (ratio is None or ratio == cfg.anatomy_ratio):
-                continue
-            ecfg: dict[str, Any] = {
-                "max_samples": cfg.embed.max_samples,
-                "granularity": etask.granularity,
-                "seed": seed,
-            }
-            deps = _link(ecfg, data=data, init=init)
-            labels = {"method": method, "ratio": ratio, "seed": seed, "task": etask.name}
-            add(Run("embed", f"{method}-{etask.name}", ecfg, labels, deps, 1.0))
 
-    order = {"data": 0, "pretrain": 1, "finetune": 2, "embed": 3}
-    ordered = sorted(runs.values(), key=lambda r: order[r.kind])  # stable within a kind
-    return Plan(ordered, notes)
+def _plan_embeds(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> None:
+    """A t-SNE embedding per main encoder of the first seed, on the embed task's data."""
+    names = [t.name for t in cfg.tasks]
+    etask_name = cfg.embed.task or next((t.name for t in cfg.tasks if t.task == "classify"), names[0])
+    etask = cfg.tasks[names.index(etask_name)]
+    data = grid.data_ref(etask.dataset)
+    for method, ratio, seed, init in encoders:
+        if seed != cfg.seeds[0] or not (ratio is None or ratio == cfg.anatomy_ratio):
+            continue
+        ecfg: dict[str, Any] = {
+            "max_samples": cfg.embed.max_samples,
+            "granularity": etask.granularity,
+            "seed": seed,
+        }
+        deps = _link(ecfg, data=data, init=init)
+        labels = {"method": method, "ratio": ratio, "seed": seed, "task": etask.name}
+        grid.add(Run("embed", f"{method}-{etask.name}", ecfg, labels, deps, 1.0))
 
 
 # ------------------------------------------------------------------------ running
@@ -297,26 +321,16 @@ def run_study(
         executors = real_executors()
     plan = plan_study(cfg, out)
     write_index(cfg, plan, out)
+    say = echo or tqdm.write
     for note in plan.notes:
-        (echo or tqdm.write)(f"note: {note}")
+        say(f"note: {note}")
     cached = [r for r in plan.runs if r.done]
     todo = [r for r in plan.runs if not r.done]
-    total = sum(r.weight for r in plan.runs)
-    done_w = sum(r.weight for r in cached)
-    say = echo or tqdm.write
     say(
         f"study {cfg.name}: {len(plan.runs)} runs, {len(cached)} already finished, "
         f"{len(todo)} to run -> {out}"
     )
-    bar = tqdm(
-        total=total,
-        initial=done_w,
-        disable=not progress,
-        smoothing=0,  # runs differ a lot; the average rate gives a steadier ETA
-        unit="w",
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
-        desc=cfg.name,
-    )
+    bar = _progress_bar(cfg.name, plan.runs, cached, progress)
     computed: list[str] = []
     active: list[str] = []
 
@@ -339,3 +353,16 @@ def run_study(
     finally:
         bar.close()
     return StudyResult(out, plan, computed, [r.dirname for r in cached])
+
+
+def _progress_bar(name: str, runs: list[Run], cached: list[Run], progress: bool) -> Any:
+    """A tqdm bar over the grid's total weight, starting at what is already finished."""
+    return tqdm(
+        total=sum(r.weight for r in runs),
+        initial=sum(r.weight for r in cached),
+        disable=not progress,
+        smoothing=0,  # runs differ a lot; the average rate gives a steadier ETA
+        unit="w",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+        desc=name,
+    )

@@ -236,6 +236,7 @@ def _sources(info: RunInfo) -> list[dict[str, Any]]:
 
 
 def model_card(info: RunInfo, files: list[str], hist: pd.DataFrame | None, results: list[dict[str, Any]]) -> str:
+    """MODEL_CARD.md of an export: model, method, data, settings, curves, results, use."""
     c, s = info.config, info.summary
     method = str(c.get("method", s.get("method", "?")))
     gran = c.get("granularity", "coarse")
@@ -243,18 +244,30 @@ def model_card(info: RunInfo, files: list[str], hist: pd.DataFrame | None, resul
     size = c.get("size") or s.get("size") or ["?", "?"]
     L = [f"# Model card: awcl ResNet-18 encoder, {title}", ""]
     L += [f"Exported by awcl {__version__} on {time.strftime('%Y-%m-%d')} from `{info.root.resolve()}`.", ""]
-    L += ["## Model", "",
-          "- Architecture: ResNet-18 trunk (torchvision `resnet18` without `fc`), 512-d output "
-          "after global average pooling.",
-          f"- Trained on grey-scale ultrasound frames of {size[0]}x{size[1]} (HxW).",
-          f"- Files: {', '.join(f'`{f}`' for f in files)}.",
-          "- `encoder.safetensors` / `encoder.pt`: loads with `strict=True` into "
-          "`torchvision.models.resnet18()` whose `fc` is replaced by `torch.nn.Identity()`. Input: "
-          f"the grey image in [0, 1] normalised with mean {GREY_MEAN} and std {GREY_STD} (the grey "
-          "equivalent of ImageNet's), replicated to 3 channels; this reproduces awcl's encoder "
-          "exactly (conv1 holds the grey kernel divided by 3 on each channel).",
-          "- TorchScript / ONNX (when exported): input `[B, 1, H, W]` grey in [0, 1] "
-          "(normalisation inside), output `[B, 512]`.", ""]  # fmt: skip
+    L += _card_model(size, files)
+    L += ["## Method", "", f"{METHOD_TEXT.get(method, method)}.", ""]
+    L += _card_data(info, gran)
+    L += _card_settings(c, s)
+    L += _card_curves(hist)
+    L += _card_results(results)
+    L += _card_use()
+    return "\n".join(L)
+
+
+def _card_model(size: list[Any], files: list[str]) -> list[str]:
+    """The architecture, the files, how to load them (with a snippet)."""
+    L = ["## Model", "",
+         "- Architecture: ResNet-18 trunk (torchvision `resnet18` without `fc`), 512-d output "
+         "after global average pooling.",
+         f"- Trained on grey-scale ultrasound frames of {size[0]}x{size[1]} (HxW).",
+         f"- Files: {', '.join(f'`{f}`' for f in files)}.",
+         "- `encoder.safetensors` / `encoder.pt`: loads with `strict=True` into "
+         "`torchvision.models.resnet18()` whose `fc` is replaced by `torch.nn.Identity()`. Input: "
+         f"the grey image in [0, 1] normalised with mean {GREY_MEAN} and std {GREY_STD} (the grey "
+         "equivalent of ImageNet's), replicated to 3 channels; this reproduces awcl's encoder "
+         "exactly (conv1 holds the grey kernel divided by 3 on each channel).",
+         "- TorchScript / ONNX (when exported): input `[B, 1, H, W]` grey in [0, 1] "
+         "(normalisation inside), output `[B, 512]`.", ""]  # fmt: skip
     L += ["```python", "import torch, torchvision", "from safetensors.torch import load_file", "",
           "net = torchvision.models.resnet18()", "net.fc = torch.nn.Identity()",
           'net.load_state_dict(load_file("encoder.safetensors"))',
@@ -262,8 +275,12 @@ def model_card(info: RunInfo, files: list[str], hist: pd.DataFrame | None, resul
           f"x = ((grey - {GREY_MEAN}) / {GREY_STD}).expand(-1, 3, -1, -1)",
           "features = net.eval()(x)  # [B, 512]",
           "```", ""]  # fmt: skip
-    L += ["## Method", "", f"{METHOD_TEXT.get(method, method)}.", ""]
-    L += ["## Data", ""]
+    return L
+
+
+def _card_data(info: RunInfo, gran: Any) -> list[str]:
+    """The pretraining sources (sizes, paths, manifest hashes) and the classes used."""
+    L = ["## Data", ""]
     sources = _sources(info)
     if sources:
         L += ["| source | frames | labelled frames | videos | patients | manifest SHA-256 |",
@@ -277,9 +294,14 @@ def model_card(info: RunInfo, files: list[str], hist: pd.DataFrame | None, resul
         L.append("")
     else:
         L += ["Not recorded (the run's config names no dataset).", ""]
-    if s.get("classes"):
-        L += [f"Anatomy classes used ({gran}): {', '.join(map(str, s['classes']))}.", ""]
-    L += ["## Settings", "", "| setting | value |", "|---|---|"]
+    if info.summary.get("classes"):
+        L += [f"Anatomy classes used ({gran}): {', '.join(map(str, info.summary['classes']))}.", ""]
+    return L
+
+
+def _card_settings(c: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    """The run's configured settings, then the measured values the config does not hold."""
+    L = ["## Settings", "", "| setting | value |", "|---|---|"]
     keys = ("method", "granularity", "anatomy_ratio", "epochs", "batch_size", "lr", "weight_decay",
             "temperature", "proj_hidden", "proj_dim", "size", "crop_scale", "flip", "brightness",
             "contrast", "blur", "init", "seed", "precision")  # fmt: skip
@@ -291,43 +313,52 @@ def model_card(info: RunInfo, files: list[str], hist: pd.DataFrame | None, resul
         if k in s and k not in c:
             L.append(f"| {k} (measured) | {_num(s[k])} |")
     L.append("")
-    L += ["## Pretraining curves", ""]
-    if hist is not None:
-        L += ["![pretraining curves](pretrain_curves.png)", "", "| epoch | step | loss | kNN accuracy |",
-              "|---:|---:|---:|---:|"]  # fmt: skip
-        for _, h in hist.iterrows():
-            L.append(f"| {int(h.get('epoch', 0)) + 1} | {_num(h.get('step'))} | {_num(h.get('loss'))} | "
-                     f"{_num(h.get('knn_acc'))} |")  # fmt: skip
-        L += ["", "kNN accuracy: labelled frames of held-out patients classified by their nearest "
-              "neighbours among the training patients' frames (n/a: monitor off).", ""]  # fmt: skip
-    else:
-        L += ["No history.csv in the run.", ""]
-    L += ["## Downstream results", ""]
-    if results:
-        L += ["| task | protocol | metric | mean ± std | 95% interval | folds |", "|---|---|---|---|---|---:|"]
-        for r in results:
-            ci = f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else "n/a"
-            L.append(f"| {r['task']} | {r['protocol']} | {r['metric']} | {r['mean']:.4f} ± {r['std']:.4f} | "
-                     f"{ci} | {r['folds']} |")  # fmt: skip
-        L += ["", "Intervals: two-sided Student-t over the cross-validation folds (folds share "
-              "training data, so they are optimistic).", ""]  # fmt: skip
-    else:
-        L += ["None recorded: the run is not part of an awcl study (run `awcl study` or "
-              "`awcl finetune --init` with this encoder to measure transfer).", ""]  # fmt: skip
-    L += ["## Intended use", "",
-          "Research on ultrasound image analysis: initialising encoders for classification, "
-          "segmentation or retrieval tasks that are then fine-tuned and validated on the user's "
-          "own data, and comparing pretraining methods.", "",
-          "## Limitations", "",
-          "- Not a medical device and not validated for clinical decisions; downstream models need "
-          "their own validation on data from the intended population and scanners.",
-          "- The encoder has seen only the sources listed above (their scanners, presets, "
-          "populations and label sets); expect a drop under domain shift.",
-          "- Grey-scale input at the training size; colour Doppler overlays, other resolutions or "
-          "crops differ from what it was trained on.",
-          "- Contrastive features encode what the positives shared: anatomy-aware pretraining "
-          "groups views of the same anatomy and may discard cues that separate them.", ""]  # fmt: skip
-    return "\n".join(L)
+    return L
+
+
+def _card_curves(hist: pd.DataFrame | None) -> list[str]:
+    L = ["## Pretraining curves", ""]
+    if hist is None:
+        return [*L, "No history.csv in the run.", ""]
+    L += ["![pretraining curves](pretrain_curves.png)", "", "| epoch | step | loss | kNN accuracy |",
+          "|---:|---:|---:|---:|"]  # fmt: skip
+    for _, h in hist.iterrows():
+        L.append(f"| {int(h.get('epoch', 0)) + 1} | {_num(h.get('step'))} | {_num(h.get('loss'))} | "
+                 f"{_num(h.get('knn_acc'))} |")  # fmt: skip
+    L += ["", "kNN accuracy: labelled frames of held-out patients classified by their nearest "
+          "neighbours among the training patients' frames (n/a: monitor off).", ""]  # fmt: skip
+    return L
+
+
+def _card_results(results: list[dict[str, Any]]) -> list[str]:
+    L = ["## Downstream results", ""]
+    if not results:
+        return [*L, "None recorded: the run is not part of an awcl study (run `awcl study` or "
+                "`awcl finetune --init` with this encoder to measure transfer).", ""]  # fmt: skip
+    L += ["| task | protocol | metric | mean ± std | 95% interval | folds |", "|---|---|---|---|---|---:|"]
+    for r in results:
+        ci = f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else "n/a"
+        L.append(f"| {r['task']} | {r['protocol']} | {r['metric']} | {r['mean']:.4f} ± {r['std']:.4f} | "
+                 f"{ci} | {r['folds']} |")  # fmt: skip
+    L += ["", "Intervals: two-sided Student-t over the cross-validation folds (folds share "
+          "training data, so they are optimistic).", ""]  # fmt: skip
+    return L
+
+
+def _card_use() -> list[str]:
+    return ["## Intended use", "",
+            "Research on ultrasound image analysis: initialising encoders for classification, "
+            "segmentation or retrieval tasks that are then fine-tuned and validated on the user's "
+            "own data, and comparing pretraining methods.", "",
+            "## Limitations", "",
+            "- Not a medical device and not validated for clinical decisions; downstream models need "
+            "their own validation on data from the intended population and scanners.",
+            "- The encoder has seen only the sources listed above (their scanners, presets, "
+            "populations and label sets); expect a drop under domain shift.",
+            "- Grey-scale input at the training size; colour Doppler overlays, other resolutions or "
+            "crops differ from what it was trained on.",
+            "- Contrastive features encode what the positives shared: anatomy-aware pretraining "
+            "groups views of the same anatomy and may discard cues that separate them.", ""]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ main API

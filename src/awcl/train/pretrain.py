@@ -216,19 +216,10 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
 
     ``callbacks``: extra Lightning callbacks (tests use one to simulate a kill).
     """
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from awcl.train.engine import History, PretrainModule, Throughput
+    from awcl.train.engine import PretrainModule, Throughput
 
     run = Path(cfg.out)
-    ckdir = run / "checkpoints"
-    ckpt_path: Path | None = None
-    if cfg.resume:
-        ckpt_path = _latest_checkpoint(ckdir) if ckdir.is_dir() else None
-        if ckpt_path is None:
-            raise AwclError(f"{run}: nothing to resume (no checkpoints/*.ckpt)")
-    elif (run / "summary.json").exists() or (ckdir.is_dir() and any(ckdir.glob("*.ckpt"))):
-        raise AwclError(f"{run}: already holds a run; pass --resume to continue it or a new --out")
+    ckpt_path = _resume_point(run, cfg.resume)
     ds = open_dataset(union_dataset(cfg.data))  # several --data: their cached union
     frames_path = str(Path(ds.root) / "frames.npy")
     accelerator = resolve_accelerator(cfg.accelerator)
@@ -255,6 +246,46 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     module = PretrainModule(cfg, method, frames_path, channels_last=choice.channels_last)
     throughput = Throughput()
     monitor = _monitor(ds, cfg, hide, frames_path)
+    cbs = _callbacks(run, cfg, throughput, monitor, extra=callbacks, keep_ids=keep_ids)
+    trainer = build_trainer(
+        run, choice, accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy, max_epochs=cfg.epochs, max_steps=cfg.max_steps, callbacks=cbs,
+        loggers=loggers, log_every_n_steps=cfg.log_every_n_steps, progress=cfg.progress,
+        use_distributed_sampler=False,  # our batch samplers shard by rank themselves
+    )
+    with quiet_fit():
+        trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+
+    if trainer.is_global_zero:
+        save_encoder(module.encoder, run / ENCODER_FILE)
+        torch.save({k: v.cpu() for k, v in module.heads.state_dict().items()}, run / "heads.pt")
+        summary = _summary(cfg, method, index, ds, choice, trainer, throughput, monitor)
+        write_json_atomic(run / "summary.json", summary, indent=2)
+    return run
+
+
+def _resume_point(run: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run; refuses to overwrite a run."""
+    ckdir = run / "checkpoints"
+    if resume:
+        ckpt_path = _latest_checkpoint(ckdir) if ckdir.is_dir() else None
+        if ckpt_path is None:
+            raise AwclError(f"{run}: nothing to resume (no checkpoints/*.ckpt)")
+        return ckpt_path
+    if (run / "summary.json").exists() or (ckdir.is_dir() and any(ckdir.glob("*.ckpt"))):
+        raise AwclError(f"{run}: already holds a run; pass --resume to continue it or a new --out")
+    return None
+
+
+def _callbacks(run: Path, cfg: PretrainConfig, throughput: Any, monitor: Any, extra: list | None,
+               keep_ids: Any) -> list:
+    """Throughput, kNN monitor, history.csv, epoch (and every-N-step) checkpoints, then the
+    caller's callbacks; ``keep_ids`` last."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from awcl.train.engine import History
+
+    ckdir = run / "checkpoints"
     cbs: list = [throughput]
     if monitor is not None:
         cbs.append(monitor)
@@ -281,46 +312,38 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
                 mode="max",
             )
         )
-    cbs += list(callbacks or [])
+    cbs += list(extra or [])
     cbs.append(keep_ids)
-    trainer = build_trainer(
-        run, choice, accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy, max_epochs=cfg.epochs, max_steps=cfg.max_steps, callbacks=cbs,
-        loggers=loggers, log_every_n_steps=cfg.log_every_n_steps, progress=cfg.progress,
-        use_distributed_sampler=False,  # our batch samplers shard by rank themselves
-    )
-    with quiet_fit():
-        trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    return cbs
 
-    if trainer.is_global_zero:
-        save_encoder(module.encoder, run / ENCODER_FILE)
-        torch.save({k: v.cpu() for k, v in module.heads.state_dict().items()}, run / "heads.pt")
-        summary = {
-            "method": cfg.method,
-            "granularity": cfg.granularity,
-            "anatomy_ratio": cfg.anatomy_ratio,
-            "class_group": cfg.class_group,
-            "batch_composition": method.batch_composition(),
-            **method.summary(),
-            "epochs": trainer.current_epoch,
-            "steps": trainer.global_step,
-            "final_loss": throughput.epoch_loss,
-            "img_per_s": throughput.steady,
-            "knn_acc": monitor.last if monitor else None,
-            "knn_acc_init": monitor.initial if monitor else None,  # before training (step 0)
-            "classes": index.classes,
-            "labelled_frames": int((index.label >= 0).sum()),
-            "frames": index.n,
-            "size": list(cfg.size),
-            "precision": choice.precision,
-            "channels_last": choice.channels_last,
-            "precision_reason": choice.reason,
-            "device": choice.device,
-            "compiled": bool(cfg.compile),
-            "devices": trainer.world_size,
-            "encoder": ENCODER_FILE,
-            "data_sources": ds.meta.get("sources") or [describe_source(ds)],
-        }
-        summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
-        write_json_atomic(run / "summary.json", summary, indent=2)
-    return run
+
+def _summary(cfg: PretrainConfig, method: Any, index: FrameIndex, ds: Any, choice: Any, trainer: Any,
+             throughput: Any, monitor: Any) -> dict[str, Any]:
+    """summary.json of a finished run; non-finite floats become null (JSON has no NaN)."""
+    summary = {
+        "method": cfg.method,
+        "granularity": cfg.granularity,
+        "anatomy_ratio": cfg.anatomy_ratio,
+        "class_group": cfg.class_group,
+        "batch_composition": method.batch_composition(),
+        **method.summary(),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "final_loss": throughput.epoch_loss,
+        "img_per_s": throughput.steady,
+        "knn_acc": monitor.last if monitor else None,
+        "knn_acc_init": monitor.initial if monitor else None,  # before training (step 0)
+        "classes": index.classes,
+        "labelled_frames": int((index.label >= 0).sum()),
+        "frames": index.n,
+        "size": list(cfg.size),
+        "precision": choice.precision,
+        "channels_last": choice.channels_last,
+        "precision_reason": choice.reason,
+        "device": choice.device,
+        "compiled": bool(cfg.compile),
+        "devices": trainer.world_size,
+        "encoder": ENCODER_FILE,
+        "data_sources": ds.meta.get("sources") or [describe_source(ds)],
+    }
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}

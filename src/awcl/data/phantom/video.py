@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from awcl.data.phantom.config import PhantomConfig
-from awcl.data.phantom.planning import _plan_scan, _scan_roster
+from awcl.data.phantom.planning import _plan_scan, _Scan, _scan_roster
 from awcl.data.phantom.rendering import _Renderer, _screen, _screen_geometry
 from awcl.errors import AwclError
 
@@ -36,11 +37,7 @@ def make_phantom_videos(
 
     cfg = cfg or PhantomConfig()
     cfg.validate()
-    h, w = cfg.size
-    if screen:
-        _, _, h, w = _screen_geometry(h, w)
-    if h % 2 or w % 2:
-        raise AwclError(f"phantom: video size must be even, got {h}x{w}")
+    h, w = _video_size(cfg.size, screen)
     render_cfg = replace(cfg, text=False) if screen else cfg
     out_dir = Path(out_dir)
     try:
@@ -58,19 +55,39 @@ def make_phantom_videos(
                 stream = container.add_stream(codec, rate=fps)
                 stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
                 stream.options = {"qmin": "1", "qmax": "3"} if codec == "mpeg4" else {}  # near-lossless: speckle is costly to code
-                for i in range(cfg.frames_per_scan):
-                    grey, mask = r.render(i)
-                    if masks_out is not None:
-                        masks_out.setdefault(plan.video_id, []).append(mask)
-                    if screen:
-                        grey = _screen(grey, plan, i, cfg.frames_per_scan)
-                    frame = av.VideoFrame.from_ndarray(np.repeat(grey[:, :, None], 3, axis=2), format="rgb24")
-                    for packet in stream.encode(frame):
-                        container.mux(packet)
-                for packet in stream.encode():
-                    container.mux(packet)
+                _encode_sweep(container, stream, r, plan, cfg.frames_per_scan, screen, masks_out)
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
         paths.append(path)
     return sorted(paths)
+
+
+def _video_size(size: tuple[int, int], screen: bool) -> tuple[int, int]:
+    """(H, W) of the videos: the scanner screen around the image, or the image; even, as
+    yuv420p needs."""
+    h, w = size
+    if screen:
+        _, _, h, w = _screen_geometry(h, w)
+    if h % 2 or w % 2:
+        raise AwclError(f"phantom: video size must be even, got {h}x{w}")
+    return h, w
+
+
+def _encode_sweep(container: Any, stream: Any, r: _Renderer, plan: _Scan, n: int, screen: bool,
+                  masks_out: dict[str, list[np.ndarray | None]] | None) -> None:
+    """Render the sweep's ``n`` frames (in the screen with ``screen``), encode and mux them,
+    then flush the encoder; each frame's head mask goes to ``masks_out``."""
+    import av
+
+    for i in range(n):
+        grey, mask = r.render(i)
+        if masks_out is not None:
+            masks_out.setdefault(plan.video_id, []).append(mask)
+        if screen:
+            grey = _screen(grey, plan, i, n)
+        frame = av.VideoFrame.from_ndarray(np.repeat(grey[:, :, None], 3, axis=2), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from awcl.data.phantom.config import BACKGROUND, HIERARCHY, MASK_CLASSES, PhantomConfig
-from awcl.data.phantom.planning import _plan_scan, _scan_roster
+from awcl.data.phantom.planning import _plan_scan, _Scan, _scan_roster
 from awcl.data.phantom.rendering import _Renderer, _screen_geometry
 from awcl.data.phantom.video import make_phantom_videos
-from awcl.data.store import DatasetWriter
+from awcl.data.store import DatasetWriter, PreparedDataset
 from awcl.errors import AwclError
 
 log = logging.getLogger(__name__)
@@ -101,49 +102,66 @@ def _make_via_videos(out: Path, cfg: PhantomConfig) -> Path:
             work / "videos", work / "prepared", every=1, size=cfg.size, crop="auto", source=cfg.source
         )
         ds = open_dataset(prepared)
-        plans = {}
-        for index, (patient, visit, fetus) in enumerate(_scan_roster(cfg)):
-            plan = _plan_scan(cfg, index, patient, visit, fetus)
-            plans[plan.video_id] = plan
-        m = ds.manifest
-        counts = m.groupby("video_id").size()
-        short = {v: int(counts.get(v, 0)) for v in plans if counts.get(v, 0) != cfg.frames_per_scan}
-        if short:
-            v, n = next(iter(short.items()))
-            raise AwclError(f"phantom: video {v} decoded to {n} frames, expected {cfg.frames_per_scan}")
-        frames = ds.frames
-        top, left, hs, ws = _screen_geometry(*cfg.size)
-        with DatasetWriter(out, size=cfg.size, source=cfg.source) as writer:
-            for i, row in enumerate(m.itertuples(index=False)):
-                plan, fi = plans[row.video_id], int(row.frame_index)
-                fine = plan.truth[fi]
-                coarse = HIERARCHY[fine]
-                lab = bool(plan.labelled[fi])
-                mask = masks[row.video_id][fi] if cfg.masks != "none" else None
-                if mask is not None:  # image -> screen -> the video's crop box -> cfg.size
-                    screen = np.zeros((hs, ws), np.uint8)
-                    screen[top : top + cfg.size[0], left : left + cfg.size[1]] = mask
-                    y0, y1, x0, x1 = (int(v) for v in str(row.crop_box).split(","))
-                    mask = cv2.resize(screen[y0:y1, x0:x1], (cfg.size[1], cfg.size[0]), interpolation=cv2.INTER_NEAREST)
-                elif cfg.masks == "all":
-                    mask = np.zeros(cfg.size, np.uint8)
-                writer.add(
-                    np.asarray(frames[i]),
-                    video_id=plan.video_id,
-                    patient_id=plan.patient_id,
-                    frame_index=fi,
-                    coarse_label=coarse if lab else None,
-                    fine_label=fine if lab else None,
-                    mask=mask,
-                    true_coarse=coarse,
-                    true_fine=fine,
-                    depth_cm=round(plan.depth_cm, 2),
-                    crop_box=row.crop_box,
-                )
-            writer.meta.update(_meta(cfg))
-            writer.meta["prepare"] = ds.meta.get("prepare", {})
+        _write_relabelled(out, cfg, ds, _plans_by_video(cfg, ds.manifest), masks)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("phantom (via videos + auto-crop): %d frames written to %s in %.1f s",
              cfg.scans * cfg.frames_per_scan, out, time.perf_counter() - t0)  # fmt: skip
     return out
+
+
+def _plans_by_video(cfg: PhantomConfig, m: pd.DataFrame) -> dict[str, _Scan]:
+    """video id -> its scan plan; every video must have decoded to all its frames."""
+    plans = {}
+    for index, (patient, visit, fetus) in enumerate(_scan_roster(cfg)):
+        plan = _plan_scan(cfg, index, patient, visit, fetus)
+        plans[plan.video_id] = plan
+    counts = m.groupby("video_id").size()
+    short = {v: int(counts.get(v, 0)) for v in plans if counts.get(v, 0) != cfg.frames_per_scan}
+    if short:
+        v, n = next(iter(short.items()))
+        raise AwclError(f"phantom: video {v} decoded to {n} frames, expected {cfg.frames_per_scan}")
+    return plans
+
+
+def _write_relabelled(out: Path, cfg: PhantomConfig, ds: PreparedDataset, plans: dict[str, _Scan],
+                      masks: dict[str, list[np.ndarray | None]]) -> None:
+    """The ingested frames with the plans' labels, hidden truth and head masks, to ``out``."""
+    m = ds.manifest
+    frames = ds.frames
+    with DatasetWriter(out, size=cfg.size, source=cfg.source) as writer:
+        for i, row in enumerate(m.itertuples(index=False)):
+            plan, fi = plans[row.video_id], int(row.frame_index)
+            fine = plan.truth[fi]
+            coarse = HIERARCHY[fine]
+            lab = bool(plan.labelled[fi])
+            mask = masks[row.video_id][fi] if cfg.masks != "none" else None
+            if mask is not None:
+                mask = _crop_screen_mask(mask, str(row.crop_box), cfg.size)
+            elif cfg.masks == "all":
+                mask = np.zeros(cfg.size, np.uint8)
+            writer.add(
+                np.asarray(frames[i]),
+                video_id=plan.video_id,
+                patient_id=plan.patient_id,
+                frame_index=fi,
+                coarse_label=coarse if lab else None,
+                fine_label=fine if lab else None,
+                mask=mask,
+                true_coarse=coarse,
+                true_fine=fine,
+                depth_cm=round(plan.depth_cm, 2),
+                crop_box=row.crop_box,
+            )
+        writer.meta.update(_meta(cfg))
+        writer.meta["prepare"] = ds.meta.get("prepare", {})
+
+
+def _crop_screen_mask(mask: np.ndarray, crop_box: str, size: tuple[int, int]) -> np.ndarray:
+    """mask: uint8 [H, W] of the image -> placed in the screen -> the video's crop box
+    ``"y0,y1,x0,x1"`` -> resized (nearest) to ``size``, as the frame was."""
+    top, left, hs, ws = _screen_geometry(*size)
+    screen = np.zeros((hs, ws), np.uint8)
+    screen[top : top + size[0], left : left + size[1]] = mask
+    y0, y1, x0, x1 = (int(v) for v in crop_box.split(","))
+    return cv2.resize(screen[y0:y1, x0:x1], (size[1], size[0]), interpolation=cv2.INTER_NEAREST)

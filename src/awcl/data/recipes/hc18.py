@@ -22,6 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -197,6 +198,25 @@ def _image_dir(root: Path) -> Path:
     raise DataError(f"{root}: no training_set/NNN_HC.png images found")
 
 
+def _load_row(row: Any, img_dir: Path, table: Path, filled_edge_offset_px: float,
+              ) -> tuple[str, np.ndarray, tuple[tuple[float, float], tuple[float, float], float]]:
+    """(subject, image uint8 [h, w], annotated ellipse) of one table row; a DataError names
+    the file at fault (the table, the image or its annotation)."""
+    ann_path = img_dir / (Path(row.filename).stem + "_Annotation.png")
+    subject = subject_id(row.filename)
+    if not (np.isfinite(row.pixel_size_mm) and np.isfinite(row.hc_mm)):
+        raise DataError(f"{table}: row {row.filename}: pixel size or HC is not a number")
+    img = load_grey(img_dir / row.filename)
+    ann = load_grey(ann_path)
+    if ann.shape != img.shape:
+        raise DataError(f"{ann_path}: size {ann.shape} differs from image {img.shape}")
+    try:
+        ellipse = annotated_ellipse(ann, filled_edge_offset_px)
+    except DataError as err:
+        raise DataError(f"{ann_path}: {err}") from None
+    return subject, img, ellipse
+
+
 def find_root(src: str | os.PathLike) -> Path:
     return find_release_root(src, lambda d: (d / CSV_NAME).is_file(), f"HC18 ({CSV_NAME})")
 
@@ -224,19 +244,8 @@ def prepare_hc18(src: str | os.PathLike, out: str | os.PathLike, config: HC18Con
                 w.skip(img_path, f"{root / CSV_NAME}: duplicate row {row.filename}")
                 continue
             seen.add(row.filename)
-            ann_path = img_dir / (Path(row.filename).stem + "_Annotation.png")
             try:
-                subject = subject_id(row.filename)
-                if not (np.isfinite(row.pixel_size_mm) and np.isfinite(row.hc_mm)):
-                    raise DataError(f"{root / CSV_NAME}: row {row.filename}: pixel size or HC is not a number")
-                img = load_grey(img_path)
-                ann = load_grey(ann_path)
-                if ann.shape != img.shape:
-                    raise DataError(f"{ann_path}: size {ann.shape} differs from image {img.shape}")
-                try:
-                    ellipse = annotated_ellipse(ann, cfg.filled_edge_offset_px)
-                except DataError as err:
-                    raise DataError(f"{ann_path}: {err}") from None
+                subject, img, ellipse = _load_row(row, img_dir, root / CSV_NAME, cfg.filled_edge_offset_px)
             except DataError as err:
                 w.skip(img_path, str(err))
                 continue

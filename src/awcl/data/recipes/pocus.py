@@ -169,12 +169,7 @@ def prepare_pocus(src: str | os.PathLike, out: str | os.PathLike, config: PocusC
             rel = f.path.relative_to(root).as_posix()
             stem = f.path.stem
             row = _lookup(meta, stem, f.probe)
-            by_meta = class_from_label(row["Label"]) if row is not None else None
-            by_name = class_from_name(f.path.name)
-            label = by_meta or by_name
-            if by_meta and by_name and by_meta != by_name:
-                conflicts.append(rel)
-                w.note(rel, f"metadata says {by_meta}, file name says {by_name}; using metadata")
+            label, by_meta = _file_class(w, f.path.name, rel, row, conflicts)
             if label is None:
                 w.skip(f.path, "no class: no metadata row and no Cov/Pneu/Reg/Vir prefix")
                 continue
@@ -185,10 +180,7 @@ def prepare_pocus(src: str | os.PathLike, out: str | os.PathLike, config: PocusC
                 w.skip(f.path, str(err))
                 continue
             box = detect_region(frames).clip(*frames.shape[1:])
-            vid = f"{probe or 'unknown'}/{stem}"
-            if vid in used_ids:  # same name twice (another extension or subfolder)
-                vid = rel.split("/", 1)[1]
-            used_ids.add(vid)
+            vid = _video_id(probe, stem, rel, used_ids)
             for i, frame in zip(indices.tolist(), frames):
                 w.add(
                     resize(crop(frame, box), cfg.size),
@@ -211,6 +203,28 @@ def prepare_pocus(src: str | os.PathLike, out: str | os.PathLike, config: PocusC
         skipped, n = w.skipped, len(w.rows)
     report("pocus", Path(out), n, skipped)
     return Path(out)
+
+
+def _file_class(w: DatasetWriter, name: str, rel: str, row: pd.Series | None,
+                conflicts: list[str]) -> tuple[str | None, str | None]:
+    """(class, class by the metadata) of one file: the metadata row's, else the file-name
+    prefix's; where they disagree the metadata wins and the file is noted."""
+    by_meta = class_from_label(row["Label"]) if row is not None else None
+    by_name = class_from_name(name)
+    if by_meta and by_name and by_meta != by_name:
+        conflicts.append(rel)
+        w.note(rel, f"metadata says {by_meta}, file name says {by_name}; using metadata")
+    return by_meta or by_name, by_meta
+
+
+def _video_id(probe: str, stem: str, rel: str, used_ids: set[str]) -> str:
+    """``<probe>/<stem>``, or the path below the release folder where that name is taken
+    (the same name twice: another extension or subfolder); recorded in ``used_ids``."""
+    vid = f"{probe or 'unknown'}/{stem}"
+    if vid in used_ids:
+        vid = rel.split("/", 1)[1]
+    used_ids.add(vid)
+    return vid
 
 
 def _cli(args: argparse.Namespace) -> int:
