@@ -145,3 +145,15 @@ def test_lightning_hardware_banner_is_dropped(tmp_path, caplog) -> None:
     text = caplog.text
     assert "GPU available" not in text and "TPU available" not in text and "Tip" not in text
     assert "max_steps=1" in text  # other Lightning info is kept
+
+
+def test_cached_timings_are_decided_by_the_current_rule(cache, monkeypatch):
+    """A cache written under an older rule (here: contiguous fp32 chosen on a 2% lead) is
+    re-decided from its timings, without timing again."""
+    monkeypatch.setattr(P, "cpu_features", lambda: AVX2)
+    monkeypatch.setattr(P, "time_train_step", lambda *a, **k: pytest.fail("timed again"))
+    key = P._cache_key((64, 80), torch.get_num_threads())
+    P._write_cache(key, {"precision": "32-true", "channels_last": False,
+                         "rates": {"32-true+channels_last": 100.0, "32-true": 102.0}})
+    c = P.choose("auto", "cpu", (64, 80))
+    assert (c.precision, c.channels_last) == ("32-true", True)

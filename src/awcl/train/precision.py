@@ -197,14 +197,20 @@ def probe_cpu(size: tuple[int, int], timer: Callable[[str, bool, tuple[int, int]
             name = f"{prec}{'+channels_last' if cl else ''}"
             rates[name] = max(rates.get(name, 0.0), float(timer(prec, cl, size)))
 
+    return decide(rates, features), rates
+
+
+def decide(rates: dict[str, float], features: dict[str, bool] | None = None) -> Candidate:
+    """The candidate to use given measured ``rates`` (img/s by candidate name). Applied to
+    cached rates too, so a change of this rule reaches machines that were timed before it."""
+
     def score(c: Candidate) -> float:
         # fp32 + channels_last is the reference: bf16 (less precise) and contiguous fp32
         # (usually slower; a busy machine can make it look faster) must beat it by 5%.
-        r = rates[f"{c[0]}{'+channels_last' if c[1] else ''}"]
+        r = rates.get(f"{c[0]}{'+channels_last' if c[1] else ''}", 0.0)
         return r if c == ("32-true", True) else r / 1.05
 
-    best = max(cpu_candidates(features), key=score)
-    return best, rates
+    return max(cpu_candidates(features), key=score)
 
 
 # ---------------------------------------------------------------------------- the choice
@@ -254,11 +260,12 @@ def choose(requested: str = "auto", accelerator: str = "cpu", size: tuple[int, i
             entry = {"precision": prec, "channels_last": cl, "rates": rates,
                      "cpu": dev, "size": list(size), "threads": threads}
             _write_cache(key, entry)
+        prec, cl_best = decide(entry["rates"], features)  # today's rule on the cached timings
         rates = ", ".join(f"{k} {v:.1f}" for k, v in entry["rates"].items())
         native = "native bf16" if native_cpu_bf16(features) else "no native bf16 (bf16 not tried)"
         reason = f"fastest measured on this CPU ({native}; img/s at {size[0]}x{size[1]}: {rates})"
-        cl = entry["channels_last"] if channels_last is None else channels_last
-        return Choice(entry["precision"], cl, reason, dev)
+        cl = cl_best if channels_last is None else channels_last
+        return Choice(prec, cl, reason, dev)
 
     if native_cpu_bf16(features):
         return Choice("bf16-mixed", True if channels_last is None else channels_last,
