@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import awcl  # noqa: F401  (torchvision shim)
+from _timing import steps_per_second  # benchmarks/_timing.py
 from awcl.evaluate.finetune import PRESETS
 from awcl.evaluate.fit import DownstreamModule, Optim
 from awcl.evaluate.heads import Classifier, make_head
@@ -114,16 +115,7 @@ def bench_step(size, args, choice: Choice, accelerator: str) -> float:
         scaler.step(opt)
         scaler.update()
 
-    for _ in range(args.warmup):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    return args.batch_size * args.steps / (time.perf_counter() - t)
+    return args.batch_size * steps_per_second(step, args.warmup, args.steps)
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 import awcl  # noqa: F401  (torchvision shim)
+from _timing import steps_per_second  # benchmarks/_timing.py
 from awcl.data.store import DatasetWriter
 from awcl.options import parse_size
 from awcl.train.precision import Choice
@@ -108,19 +109,7 @@ def bench_model_step(size, args, precision: str, channels_last: bool) -> float:
         scaler.step(opt)
         scaler.update()
 
-    for _ in range(args.warmup):
-        step()
-    _sync()
-    t = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    _sync()
-    return 2 * b * args.steps / (time.perf_counter() - t)
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    return 2 * b * steps_per_second(step, args.warmup, args.steps)
 
 
 class _RefViews(torch.utils.data.Dataset):

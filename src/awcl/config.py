@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import (
     ConfigKeyError,
     GrammarParseError,
@@ -45,7 +45,6 @@ from awcl.errors import AwclError
 
 T = TypeVar("T")
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def option(
@@ -89,16 +88,27 @@ def read_yaml(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
     return d
 
 
+def split_override(item: str, source: str = "--set") -> tuple[str, Any]:
+    """``"a.b=3"`` -> ``("a.b", 3)``; the value is YAML (:func:`yaml_value`)."""
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip():
+        raise AwclError(f"{source} {item!r}: expected NAME=VALUE")
+    return name.strip(), yaml_value(value)
+
+
 def dotlist(items: Sequence[str], source: str = "--set") -> dict[str, Any]:
-    """``["a.b=3", "c=[1, 2]"]`` -> ``{"a": {"b": 3}, "c": [1, 2]}`` (values are YAML)."""
+    """``["a.b=3", "c=[1, 2]"]`` -> ``{"a": {"b": 3}, "c": [1, 2]}``."""
+    out: dict[str, Any] = {}
     for item in items:
-        name, sep, _ = item.partition("=")
-        if not sep or not name.strip():
-            raise AwclError(f"{source} {item!r}: expected NAME=VALUE")
-    try:
-        return OmegaConf.to_container(OmegaConf.from_dotlist(list(items)))  # type: ignore[return-value]
-    except OmegaConfBaseException as err:
-        raise AwclError(f"{source}: {_first_line(err)}") from None
+        name, value = split_override(item, source)
+        *parents, last = name.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise AwclError(f"{source} {item!r}: {p!r} is not a mapping")
+        node[last] = value
+    return out
 
 
 def yaml_value(text: str) -> Any:
@@ -110,37 +120,14 @@ def yaml_value(text: str) -> Any:
 
 
 # ------------------------------------------------------------------------ merging
-def resolve(layers: Sequence[tuple[str, Mapping[str, Any]]], root: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Merge ``(source, mapping)`` layers (later wins) and resolve ``${...}`` interpolation.
-
-    ``root`` holds extra names interpolation may refer to (kept out of the result).
-    Lists are replaced, not merged, as YAML users expect.
-    """
-    # nested mappings merge key by key (``pretrain: {epochs: 5}`` keeps the other keys)
-    merged = _deep_merge([dict(v) for _, v in layers])
-    extra = dict(root or {})
-    clash = sorted(set(extra) & set(merged))
-    if clash:
-        raise AwclError(f"{layers[-1][0] if layers else 'config'}: {clash[0]!r} is both a variable and a key")
-    cfg = OmegaConf.create({**extra, **merged}, flags={"allow_objects": False})
+def resolve(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Merge ``(source, mapping)`` layers (later wins; nested mappings key by key, lists
+    replaced) and resolve ``${...}`` interpolation."""
     try:
-        out = OmegaConf.to_container(cfg, resolve=True)
+        merged = OmegaConf.merge(*(OmegaConf.create(dict(v)) for _, v in layers))
+        return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise _error(err, _source_of(err, layers)) from None
-    for k in extra:
-        out.pop(k, None)  # type: ignore[union-attr]
-    return out  # type: ignore[return-value]
-
-
-def _deep_merge(dicts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for d in dicts:
-        for k, v in d.items():
-            if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-                out[k] = _deep_merge([out[k], v])
-            else:
-                out[k] = v
-    return out
 
 
 def build(schema: type[T], values: Mapping[str, Any], source: str = "config") -> T:
@@ -188,11 +175,8 @@ def compose(
         all_layers.append(("--set", dotlist(overrides)))
     if flags:
         all_layers.append(("flags", dict(flags)))
-    values = resolve(all_layers)
     source = " + ".join(s for s, _ in all_layers[1:]) or "defaults"
-    if len(all_layers) == 2:
-        source = all_layers[1][0]
-    return build(schema, values, source=source)
+    return build(schema, resolve(all_layers), source=source)
 
 
 def _defaults(schema: type) -> dict[str, Any]:
@@ -232,18 +216,24 @@ def _source_of(err: OmegaConfBaseException, layers: Sequence[tuple[str, Mapping[
     return layers[-1][0] if layers else "config"
 
 
-def _error(err: OmegaConfBaseException, source: str) -> AwclError:
-    """An OmegaConf exception as one line: ``source: key: problem``."""
+def describe(err: OmegaConfBaseException) -> tuple[str, str, str | None]:
+    """``(key, problem, undefined name or None)`` of an OmegaConf exception, in one line."""
     key = getattr(err, "full_key", "") or ""
     msg = _first_line(err)
     if isinstance(err, (InterpolationKeyError, InterpolationResolutionError)):
         m = re.search(r"Interpolation key '([^']+)' not found", msg)
         if m:
-            msg = f"${{{m.group(1)}}} is not defined"
+            return key, f"${{{m.group(1)}}} is not defined", m.group(1)
     elif isinstance(err, GrammarParseError):
         msg = f"bad interpolation ({msg})"
     elif isinstance(err, ConfigKeyError):
         msg = f"unknown key ({msg})"
+    return key, msg, None
+
+
+def _error(err: OmegaConfBaseException, source: str) -> AwclError:
+    """An OmegaConf exception as one line: ``source: key: problem``."""
+    key, msg, _ = describe(err)
     return AwclError(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
 
 
@@ -287,6 +277,35 @@ def add_flags(parser: argparse.ArgumentParser, schema: type, skip: Iterable[str]
         elif d is dataclasses.MISSING:
             text = f"{text} (required)"
         parser.add_argument(flag_name(f), help=text, **kw)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, schema: type) -> None:
+    """``--config FILE`` and ``--set KEY=VALUE`` for a command whose flags come from ``schema``."""
+    name = schema.__name__
+    parser.add_argument("--config", help=f"YAML file of {name} keys (${{key}} interpolation; flags override it)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (YAML value), e.g. --set seed=1; after --config, before flags")
+
+
+def from_args(schema: type[T], args: argparse.Namespace, required: Mapping[str, str], *,
+              cli_defaults: Mapping[str, Any] | None = None, saved: Path | None = None,
+              flags: Mapping[str, Any] | None = None, ignore: Iterable[str] = ()) -> T:
+    """A command's config: defaults (``cli_defaults`` over the schema's) < ``--config`` YAML
+    (keys in ``ignore`` dropped) < ``saved`` (a run's config.yaml) < ``--set`` < ``flags``
+    (default: the flags given). Each field of ``required`` must end up non-empty, else its
+    message is the error."""
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        ("defaults", {**{k: "" for k in required}, **(cli_defaults or {})})]
+    if args.config:
+        skip = set(ignore)
+        layers.append((args.config, {k: v for k, v in read_yaml(args.config).items() if k not in skip}))
+    if saved is not None:
+        layers.append((str(saved), read_yaml(saved)))
+    cfg = compose(schema, layers, args.set, flag_values(args, schema) if flags is None else flags)
+    for key, message in required.items():
+        if not getattr(cfg, key):
+            raise AwclError(message)
+    return cfg
 
 
 def flag_values(args: argparse.Namespace, schema: type, skip: Iterable[str] = ()) -> dict[str, Any]:
@@ -335,10 +354,3 @@ def _show(v: Any) -> str:
     if v == "":
         return "''"
     return str(v)
-
-
-def unwrap(value: Any) -> Any:
-    """OmegaConf containers as plain Python values."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value

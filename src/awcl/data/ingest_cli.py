@@ -66,46 +66,25 @@ def _add_common(p: argparse.ArgumentParser, default_crop: str = "auto") -> None:
     )
 
 
+def _table_options(args: argparse.Namespace) -> dict:
+    """The label-table flags both commands share (separator, columns, mapping, strict)."""
+    names = ("sep", "path_col", "coarse_col", "fine_col", "patient_col", "mapping", "strict")
+    return {n: getattr(args, n) for n in names}
+
+
 def _run_videos(args: argparse.Namespace) -> int:
     st = PrepareStats()
-    out = prepare_videos(
-        args.src,
-        args.out,
-        every=args.every,
-        size=args.size,
-        crop=args.crop,
-        labels_csv=args.labels,
-        sep=args.sep,
-        path_col=args.path_col,
-        coarse_col=args.coarse_col,
-        fine_col=args.fine_col,
-        patient_col=args.patient_col,
-        mapping=args.mapping,
-        strict=args.strict,
-        stats=st,
-    )
+    out = prepare_videos(args.src, args.out, every=args.every, size=args.size, crop=args.crop,
+                         labels_csv=args.labels, stats=st, **_table_options(args))  # fmt: skip
     _print_summary(out, st)
     return 0
 
 
 def _run_images(args: argparse.Namespace) -> int:
     st = PrepareStats()
-    out = prepare_images(
-        args.src,
-        args.out,
-        labels=args.labels,
-        sep=args.sep,
-        path_col=args.path_col,
-        coarse_col=args.coarse_col,
-        fine_col=args.fine_col,
-        patient_col=args.patient_col,
-        mapping=args.mapping,
-        size=args.size,
-        crop=args.crop,
-        strict=args.strict,
-        include_unlabelled=args.include_unlabelled,
-        stats=st,
-    )
+    out = prepare_images(args.src, args.out, labels=args.labels, size=args.size, crop=args.crop,
+                         include_unlabelled=args.include_unlabelled, stats=st,
+                         **_table_options(args))  # fmt: skip
     _print_summary(out, st)
     return 0
 

@@ -23,10 +23,10 @@ from awcl.evaluate.fit import (
     fit_fold,
 )
 from awcl.evaluate.heads import Classifier, last_feature_map, make_head
-from awcl.evaluate.metrics import class_confusion, classification_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
 from awcl.evaluate.selection import load_frames, select_classification, summarize_folds
 from awcl.evaluate.summary import (
+    class_fold_record,
     class_predictions,
     classification_summary,
     fold_classification_metrics,
@@ -110,14 +110,9 @@ def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
         logits, hist, best_epoch, best_val = res.output, res.history, res.best_epoch, res.best_val
         pred = logits.argmax(1)
         yt = y[fold.test]
-        met = classification_metrics(yt, pred, K)
-        cm = class_confusion(yt, pred, K)
+        record, cm = class_fold_record(fold, yt, pred, K, best_epoch=best_epoch, val_f1=best_val)
         cm_total += cm
-        per_fold.append(
-            {"fold": fold.index, "n_train": len(fold.train), "n_val": len(fold.val),
-             "n_test": len(fold.test), "best_epoch": best_epoch, "val_f1": best_val, **met,
-             "confusion_matrix": cm.tolist()}
-        )
+        per_fold.append(record)
         history += hist
         prob = torch.softmax(torch.from_numpy(logits), 1).numpy()
         preds.append(class_predictions(sub, fold.test, fold.index, cfg.group, names, yt, pred, prob))

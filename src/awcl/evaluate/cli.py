@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from awcl.config import add_flags, compose, flag_values, read_yaml
+from awcl.config import add_config_flags, add_flags, flag_values, from_args
 from awcl.errors import AwclError
 from awcl.evaluate.config import DERIVED_KEYS, FinetuneConfig
 from awcl.evaluate.embed import EmbedConfig
@@ -15,21 +15,16 @@ log = logging.getLogger(__name__)
 
 
 def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
-    """defaults < ``--config`` YAML < ``--set key=value`` < flags (awcl.config)."""
-    layers = []
-    if args.config:  # a run's config.yaml also records derived values: not settings
-        given = read_yaml(args.config)
-        layers.append((args.config, {k: v for k, v in given.items() if k not in DERIVED_KEYS}))
+    """defaults < ``--config`` YAML < ``--set key=value`` < flags (awcl.config). A run's
+    config.yaml is such a file: the derived values it also records are skipped."""
     flags = flag_values(args, FinetuneConfig)
     if args.fp32:
         flags["precision"] = "32-true"
     if args.no_progress:
         flags["progress"] = False
-    cfg = compose(FinetuneConfig, [("defaults", {"data": "", "out": "", "progress": True}), *layers],
-                  args.set, flags)  # fmt: skip
-    if not cfg.data or not cfg.out:
-        raise AwclError("--data and --out are required (a prepared dataset and a run directory)")
-    return cfg
+    need = "--data and --out are required (a prepared dataset and a run directory)"
+    return from_args(FinetuneConfig, args, {"data": need, "out": need}, flags=flags,
+                     cli_defaults={"progress": True}, ignore=DERIVED_KEYS)  # fmt: skip
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -50,12 +45,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def embed_config(args: argparse.Namespace) -> EmbedConfig:
     """defaults < ``--config`` YAML < ``--set key=value`` < flags (awcl.config)."""
-    layers = [(args.config, read_yaml(args.config))] if args.config else []
-    cfg = compose(EmbedConfig, [("defaults", {"data": "", "out": ""}), *layers], args.set,
-                  flag_values(args, EmbedConfig))  # fmt: skip
-    if not cfg.data or not cfg.out:
-        raise AwclError("--data and --out are required (a prepared dataset and a directory to write)")
-    return cfg
+    need = "--data and --out are required (a prepared dataset and a directory to write)"
+    return from_args(EmbedConfig, args, {"data": need, "out": need})
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -76,12 +67,6 @@ def _weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_flags(p: argparse.ArgumentParser, schema: str) -> None:
-    p.add_argument("--config", help=f"YAML file of {schema} keys (${{key}} interpolation; flags override it)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (YAML value), e.g. --set seed=1; after --config, before flags")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="downstream classification/segmentation with k-fold CV",
                        description="Every flag is a FinetuneConfig key (awcl.evaluate.config), also "
@@ -89,13 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flags(p, FinetuneConfig)
     p.add_argument("--fp32", action="store_true", help="same as --precision 32-true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _config_flags(p, "FinetuneConfig")
+    add_config_flags(p, FinetuneConfig)
     p.set_defaults(func=_finetune)
 
     e = sub.add_parser("embed", help="penultimate features + t-SNE plot of a prepared dataset",
                        description="Every flag is an EmbedConfig key (awcl.evaluate.embed).")
     add_flags(e, EmbedConfig)
-    _config_flags(e, "EmbedConfig")
+    add_config_flags(e, EmbedConfig)
     e.set_defaults(func=_embed)
 
     w = sub.add_parser("weights", help="download published weights (ImageNet ResNet-18)")

@@ -43,10 +43,11 @@ from awcl import _compat  # noqa: F401
 from awcl.data.store import PreparedDataset
 from awcl.evaluate.config import FinetuneConfig
 from awcl.evaluate.fit import Engine, encode
-from awcl.evaluate.metrics import class_confusion, classification_metrics
+from awcl.evaluate.metrics import classification_metrics
 from awcl.evaluate.plots import plot_confusion
 from awcl.evaluate.selection import load_frames, select_classification, summarize_folds
 from awcl.evaluate.summary import (
+    class_fold_record,
     class_predictions,
     classification_summary,
     fold_classification_metrics,
@@ -187,14 +188,10 @@ def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
         proba, chosen, scores = _probe_fold(fit_predict, feats, y, fold, K)
         pred = proba.argmax(1)
         yt = y[fold.test]
-        met = classification_metrics(yt, pred, K)
-        cm = class_confusion(yt, pred, K)
+        record, cm = class_fold_record(
+            fold, yt, pred, K, **{"n_train_patients": len(np.unique(groups[fold.train])), **chosen})
         cm_total += cm
-        per_fold.append(
-            {"fold": fold.index, "n_train": len(fold.train), "n_val": len(fold.val),
-             "n_test": len(fold.test), "n_train_patients": len(np.unique(groups[fold.train])),
-             **chosen, **met, "confusion_matrix": cm.tolist()}
-        )  # fmt: skip
+        per_fold.append(record)
         selection += [{"fold": fold.index, **s} for s in scores]
         preds.append(class_predictions(sub, fold.test, fold.index, cfg.group, names, yt, pred, proba))
     pred_df = pd.concat(preds)

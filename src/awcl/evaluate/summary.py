@@ -21,12 +21,18 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from awcl.errors import AwclError
-from awcl.evaluate.metrics import frame_surface_metrics, sensitivity_specificity
+from awcl.evaluate.metrics import (
+    class_confusion,
+    classification_metrics,
+    frame_surface_metrics,
+    sensitivity_specificity,
+)
 
 CLASS_METRICS = ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "auroc")
 SEG_CM_METRICS = ("gaa", "ma", "miou", "dice")
@@ -304,6 +310,17 @@ def fold_rows(sub: pd.DataFrame, test: np.ndarray, fold: int, group: str) -> pd.
     pf = sub.iloc[test][list(dict.fromkeys(["frame_id", "video_id", "patient_id", group]))].copy()
     pf.insert(0, "fold", fold)
     return pf
+
+
+def class_fold_record(fold: Any, y_true: np.ndarray, pred: np.ndarray, n_classes: int, /,
+                      **extra: Any) -> tuple[dict[str, Any], np.ndarray]:
+    """One classification fold's entry of metrics.json ``folds`` (sizes, then ``extra``: what
+    was selected on validation, then the metrics) and its confusion matrix ``[K, K]``."""
+    met = classification_metrics(y_true, pred, n_classes)
+    cm = class_confusion(y_true, pred, n_classes)
+    record = {"fold": fold.index, "n_train": len(fold.train), "n_val": len(fold.val),
+              "n_test": len(fold.test), **extra, **met, "confusion_matrix": cm.tolist()}  # fmt: skip
+    return record, cm
 
 
 def class_predictions(sub: pd.DataFrame, test: np.ndarray, fold: int, group: str, names: list[str],

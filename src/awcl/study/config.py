@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from awcl.config import dotlist, read_yaml, yaml_value
+from awcl.config import describe, read_yaml, split_override
 from awcl.data.recipes import RECIPES as RECIPE_TABLE
 from awcl.errors import AwclError
 from awcl.evaluate.tasks import PROBES, PROTOCOLS, TASKS
@@ -207,14 +206,14 @@ def compose_raw(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> tuple[d
     raw = copy.deepcopy(raw)
     variables = dict(ctx.mapping(raw.pop("vars", None), "vars"))
     scales = ctx.mapping(raw.pop("scales", None), "scales")
-    var_items, key_items = [], []
+    given: dict[str, Any] = {}  # variables set on the command line beat a scale preset
+    keys: list[tuple[str, Any, str]] = []
     for item in overrides:
-        name = item.partition("=")[0].strip()
-        plain = name and "." not in name and "[" not in name
-        (var_items if plain and (name in variables or name not in TOP_KEYS) else key_items).append(item)
-    dotlist(var_items)  # NAME=VALUE checks
-    # variables set on the command line beat a scale preset; values are YAML
-    given = {i.partition("=")[0].strip(): yaml_value(i.partition("=")[2]) for i in var_items}
+        name, value = split_override(item)
+        if "." not in name and "[" not in name and (name in variables or name not in TOP_KEYS):
+            given[name] = value
+        else:
+            keys.append((name, value, item))
     variables.update(given)
     if scales:
         name = str(variables.get("scale", ""))
@@ -224,23 +223,18 @@ def compose_raw(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> tuple[d
         preset = ctx.mapping(scales[name], f"scales.{name}")
         variables.update({k: v for k, v in preset.items() if k not in given})
     tree = OmegaConf.create({**variables, _ROOT: raw})
-    for item in key_items:
-        dotlist([item])  # NAME=VALUE check
-        name, _, value = item.partition("=")
+    for name, value, item in keys:
         try:
-            OmegaConf.update(tree, f"{_ROOT}.{name.strip()}", yaml_value(value), force_add=True)
+            OmegaConf.update(tree, f"{_ROOT}.{name}", value, force_add=True)
         except OmegaConfBaseException as err:
             raise AwclError(f"--set {item!r}: {str(err).splitlines()[0]} (not an index or key of the config)") from None
     try:
         resolved = OmegaConf.to_container(tree, resolve=True)
     except OmegaConfBaseException as err:
-        key = (getattr(err, "full_key", "") or "").removeprefix(_ROOT).lstrip(".")
-        msg = str(err).splitlines()[0]
-        missing = re.search(r"Interpolation key '([^']+)' not found", msg)
+        key, msg, missing = describe(err)
         if missing:
-            name = missing.group(1)
-            msg = f"${{{name}}} is not defined (add it under vars: or pass --set {name}=...)"
-        raise ctx.err(key or "vars", msg) from None
+            msg += f" (add it under vars: or pass --set {missing}=...)"
+        raise ctx.err(key.removeprefix(_ROOT).lstrip(".") or "vars", msg) from None
     return resolved[_ROOT], {k: resolved[k] for k in variables}  # type: ignore[index]
 
 

@@ -10,39 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
-from awcl.config import add_flags, compose, flag_values, read_yaml
-from awcl.errors import AwclError
+from awcl.config import add_config_flags, add_flags, flag_values, from_args
 from awcl.methods import METHODS
 from awcl.train.pretrain import PretrainConfig
-
-_SPECIAL = ("resume",)  # flags with their own handling below
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     """defaults < ``--config`` < the run's own config.yaml (``--resume``) < ``--set`` < flags."""
-    layers: list[tuple[str, dict[str, Any]]] = []
-    if args.config:
-        layers.append((args.config, read_yaml(args.config)))
     saved = Path(args.out) / "config.yaml" if args.out else None
-    if args.resume and saved is not None and saved.is_file():
-        layers.append((str(saved), read_yaml(saved)))
-    flags = flag_values(args, PretrainConfig, skip=_SPECIAL)
-    if len(flags.get("data", [])) == 1:
-        flags["data"] = flags["data"][0]
-    if "ignore_labels" in flags:  # adds to the config's own
-        given = [v for _, d in layers for v in d.get("ignore_labels", [])]
-        flags["ignore_labels"] = [*given, *flags["ignore_labels"]]
-    flags["resume"] = bool(args.resume)
-    cfg = compose(PretrainConfig, layers, overrides=args.set, flags=flags)
-    if not cfg.data:
-        raise AwclError("--data is required (a prepared dataset directory)")
-    if not args.out and not any("out" in d for _, d in layers) and not any(
-        o.startswith("out=") for o in args.set
-    ):
-        raise AwclError("--out is required (the run directory)")
-    return cfg
+    flags = {**flag_values(args, PretrainConfig), "resume": bool(args.resume)}
+    return from_args(
+        PretrainConfig, args, flags=flags,
+        saved=saved if args.resume and saved is not None and saved.is_file() else None,
+        required={"data": "--data is required (a prepared dataset directory)",
+                  "out": "--out is required (the run directory)"},
+    )  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -67,9 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Every flag is a PretrainConfig key (awcl.train.pretrain), also settable in --config YAML "
         "or with --set key=value.",
     )
-    add_flags(p, PretrainConfig, skip=_SPECIAL)
-    p.add_argument("--config", help="YAML file of PretrainConfig keys (${key} interpolation; flags override it)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (YAML value), e.g. --set lr=3e-4; after --config, before flags")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    add_flags(p, PretrainConfig)
+    add_config_flags(p, PretrainConfig)
     p.set_defaults(func=_run)

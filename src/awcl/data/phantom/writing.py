@@ -40,28 +40,25 @@ def make_phantom(out: str | Path, cfg: PhantomConfig | None = None) -> Path:
             renderer = _Renderer(scan, cfg)
             for i in range(cfg.frames_per_scan):
                 frame, mask = renderer.render(i)
-                fine = scan.truth[i]
-                coarse = HIERARCHY[fine]
                 if cfg.masks == "all" and mask is None:
                     mask = np.zeros(cfg.size, np.uint8)
                 elif cfg.masks == "none":
                     mask = None
-                lab = bool(scan.labelled[i])
-                writer.add(
-                    frame,
-                    video_id=scan.video_id,
-                    patient_id=scan.patient_id,
-                    frame_index=i,
-                    coarse_label=coarse if lab else None,
-                    fine_label=fine if lab else None,
-                    mask=mask,
-                    true_coarse=coarse,
-                    true_fine=fine,
-                    depth_cm=round(scan.depth_cm, 2),
-                )
+                writer.add(frame, mask=mask, **_frame_row(scan, i))
         writer.meta.update(_meta(cfg))
     log.info("phantom: %d frames written to %s in %.1f s", cfg.scans * cfg.frames_per_scan, out, time.perf_counter() - t0)
     return out
+
+
+def _frame_row(scan: _Scan, i: int) -> dict:
+    """Manifest fields of frame ``i`` of ``scan``: ids, its labels where the plan labels it,
+    and the hidden truth (``true_coarse``, ``true_fine``) for analyses."""
+    fine = scan.truth[i]
+    coarse = HIERARCHY[fine]
+    lab = bool(scan.labelled[i])
+    return {"video_id": scan.video_id, "patient_id": scan.patient_id, "frame_index": i,
+            "coarse_label": coarse if lab else None, "fine_label": fine if lab else None,
+            "true_coarse": coarse, "true_fine": fine, "depth_cm": round(scan.depth_cm, 2)}  # fmt: skip
 
 
 def _meta(cfg: PhantomConfig) -> dict:
@@ -132,27 +129,12 @@ def _write_relabelled(out: Path, cfg: PhantomConfig, ds: PreparedDataset, plans:
     with DatasetWriter(out, size=cfg.size, source=cfg.source) as writer:
         for i, row in enumerate(m.itertuples(index=False)):
             plan, fi = plans[row.video_id], int(row.frame_index)
-            fine = plan.truth[fi]
-            coarse = HIERARCHY[fine]
-            lab = bool(plan.labelled[fi])
             mask = masks[row.video_id][fi] if cfg.masks != "none" else None
             if mask is not None:
                 mask = _crop_screen_mask(mask, str(row.crop_box), cfg.size)
             elif cfg.masks == "all":
                 mask = np.zeros(cfg.size, np.uint8)
-            writer.add(
-                np.asarray(frames[i]),
-                video_id=plan.video_id,
-                patient_id=plan.patient_id,
-                frame_index=fi,
-                coarse_label=coarse if lab else None,
-                fine_label=fine if lab else None,
-                mask=mask,
-                true_coarse=coarse,
-                true_fine=fine,
-                depth_cm=round(plan.depth_cm, 2),
-                crop_box=row.crop_box,
-            )
+            writer.add(np.asarray(frames[i]), mask=mask, **_frame_row(plan, fi), crop_box=row.crop_box)
         writer.meta.update(_meta(cfg))
         writer.meta["prepare"] = ds.meta.get("prepare", {})
 
