@@ -103,11 +103,10 @@ def bench_step(size, args, choice: Choice, accelerator: str) -> float:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (args.batch_size, *size), dtype=torch.uint8, generator=g).to(dev)
     y = torch.randint(0, 3, (args.batch_size,), generator=g).to(dev)
-    dtype = choice.autocast_dtype
-    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler(dev.type, enabled=choice.autocast_dtype == torch.float16)
 
     def step() -> None:
-        with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with choice.autocast(dev.type):
             logits = model(to_input(x, cl))
         loss = torch.nn.functional.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)

@@ -98,11 +98,11 @@ def bench_model_step(size, args, precision: str, channels_last: bool) -> float:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (2 * b, *size), dtype=torch.uint8, generator=g).to(dev)
     batch = {"key": torch.full((b,), -1, device=dev)}
-    dtype = Choice(precision, channels_last, "", "").autocast_dtype
-    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+    choice = Choice(precision, channels_last, "", "")
+    scaler = torch.amp.GradScaler(dev.type, enabled=choice.autocast_dtype == torch.float16)
 
     def step() -> None:
-        with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with choice.autocast(dev.type):
             loss, _ = method.loss(heads, enc(to_input(x, channels_last)), batch)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -77,6 +77,7 @@ def test_model_card_contents(run, tmp_path):
     hist = (run / "history.csv").read_text().splitlines()
     # header, the kNN monitor's step-0 row (epoch 0), then both epochs
     assert len(hist) == 4 and card.count("\n| 1 |") + card.count("\n| 2 |") >= 2
+    assert "\n| 0 | 0 |" in card and "\n| 3 |" not in card  # epochs completed, not +1
     png = (out / "pretrain_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert {"config.yaml", "summary.json", "history.csv"} <= {p.name for p in out.iterdir()}

@@ -42,6 +42,7 @@ from omegaconf.errors import (
 )
 
 from awcl.errors import AwclError
+from awcl.options import cli_type
 
 T = TypeVar("T")
 
@@ -68,6 +69,16 @@ def option(
 
 def fields(schema: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(schema)}
+
+
+def check_choices(obj: Any) -> None:
+    """Every field of ``obj`` declared with ``choices`` holds one of them (or None): the
+    check the flag gets from argparse, for YAML, ``--set`` and the Python API too."""
+    for f in dataclasses.fields(obj):
+        choices = f.metadata.get("choices")
+        v = getattr(obj, f.name)
+        if choices and v is not None and v not in choices:
+            raise AwclError(f"{flag_name(f)} {v!r} is not one of {', '.join(choices)}")
 
 
 # ------------------------------------------------------------------------ reading
@@ -242,17 +253,16 @@ def flag_name(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def add_flags(parser: argparse.ArgumentParser, schema: type, skip: Iterable[str] = ()) -> None:
-    """One flag per field of ``schema`` (metadata ``cli=False`` and ``skip`` excluded).
+def add_flags(parser: argparse.ArgumentParser, schema: type) -> None:
+    """One flag per field of ``schema`` (except metadata ``cli=False``).
 
     Flags default to ``None`` (= not given), so a config file or a saved run config is not
     overridden by a flag the user did not type. Help shows the dataclass default.
     """
-    skip = set(skip)
     defaults = _defaults(schema)
     for name, f in fields(schema).items():
         meta = f.metadata
-        if name in skip or not meta.get("cli", True):
+        if not meta.get("cli", True):
             continue
         d = defaults.get(name, dataclasses.MISSING)
         text = meta.get("help", "")
@@ -308,17 +318,10 @@ def from_args(schema: type[T], args: argparse.Namespace, required: Mapping[str, 
     return cfg
 
 
-def flag_values(args: argparse.Namespace, schema: type, skip: Iterable[str] = ()) -> dict[str, Any]:
+def flag_values(args: argparse.Namespace, schema: type) -> dict[str, Any]:
     """The fields of ``schema`` the user gave a flag for (``None`` = not given)."""
-    out: dict[str, Any] = {}
-    skip = set(skip)
-    for name in fields(schema):
-        if name in skip:
-            continue
-        v = getattr(args, name, None)
-        if v is not None:
-            out[name] = v
-    return out
+    given = {name: getattr(args, name, None) for name in fields(schema)}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _kind(f: dataclasses.Field) -> str:
@@ -334,18 +337,9 @@ def _kind(f: dataclasses.Field) -> str:
 
 
 def _cli_parse(parse: Callable[[Any], Any] | None, kind: str) -> Callable[[str], Any]:
-    base: Callable[[str], Any] = {"int": int, "float": float}.get(kind, str)
-    if parse is None:
-        return base
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except AwclError as err:  # argparse's usage error (exit 2) naming the flag
-            raise argparse.ArgumentTypeError(str(err)) from None
-
-    convert.__name__ = getattr(parse, "__name__", "value")
-    return convert
+    if parse is not None:
+        return cli_type(parse)  # an AwclError becomes argparse's usage error naming the flag
+    return {"int": int, "float": float}.get(kind, str)
 
 
 def _show(v: Any) -> str:

@@ -129,17 +129,6 @@ def _check_src(src: str | os.PathLike) -> Path:
     return root
 
 
-def _skip(writer: DatasetWriter, stats: PrepareStats, file: str, reason: str) -> None:
-    writer.skip(file, reason)  # recorded in dataset.json and logged (summarised per reason)
-    stats.skipped += 1
-
-
-def _strip_file(reason: str, file: str) -> str:
-    """DataError text minus the leading ``<path>: `` (the file is recorded separately)."""
-    head, sep, tail = reason.partition(": ")
-    return tail if sep and file in head else reason
-
-
 @dataclass
 class _Sink:
     """Where prepared frames go: the writer, the run's counts, and the crop and size to apply.
@@ -157,7 +146,10 @@ class _Sink:
             self.skip(file, reason)
 
     def skip(self, file: str, reason: str) -> None:
-        _skip(self.writer, self.stats, file, reason)
+        # recorded in dataset.json and logged (summarised per reason); the writer drops a
+        # leading "<file>: " from the reason, as the file is recorded beside it
+        self.writer.skip(file, reason)
+        self.stats.skipped += 1
 
     def unreadable(self, err: DataError, path: Path, rel: str) -> None:
         self.skip(_shown(rel), _skip_reason(err, path, rel))
@@ -292,9 +284,9 @@ def _shown(rel: str) -> str:
 
 
 def _skip_reason(err: DataError, path: Path, rel: str) -> str:
-    """The error without its leading file name; a UID-named file stays pseudonymised even
-    where a decoder repeats its path inside the message."""
-    reason = _strip_file(str(err), str(path))
+    """The error with a UID-named file pseudonymised, also where a decoder repeats its path
+    inside the message (the writer drops the leading file name)."""
+    reason = str(err)
     shown = _shown(rel)
     if shown != rel:
         reason = reason.replace(str(path), shown).replace(path.name, Path(shown).name)

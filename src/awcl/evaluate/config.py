@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from awcl.config import option
+from awcl.config import check_choices, option
 from awcl.errors import AwclError
 from awcl.evaluate.augment import BatchAugmentConfig
 from awcl.evaluate.fit import Engine
@@ -128,16 +128,9 @@ class FinetuneConfig:
         return self.head or self.resolved_preset().head or "linear"
 
     def validate(self) -> None:
-        if self.task not in TASKS:
-            raise AwclError(f"--task must be one of {', '.join(TASKS)} (got {self.task!r})")
-        if self.protocol not in PROTOCOLS:
-            raise AwclError(f"--protocol must be one of {', '.join(PROTOCOLS)} (got {self.protocol!r})")
-        if self.task == "classify" and self.resolved_head not in HEADS:
-            raise AwclError(f"--head must be one of {', '.join(HEADS)} (got {self.head!r})")
+        check_choices(self)  # task, protocol, head, preset, split
         if self.protocol in PROBES and self.task != "classify":
             raise AwclError(f"--protocol {self.protocol} is a classification probe (got --task {self.task})")
-        if self.split not in SPLITS:
-            raise AwclError(f"--split must be kfold or fixed (got {self.split!r})")
         if self.epochs is not None and self.epochs < 1:
             raise AwclError("--epochs must be >= 1")
         self.resolved_preset()

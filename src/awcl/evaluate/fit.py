@@ -105,7 +105,7 @@ class DownstreamModule(L.LightningModule):
         self.history: list[dict[str, Any]] = []
         self._gen: torch.Generator | None = None
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._loss_sum, self._loss_n = 0.0, 0
+        self._loss_sum, self._loss_n = torch.zeros((), dtype=torch.float64), 0  # on the device: no sync per step
 
     # -- data
     def _loader(self, part: str, train: bool = False) -> DataLoader:
@@ -143,7 +143,7 @@ class DownstreamModule(L.LightningModule):
 
     # -- steps
     def on_train_epoch_start(self) -> None:
-        self._loss_sum, self._loss_n = 0.0, 0
+        self._loss_sum, self._loss_n = torch.zeros((), dtype=torch.float64), 0  # on the device: no sync per step
 
     def training_step(self, batch, batch_idx: int):
         x, y = batch
@@ -163,7 +163,7 @@ class DownstreamModule(L.LightningModule):
         if self.dice:
             loss = loss + dice_loss(logits, y.long())
         n = x.shape[0]
-        self._loss_sum += float(loss.detach()) * n
+        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach().double() * n
         self._loss_n += n
         self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=n, prog_bar=True)
         return loss
@@ -185,7 +185,7 @@ class DownstreamModule(L.LightningModule):
         if self.trainer.sanity_checking or not self._val:
             return
         row: dict[str, Any] = {"fold": self.fold.index, "epoch": self.current_epoch + 1,
-                               "train_loss": self._loss_sum / max(self._loss_n, 1)}
+                               "train_loss": float(self._loss_sum) / max(self._loss_n, 1)}
         if self.kind == "classify":
             logits = torch.cat([v[0] for v in self._val])
             y = torch.cat([v[1] for v in self._val])

@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from awcl.config import describe, read_yaml, split_override
 from awcl.data.recipes import RECIPES as RECIPE_TABLE
+from awcl.data.store import GRANULARITIES
 from awcl.errors import AwclError
 from awcl.evaluate.tasks import PROBES, PROTOCOLS, TASKS
 from awcl.methods import INITS, STUDY_METHODS
@@ -305,7 +306,7 @@ def _task(v: Any, key: str, ctx: _Ctx) -> TaskSpec:
     t.folds = ctx.integer(d.get("folds", t.folds), f"{key}.folds", 2)
     if d.get("classes") is not None:
         t.classes = ctx.str_list(d["classes"], f"{key}.classes")
-    t.granularity = ctx.choice(d.get("granularity", t.granularity), f"{key}.granularity", ("coarse", "fine"))
+    t.granularity = ctx.choice(d.get("granularity", t.granularity), f"{key}.granularity", GRANULARITIES)
     t.extra = dict(ctx.mapping(d.get("extra"), f"{key}.extra"))
     if "train_patients" in t.extra:
         raise ctx.err(f"{key}.extra.train_patients", "set it as the task's train_patients: [n, ..., all]")

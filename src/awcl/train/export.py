@@ -197,7 +197,7 @@ def curves_png(hist: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = hist["epoch"] + 1 if "epoch" in hist else np.arange(1, len(hist) + 1)
+    x = hist["epoch"] if "epoch" in hist else np.arange(1, len(hist) + 1)  # epochs completed
     knn = "knn_acc" in hist and hist["knn_acc"].notna().any()
     fig, axes = plt.subplots(1, 2 if knn else 1, figsize=(9 if knn else 5, 3.2), squeeze=False)
     axes[0, 0].plot(x, hist["loss"], marker="o", ms=3)
@@ -323,7 +323,7 @@ def _card_curves(hist: pd.DataFrame | None) -> list[str]:
     L += ["![pretraining curves](pretrain_curves.png)", "", "| epoch | step | loss | kNN accuracy |",
           "|---:|---:|---:|---:|"]  # fmt: skip
     for _, h in hist.iterrows():
-        L.append(f"| {int(h.get('epoch', 0)) + 1} | {_num(h.get('step'))} | {_num(h.get('loss'))} | "
+        L.append(f"| {int(h.get('epoch', 0))} | {_num(h.get('step'))} | {_num(h.get('loss'))} | "
                  f"{_num(h.get('knn_acc'))} |")  # fmt: skip
     L += ["", "kNN accuracy: labelled frames of held-out patients classified by their nearest "
           "neighbours among the training patients' frames (n/a: monitor off).", ""]  # fmt: skip

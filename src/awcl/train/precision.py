@@ -159,10 +159,10 @@ def time_train_step(precision: str, channels_last: bool, size: tuple[int, int],
     enc = enc.to(memory_format=fmt)
     opt = torch.optim.SGD(enc.parameters(), lr=1e-3)
     x = torch.rand(batch, 1, *size).contiguous(memory_format=fmt)
-    dtype = Choice(precision, channels_last, "", "cpu").autocast_dtype
+    choice = Choice(precision, channels_last, "", "cpu")
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with choice.autocast("cpu"):
             loss = enc(x).float().square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -187,8 +187,9 @@ def probe_cpu(size: tuple[int, int], timer: Callable[[str, bool, tuple[int, int]
               features: dict[str, bool] | None = None) -> tuple[Candidate, dict[str, float]]:
     """Time each candidate (two rounds, best of each, to damp a busy machine); the fastest wins.
 
-    bf16 and contiguous fp32 must beat fp32 + channels_last by 5%: at equal speed full precision
-    is the safer one, and one noisy timing should not flip the usual memory-format order.
+    bf16 must beat fp32 + channels_last by 5% (at equal speed full precision is the safer
+    one) and contiguous fp32 by 10% (one noisy timing should not flip the memory-format order
+    that held in every end-to-end measurement); see :func:`decide`.
     """
     timer = timer or time_train_step
     rates: dict[str, float] = {}
@@ -205,10 +206,14 @@ def decide(rates: dict[str, float], features: dict[str, bool] | None = None) -> 
     cached rates too, so a change of this rule reaches machines that were timed before it."""
 
     def score(c: Candidate) -> float:
-        # fp32 + channels_last is the reference: bf16 (less precise) and contiguous fp32
-        # (usually slower; a busy machine can make it look faster) must beat it by 5%.
+        # fp32 + channels_last is the reference. bf16 (less precise) must beat it by 5%.
+        # Contiguous fp32 by 10%: end to end it was slower in every pretraining benchmark
+        # (AVX2 and native, 64x80 and 112x144), while a single probe on a busy machine once
+        # timed it 8.6% faster and the run then went 17% below channels_last.
         r = rates.get(f"{c[0]}{'+channels_last' if c[1] else ''}", 0.0)
-        return r if c == ("32-true", True) else r / 1.05
+        if c == ("32-true", True):
+            return r
+        return r / (1.10 if c == ("32-true", False) else 1.05)
 
     return max(cpu_candidates(features), key=score)
 

@@ -29,7 +29,7 @@ import yaml
 
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
 from awcl.atomic import write_json_atomic
-from awcl.config import compose, option, read_yaml
+from awcl.config import check_choices, compose, option, read_yaml
 from awcl.config import to_dict as config_dict
 from awcl.data.pairs import FrameIndex, frame_labels
 from awcl.data.store import GRANULARITIES, describe_source, open_dataset, union_dataset
@@ -121,10 +121,7 @@ class PretrainConfig:
         self.logger = check_loggers(self.logger)
         if isinstance(self.data, (list, tuple)):
             self.data = [str(d) for d in self.data] if len(self.data) != 1 else str(self.data[0])
-        if self.method not in METHODS:
-            raise AwclError(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
-        if self.granularity not in GRANULARITIES:
-            raise AwclError(f"--granularity must be coarse or fine, not {self.granularity!r}")
+        check_choices(self)  # method, granularity, clpi_by
         if self.monitor_granularity not in ("", *GRANULARITIES):
             raise AwclError(f"--monitor-granularity must be coarse or fine, not {self.monitor_granularity!r}")
         if "spawn" in str(self.strategy):

@@ -141,28 +141,23 @@ def rasterize_ellipse(
     return ((u / a) ** 2 + (v / b) ** 2 <= 1.0).astype(np.uint8)
 
 
-def ellipse_circumference(a: float, b: float) -> float:
-    """Ramanujan's approximation; a, b are the semi-axes."""
-    h = ((a - b) / (a + b)) ** 2
-    return math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
-
-
 def hc_from_mask(mask: np.ndarray, pixel_size_y_mm: float, pixel_size_x_mm: float) -> float:
     """Head circumference (mm) of the ellipse fitted to a head mask.
 
     mask: [H, W], non-zero = head (at any scale; pass that scale's per-axis pixel size, e.g.
     the manifest's ``pixel_size_y_mm``/``pixel_size_x_mm``). The sub-pixel outline is
-    converted to mm before fitting, so anisotropic resizing is undone exactly (the same
-    computation as ``awcl.evaluate.metrics.head_circumference_mm``).
+    converted to mm before fitting, so anisotropic resizing is undone exactly. It is
+    ``awcl.evaluate.metrics.head_circumference_mm``, the measure the segmentation task
+    reports, so reference and predicted HC agree by construction.
     """
-    from awcl.evaluate.metrics import fit_head_ellipse
+    from awcl.evaluate.metrics import head_circumference_mm
 
     if not (np.asarray(mask) > 0).any():
         raise ValueError("mask is empty")
-    axes = fit_head_ellipse(mask, pixel_size_y_mm, pixel_size_x_mm)
-    if axes is None:
+    hc = head_circumference_mm(mask, pixel_size_y_mm, pixel_size_x_mm)
+    if hc is None:
         raise ValueError("mask is too small to fit an ellipse")
-    return ellipse_circumference(*axes)
+    return hc
 
 
 def _read_table(root: Path) -> pd.DataFrame:
