@@ -93,11 +93,16 @@ def test_classes_selection_and_errors(cls_data, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_preset_milestones_scale():
+def test_preset_schedule_follows_the_run():
+    # milestones are fractions of the run: --epochs changes the length, not where lr decays
     p = FinetuneConfig(data="", out="", epochs=7).resolved_preset()
-    assert p.milestones == (3, 6) and p.lr == PRESETS["task1"].lr
+    assert p.milestones == PRESETS["task1"].milestones and p.lr == PRESETS["task1"].lr
+    assert p.milestones == (30 / 70, 55 / 70)
     p = FinetuneConfig(data="", out="", preset="task2", epochs=20, batch_size=4, lr=0.5).resolved_preset()
-    assert p.milestones == (15,) and p.batch_size == 4 and p.lr == 0.5
+    assert p.milestones == (0.75,) and p.batch_size == 4 and p.lr == 0.5
+    assert FinetuneConfig(data="", out="", task="segment").resolved_preset().optimizer == "rmsprop_tf"
+    p = FinetuneConfig(data="", out="", task="segment", optimizer="rmsprop_torch").resolved_preset()
+    assert p.optimizer == "rmsprop_torch"
 
 
 def test_segmentation_run_with_hc(seg_data, tmp_path):
@@ -107,8 +112,10 @@ def test_segmentation_run_with_hc(seg_data, tmp_path):
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["classes"] == ["background", "head"]
-    for k in ("gaa", "ma", "miou", "dice", "hc_mae_mm", "hc_mae_vs_gt_ellipse_mm"):
+    for k in ("gaa", "ma", "miou", "fg_iou", "dice", "dice_per_image", "hc_mae_mm",
+              "hc_fail_rate", "hc_mae_vs_gt_ellipse_mm"):
         assert k in m["mean"]
+    assert "learned" in m["learned"]
     for f in m["folds"]:
         # the ground-truth ellipse reproduces the table's HC: the mm conversion is right
         assert f["hc_gt_ellipse_vs_table_mm"] < 1.0
@@ -119,8 +126,10 @@ def test_segmentation_run_with_hc(seg_data, tmp_path):
     assert {"cm_0_0", "cm_0_1", "cm_1_0", "cm_1_1", "hd95_mm", "msd_mm"} <= set(pred.columns)
     assert pred[["cm_0_0", "cm_0_1", "cm_1_0", "cm_1_1"]].to_numpy().sum() == np.array(
         m["confusion_matrix"]).sum()
-    for k in ("gaa", "ma", "miou", "dice", "hc_mae_mm"):
+    for k in ("gaa", "ma", "miou", "fg_iou", "dice", "dice_per_image", "hc_mae_mm", "hc_fail_rate"):
         assert k in m["pooled"] and k in m["intervals"]
+    # per-image Dice is the mean of the predictions table's per-frame column
+    assert m["pooled"]["dice_per_image"] == pytest.approx(pred["dice"].mean())
     assert {"hd95_mm", "msd_mm"} <= set(m["pooled"]) | set(m["mean"])
 
 

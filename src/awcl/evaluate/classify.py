@@ -17,7 +17,6 @@ from awcl.evaluate.fit import (
     DownstreamModule,
     Engine,
     FoldResult,
-    Optim,
     cpu_threads,
     encode,
     fit_fold,
@@ -61,7 +60,7 @@ def _fold_module(cfg: FinetuneConfig, frames: torch.Tensor, y: np.ndarray, fold,
     p = cfg.resolved_preset()
     torch.manual_seed(cfg.seed + fold.index)
     head = make_head(cfg.resolved_head, K)
-    optim = Optim(p.optimizer, p.lr, p.momentum, p.weight_decay, p.milestones, p.lr_gamma)
+    optim = p.optim()
     yt = torch.from_numpy(y)
     common = dict(kind="classify", num_classes=K, optim=optim, fold=fold, batch_size=p.batch_size,
                   seed=cfg.seed + fold.index)

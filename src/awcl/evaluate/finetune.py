@@ -29,6 +29,7 @@ from awcl.evaluate.classify import run_classification
 from awcl.evaluate.config import PRESETS, PROBES, PROTOCOLS, TASKS, FinetuneConfig, Preset
 from awcl.evaluate.fit import Engine
 from awcl.evaluate.probe import run_probe
+from awcl.evaluate.sanity import check_metrics
 from awcl.evaluate.segment import run_segmentation
 from awcl.evaluate.selection import (
     check_fold_classes,
@@ -88,6 +89,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
         else:
             metrics = run_segmentation(cfg, ds, run.tmp, get_engine)
         metrics["elapsed_s"] = round(time.time() - t0, 2)
+        metrics["learned"] = check_metrics(metrics)
+        if not metrics["learned"]["learned"]:
+            msg = f"{cfg.out}: {metrics['learned']['reason']}"
+            log.warning("%s", msg)
+            metrics.setdefault("warnings", []).append(msg)
         engine = get_engine()
         metrics["environment"] = {
             "torch": torch.__version__,

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
 from awcl.evaluate.augment import BatchAugmentConfig, augment
 from awcl.evaluate.metrics import classification_metrics, segmentation_metrics
+from awcl.evaluate.optim import Optim, build_optimizer, build_schedule
 from awcl.train.engine import to_input
 from awcl.train.precision import Choice
 from awcl.train.trainer import build_trainer, quiet_fit
@@ -53,18 +54,6 @@ class Rows(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         r = int(self.rows[i])
         return self.x[r], self.y[r]
-
-
-@dataclass
-class Optim:
-    """Optimiser and step schedule of a protocol (from a paper preset)."""
-
-    name: str  # sgd | rmsprop
-    lr: float
-    momentum: float
-    weight_decay: float
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
 
 
 @dataclass
@@ -212,16 +201,10 @@ class DownstreamModule(L.LightningModule):
         return out.cpu() if self.kind == "classify" else out.argmax(1).to(torch.uint8).cpu()
 
     def configure_optimizers(self):
-        o = self.optim
-        params = [q for q in self.parameters() if q.requires_grad]
-        if o.name == "sgd":
-            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        elif o.name == "rmsprop":
-            opt = torch.optim.RMSprop(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        else:
-            raise ValueError(f"unknown optimizer {o.name!r}")
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(o.milestones), gamma=o.gamma)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        # warmup and milestones over the run's real number of steps (awcl.evaluate.optim)
+        opt = build_optimizer(self, self.optim)
+        sched = build_schedule(opt, self.optim, self.trainer.estimated_stepping_batches)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 @contextlib.contextmanager

@@ -99,7 +99,9 @@ def segmentation_metrics(cm: np.ndarray) -> dict:
 
     GAA = correct pixels / all pixels; MA = mean over classes present in the truth of the
     per-class pixel accuracy; mIoU = mean over classes with a non-empty union of
-    TP / (TP + FP + FN); Dice = mean over foreground classes (1..C-1) of 2TP / (2TP + FP + FN).
+    TP / (TP + FP + FN); Dice = mean over foreground classes (1..C-1) of 2TP / (2TP + FP + FN);
+    fg_iou = the IoU of the foreground classes only (mIoU counts the background, which reads
+    ~0.4 even when no foreground pixel is found).
     """
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
@@ -113,12 +115,14 @@ def segmentation_metrics(cm: np.ndarray) -> dict:
     dice_c = np.divide(2 * tp, dice_den, out=np.zeros_like(tp), where=dice_den > 0)
     fg = np.arange(len(cm)) >= 1
     fg_valid = fg & (dice_den > 0)
+    fg_union = fg & (union > 0)
     total = cm.sum()
     return {
         "gaa": float(tp.sum() / total) if total else 0.0,
         "ma": float(acc_c[present].mean()) if present.any() else 0.0,
         "miou": float(iou_c[union > 0].mean()) if (union > 0).any() else 0.0,
         "dice": float(dice_c[fg_valid].mean()) if fg_valid.any() else 0.0,
+        "fg_iou": float(iou_c[fg_union].mean()) if fg_union.any() else 0.0,
         "iou_per_class": [float(v) for v in iou_c],
     }
 

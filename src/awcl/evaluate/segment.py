@@ -15,7 +15,7 @@ import torch
 from awcl.data.store import PreparedDataset
 from awcl.errors import AwclError, DataError
 from awcl.evaluate.config import FinetuneConfig
-from awcl.evaluate.fit import DownstreamModule, Engine, FoldResult, Optim, fit_fold
+from awcl.evaluate.fit import DownstreamModule, Engine, FoldResult, fit_fold
 from awcl.evaluate.heads import UNet
 from awcl.evaluate.metrics import head_circumference_errors, pixel_confusion, segmentation_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
@@ -69,7 +69,7 @@ def _train_fold(cfg: FinetuneConfig, frames: torch.Tensor, masks: torch.Tensor, 
         model = model.to(memory_format=torch.channels_last)
     module = DownstreamModule(
         model, kind="segment", num_classes=C,
-        optim=Optim(p.optimizer, p.lr, p.momentum, p.weight_decay, p.milestones, p.lr_gamma),
+        optim=p.optim(),
         data=(frames, masks), fold=fold, batch_size=p.batch_size, augment_cfg=p.augment,
         channels_last=engine.choice.channels_last, seed=cfg.seed + fold.index,
         dice=cfg.dice_loss, frozen=model.encoder if cfg.protocol == "partial" else None,
@@ -185,6 +185,7 @@ def _score_fold(cfg: FinetuneConfig, sub: pd.DataFrame, index: int, test: np.nda
     inter = ((pred > 0) & (true > 0)).reshape(len(pred), -1).sum(1)
     den = (pred > 0).reshape(len(pred), -1).sum(1) + (true > 0).reshape(len(pred), -1).sum(1)
     pf["dice"] = np.where(den > 0, 2 * inter / np.maximum(den, 1), 1.0)
+    met["dice_per_image"] = float(pf["dice"].mean())  # the HC18 convention: mean over images
     spacing = (pixel_sizes[0][test], pixel_sizes[1][test]) if pixel_sizes else (None, None)
     cols = segmentation_frame_columns(pred, true, C, *spacing)  # cm_<t>_<p>, hd95_/msd_<unit>
     pf = pf.assign(**cols)
@@ -194,4 +195,5 @@ def _score_fold(cfg: FinetuneConfig, sub: pd.DataFrame, index: int, test: np.nda
         hc_cols, hc_met = head_circumference_errors(pred, true, *spacing, hc_table)
         pf = pf.assign(**hc_cols)
         met.update(hc_met)
+        met["hc_fail_rate"] = hc_met["hc_failed"] / max(len(test), 1)
     return pf, met

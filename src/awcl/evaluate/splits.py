@@ -63,9 +63,11 @@ def carve_validation(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``train`` (row indices) into (fit, val), grouped and stratified where possible.
 
-    The validation part holds at most ``max(1, floor(val_fraction · groups))`` groups (a
-    class with few patients no longer makes it half of the training part), and never the
-    last training group of a class while other groups could go instead.
+    The validation part holds about ``max(1, floor(val_fraction · groups))`` groups (a
+    class with few patients no longer makes it half of the training part), never the last
+    training group of a class while other groups could go instead, and every class that has
+    a group to spare (a stratified group carve); covering the classes may take it past that
+    size, never past half of the groups.
     """
     g = groups[train]
     yt = y[train]
@@ -107,9 +109,24 @@ def carve_validation(
         # the one val group is the last of its class: swap in a group fit can spare
         spare = [str(n) for n in rng.permutation(names) if str(n) not in chosen]
         chosen = [next((n for n in spare if covered_elsewhere(n, inside=False)), chosen[0])]
-    # cap the number of groups: drop first those whose classes val still has without them
+    # every class in val where the data allow: a class with a group fit can spare but none
+    # in val gets its smallest such group (macro-F1 selection scores a missing class as 0)
+    sizes = {str(n): int((g == n).sum()) for n in names}
+    for c in sorted(groups_of):
+        if any(c in classes_of[n] for n in chosen):
+            continue
+        spare = [n for n in groups_of[c] if n not in chosen and covered_elsewhere(n, inside=False)]
+        if spare:
+            chosen.append(min(spare, key=lambda n: (sizes[n], n)))
+    # cap the number of groups: drop first those whose classes val still has without them;
+    # coverage may push val past the cap, never past half of the groups
+    hard_cap = max(cap, n_groups // 2)
     while len(chosen) > cap:
-        drop = next((n for n in chosen if covered_elsewhere(n, inside=True)), chosen[-1])
+        drop = next((n for n in chosen if covered_elsewhere(n, inside=True)), None)
+        if drop is None:
+            if len(chosen) <= hard_cap:
+                break
+            drop = chosen[-1]
         chosen.remove(drop)
     in_val = np.isin(g.astype(str), chosen)
     return train[~in_val], train[in_val]

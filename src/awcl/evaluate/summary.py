@@ -154,8 +154,12 @@ def _seg_frame_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
     for col in df.columns:
         if col.startswith(("hd95_", "msd_")):
             out[col] = df[col].to_numpy(np.float64)
+    if "dice" in df.columns:  # per-image foreground Dice: its mean is the HC18 convention
+        out["dice_per_image"] = df["dice"].to_numpy(np.float64)
     if "hc_pred_mm" in df.columns and "hc_table_mm" in df.columns:
         out["hc_mae_mm"] = (df["hc_pred_mm"] - df["hc_table_mm"]).abs().to_numpy(np.float64)
+        # frames where no ellipse fits the prediction: left out of hc_mae_mm, so count them
+        out["hc_fail_rate"] = df["hc_pred_mm"].isna().to_numpy(np.float64)
     return out
 
 
@@ -177,6 +181,7 @@ def _segmentation_engine(df: pd.DataFrame, group_col: str):
                 "gaa": tp.sum(1) / cm.sum((1, 2)),
                 "ma": np.nanmean(np.where(true_n > 0, tp / true_n, np.nan), axis=1),
                 "miou": np.nanmean(np.where(union > 0, tp / union, np.nan), axis=1),
+                "fg_iou": np.nanmean(np.where(union > 0, tp / union, np.nan)[:, 1:], axis=1),
                 "dice": np.nanmean(
                     np.where((true_n + pred_n > 0)[:, 1:], (2 * tp / (true_n + pred_n))[:, 1:], np.nan),
                     axis=1,

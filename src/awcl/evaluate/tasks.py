@@ -11,13 +11,14 @@ PROBES = ("knn", "linear-probe")  # frozen-feature probes (scikit-learn; classif
 # Every metric a task writes per fold and as mean/std in metrics.json.
 METRICS: dict[str, tuple[str, ...]] = {
     "classify": ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "auroc"),
-    "segment": ("gaa", "ma", "miou", "dice", "hd95_mm", "msd_mm", "hd95_px", "msd_px",
-                "hc_mae_mm", "hc_mae_vs_gt_ellipse_mm"),
+    "segment": ("gaa", "ma", "miou", "fg_iou", "dice", "dice_per_image", "hd95_mm", "msd_mm",
+                "hd95_px", "msd_px", "hc_mae_mm", "hc_fail_rate", "hc_mae_vs_gt_ellipse_mm"),
 }  # fmt: skip
 # The metrics the report's tables show, in order of preference (the rest stay in results.csv).
 TABLE_METRICS: dict[str, tuple[str, ...]] = {
     "classify": ("accuracy", "f1", "auroc", "balanced_accuracy"),
-    "segment": ("dice", "miou", "hc_mae_mm", "hd95_mm", "gaa", "ma"),
+    "segment": ("dice_per_image", "dice", "fg_iou", "hc_mae_mm", "hc_fail_rate", "miou",
+                "hd95_mm", "gaa", "ma"),
 }
 # The metric whose pairwise differences between methods the report tests.
-HEADLINE: dict[str, str] = {"classify": "f1", "segment": "dice"}
+HEADLINE: dict[str, str] = {"classify": "f1", "segment": "dice_per_image"}

@@ -24,6 +24,8 @@ import pandas as pd
 
 from awcl.atomic import write_atomic
 from awcl.errors import AwclError
+from awcl.evaluate.metrics import balanced_accuracy, class_confusion
+from awcl.evaluate.sanity import classification_check, segmentation_check
 from awcl.evaluate.tasks import HEADLINE, PROTOCOLS, TABLE_METRICS
 from awcl.methods import METHODS, STUDY_METHODS
 
@@ -35,13 +37,15 @@ PROTOCOL_TITLES = {
 }
 DEGENERATE_SHARE = 0.9  # one predicted class for at least this share of test frames ...
 DEGENERATE_MARGIN = 0.1  # ... and at least this much above that class's true share
-LOWER_IS_BETTER = ("error", "loss", "mae", "rmse", "hd95", "msd")
+LOWER_IS_BETTER = ("error", "loss", "mae", "rmse", "hd95", "msd", "fail")
 METHOD_ORDER = STUDY_METHODS  # table rows in the order of awcl.methods.STUDY_METHODS
-MAX_TABLE_METRICS = 4
+MAX_TABLE_METRICS = 5
 # Column titles for metric keys whose meaning is not obvious from the key alone.
 DISPLAY = {"f1": "macro-F1", "precision": "macro-precision", "recall": "macro-recall",
            "hc_mae_mm": "HC error (mm)", "miou": "mIoU", "gaa": "GAA", "ma": "MA", "auroc": "AUROC",
-           "balanced_accuracy": "balanced acc.", "hd95_mm": "HD95 (mm)", "dice": "Dice"}  # fmt: skip
+           "balanced_accuracy": "balanced acc.", "hd95_mm": "HD95 (mm)", "dice": "Dice (pooled)",
+           "dice_per_image": "Dice (per image)", "fg_iou": "IoU (foreground)",
+           "hc_fail_rate": "HC no fit"}  # fmt: skip
 
 
 def lower_is_better(metric: str) -> bool:
@@ -201,6 +205,39 @@ def degenerate_runs(preds: pd.DataFrame) -> list[dict[str, Any]]:
                 "run": run, "method": first["method"], "task": first["task"], "protocol": first["protocol"],
                 "train_patients": first["train_patients"], "main": bool(first["main"]), "class": top,
                 "share": share, "true_share": true_share,
+            })  # fmt: skip
+    return out
+
+
+def not_learned_runs(preds: pd.DataFrame) -> list[dict[str, Any]]:
+    """Runs at their trivial baseline (awcl.evaluate.sanity): a segmenter not above
+    predict-all-foreground/background, a classifier at chance balanced accuracy."""
+    out = []
+    if preds.empty or "run" not in preds.columns:
+        return out
+    for run, p in preds.groupby("run", sort=False):
+        first = p.iloc[0]
+        if first["task_kind"] == "segment":
+            cols = [c for c in p.columns if c.startswith("cm_") and p[c].notna().any()]
+            c = round(len(cols) ** 0.5)
+            if not cols or c * c != len(cols):
+                continue
+            cm = p[[f"cm_{t}_{q}" for t in range(c) for q in range(c)]].to_numpy(np.float64).sum(0)
+            chk = segmentation_check(cm.reshape(c, c))
+        elif first["task_kind"] == "classify":
+            names = sorted(set(p["true"].astype(str)) | set(p["pred"].astype(str)))
+            idx = {n: i for i, n in enumerate(names)}
+            cm = class_confusion(p["true"].astype(str).map(idx).to_numpy(),
+                                 p["pred"].astype(str).map(idx).to_numpy(), len(names))
+            k = len([c for c in p.columns if c.startswith("prob_")]) or len(names)
+            chk = classification_check(balanced_accuracy(cm), k)
+        else:
+            continue
+        if not chk["learned"]:
+            out.append({
+                "run": run, "method": first["method"], "task": first["task"], "protocol": first["protocol"],
+                "train_patients": first["train_patients"], "main": bool(first["main"]),
+                "kind": "not_learned", "reason": chk["reason"],
             })  # fmt: skip
     return out
 
@@ -839,10 +876,12 @@ def degenerate_notes(flags: list[dict[str, Any]], protocol: str) -> dict[str, st
     for f in flags:
         if f["protocol"] != protocol or not f["main"] or not _is_none(f["train_patients"]):
             continue
-        notes.setdefault(f["method"], []).append(
-            f"⚠ degenerate ({f['task']}): predicts '{f['class']}' for {f['share']:.0%} of test frames "
-            f"(true share {f['true_share']:.0%})"
-        )
+        if f.get("kind") == "not_learned":
+            text = f"⚠ did not learn ({f['task']}): {f['reason']}"
+        else:
+            text = (f"⚠ degenerate ({f['task']}): predicts '{f['class']}' for {f['share']:.0%} of test "
+                    f"frames (true share {f['true_share']:.0%})")
+        notes.setdefault(f["method"], []).append(text)
     return {m: "; ".join(v) for m, v in notes.items()}
 
 
@@ -851,7 +890,7 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
     if preds is None:
         preds = load_predictions(data)
     tasks = list(dict.fromkeys(df[df.kind == "finetune"].task.dropna()))
-    flags = degenerate_runs(preds)
+    flags = degenerate_runs(preds) + not_learned_runs(preds)
     secs = [overview_section(data)]
     for protocol in PROTOCOLS:
         s = transfer_section(df, preds, protocol, tasks, flags)
