@@ -100,7 +100,7 @@ def test_preset_schedule_follows_the_run():
     assert p.milestones == (30 / 70, 55 / 70)
     p = FinetuneConfig(data="", out="", preset="task2", epochs=20, batch_size=4, lr=0.5).resolved_preset()
     assert p.milestones == (0.75,) and p.batch_size == 4 and p.lr == 0.5
-    assert FinetuneConfig(data="", out="", task="segment").resolved_preset().optimizer == "rmsprop_tf"
+    assert FinetuneConfig(data="", out="", task="segment").resolved_preset().optimizer == "adam"
     p = FinetuneConfig(data="", out="", task="segment", optimizer="rmsprop_torch").resolved_preset()
     assert p.optimizer == "rmsprop_torch"
 

@@ -45,6 +45,7 @@ class Optim:
     warmup: float = 0.05
     warmup_max: int = 500
     encoder_lr_scale: float = 1.0  # the pretrained encoder's lr relative to the head's
+    cosine: bool = False  # after warmup, decay to zero along a half cosine over the run
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -140,6 +141,8 @@ def lr_factor(o: Optim, total_steps: int):
 
     def factor(step: int) -> float:
         ramp = min(1.0, (step + 1) / (w + 1)) if w else 1.0
+        if o.cosine and step >= w:
+            ramp = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, total_steps - w))))
         return ramp * o.gamma ** sum(step >= m for m in marks)
 
     return factor
