@@ -37,7 +37,7 @@ def _finetune(args: argparse.Namespace) -> int:
     if not is_global_zero():
         return 0  # DDP: rank zero reports
     keys = ["accuracy", "precision", "recall", "f1"] if cfg.task == "classify" else [
-        "gaa", "ma", "miou", "dice", "hc_mae_mm"]
+        "dice_per_image", "dice", "fg_iou", "miou", "hc_mae_mm", "hc_fail_rate"]
     parts = [f"{k} {m['mean'][k]:.4f} ± {m['std'][k]:.4f}" for k in keys if k in m["mean"]]
     print(f"{args.out}: " + ", ".join(parts))
     return 0

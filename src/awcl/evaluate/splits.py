@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,31 @@ def _stratified_group_split(
         raise AwclError(f"only {n_groups} patients/groups for {n_splits} folds; use fewer --folds")
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return [(a, b) for a, b in cv.split(np.zeros(len(y)), y, groups)]
+
+
+def _cover_classes(chosen: list[str], classes_of: dict[str, set], groups_of: dict, sizes: dict[str, int],
+                   spare_ok: Callable[[str], bool]) -> None:
+    """Every class in val where the data allow: a class with a group fit can spare
+    (``spare_ok``) but none in ``chosen`` gets its smallest such group (macro-F1 selection
+    would score a class missing from val as 0)."""
+    for c in sorted(groups_of):
+        if any(c in classes_of[n] for n in chosen):
+            continue
+        spare = [n for n in groups_of[c] if n not in chosen and spare_ok(n)]
+        if spare:
+            chosen.append(min(spare, key=lambda n: (sizes[n], n)))
+
+
+def _cap_groups(chosen: list[str], cap: int, hard_cap: int, droppable: Callable[[str], bool]) -> None:
+    """Cap the validation groups: drop first those whose classes val still has without them;
+    class coverage may keep val past ``cap``, never past ``hard_cap``."""
+    while len(chosen) > cap:
+        drop = next((n for n in chosen if droppable(n)), None)
+        if drop is None:
+            if len(chosen) <= hard_cap:
+                break
+            drop = chosen[-1]
+        chosen.remove(drop)
 
 
 def carve_validation(
@@ -109,25 +135,9 @@ def carve_validation(
         # the one val group is the last of its class: swap in a group fit can spare
         spare = [str(n) for n in rng.permutation(names) if str(n) not in chosen]
         chosen = [next((n for n in spare if covered_elsewhere(n, inside=False)), chosen[0])]
-    # every class in val where the data allow: a class with a group fit can spare but none
-    # in val gets its smallest such group (macro-F1 selection scores a missing class as 0)
-    sizes = {str(n): int((g == n).sum()) for n in names}
-    for c in sorted(groups_of):
-        if any(c in classes_of[n] for n in chosen):
-            continue
-        spare = [n for n in groups_of[c] if n not in chosen and covered_elsewhere(n, inside=False)]
-        if spare:
-            chosen.append(min(spare, key=lambda n: (sizes[n], n)))
-    # cap the number of groups: drop first those whose classes val still has without them;
-    # coverage may push val past the cap, never past half of the groups
-    hard_cap = max(cap, n_groups // 2)
-    while len(chosen) > cap:
-        drop = next((n for n in chosen if covered_elsewhere(n, inside=True)), None)
-        if drop is None:
-            if len(chosen) <= hard_cap:
-                break
-            drop = chosen[-1]
-        chosen.remove(drop)
+    _cover_classes(chosen, classes_of, groups_of, {str(n): int((g == n).sum()) for n in names},
+                   lambda n: covered_elsewhere(n, inside=False))
+    _cap_groups(chosen, cap, max(cap, n_groups // 2), lambda n: covered_elsewhere(n, inside=True))
     in_val = np.isin(g.astype(str), chosen)
     return train[~in_val], train[in_val]
 

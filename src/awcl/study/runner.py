@@ -262,7 +262,7 @@ def headline(run: Run, result: dict[str, Any]) -> str:
         import numpy as np
 
         folds = result["folds"]
-        prefer = ("accuracy", "f1", "dice", "miou")
+        prefer = ("accuracy", "f1", "dice_per_image", "dice", "miou")
         metric = next((m for m in prefer if m in folds[0]), next(iter(folds[0])))
         vals = [f[metric] for f in folds if isinstance(f.get(metric), (int, float))]
         return f"{metric} {np.mean(vals):.3f} ± {np.std(vals):.3f} over {len(vals)} folds"
