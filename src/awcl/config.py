@@ -96,6 +96,23 @@ def fields(schema: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(schema)}
 
 
+def check_ranges(obj: Any, ranges: Mapping[str, tuple[float | None, float | None]],
+                 strict: Iterable[str] = ()) -> None:
+    """Numeric bounds of a config, checked where every source (flag, YAML, --set, study)
+    meets: ``name -> (lo, hi)`` inclusive, or exclusive of ``lo`` for the names in
+    ``strict`` (lr > 0). None values (``use the default``) are not checked."""
+    strict = set(strict)
+    for name, (lo, hi) in ranges.items():
+        v = getattr(obj, name)
+        if v is None or isinstance(v, bool):
+            continue
+        f = fields(type(obj))[name]
+        if lo is not None and (v <= lo if name in strict else v < lo):
+            raise AwclError(f"{flag_name(f)} {v!r}: must be {'>' if name in strict else '>='} {lo:g}")
+        if hi is not None and v > hi:
+            raise AwclError(f"{flag_name(f)} {v!r}: must be <= {hi:g}")
+
+
 def check_choices(obj: Any) -> None:
     """Every field of ``obj`` declared with ``choices`` holds one of them (or None): the
     check the flag gets from argparse, for YAML, ``--set`` and the Python API too."""
