@@ -176,3 +176,14 @@ def test_build_checks_types_of_study_settings() -> None:
         build(FinetuneConfig, {"data": "d", "out": "o", "sizes": [32, 40]}, "task t")
     with pytest.raises(AwclError, match="task t: epochs"):
         build(FinetuneConfig, {"data": "d", "out": "o", "epochs": "two"}, "task t")
+
+
+def test_env_interpolation_limited_to_project_variables(monkeypatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    monkeypatch.setenv("AWCL_RUNS", "/runs")
+    with pytest.raises(AwclError, match=r"--set: out: .*not allowed") as err:
+        compose(PretrainConfig, [], ["out=${oc.env:AWS_SECRET_ACCESS_KEY}"])
+    assert "hunter2" not in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(AwclError, match="bad interpolation"):
+        compose(PretrainConfig, [("x.yaml", {"out": "${bad("})])
+    assert compose(PretrainConfig, [], ["out=${oc.env:AWCL_RUNS}/a"]).out == "/runs/a"

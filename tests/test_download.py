@@ -115,7 +115,7 @@ def test_extract_rejects_path_traversal(tmp_path):
         info.type = tarfile.SYMTYPE
         info.linkname = "../../outside"
         tf.addfile(info)
-    with pytest.raises(DataError, match="unsafe path"):
+    with pytest.raises(DataError, match="refusing link member"):
         download.extract(link_tar, tmp_path / "out3")
 
 
@@ -206,3 +206,110 @@ def test_fetch_truncated_download_leaves_nothing(tmp_path):
         httpd.shutdown()
         httpd.server_close()
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def _path_max_escape_tar(path: Path, canary: Path) -> None:
+    """The CVE-2025-4517 archive: a symlink chain that resolves past PATH_MAX, so name-based
+    checks (and Python 3.11.7's ``data`` filter) pass it, then a file under it that lands at
+    the absolute path ``canary``."""
+
+    def add(tf: tarfile.TarFile, name: str, kind: bytes, link: str = "", data: bytes = b"") -> None:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname, info.size = kind, link, len(data)
+        tf.addfile(info, io.BytesIO(data) if data else None)
+
+    comp, steps, here = "d" * 247, "abcdefghijklmnop", ""
+    with tarfile.open(path, "w:gz") as tf:
+        for step in steps:  # 16 nested folders, each reached through a one-letter symlink
+            add(tf, f"{here}{comp}", tarfile.DIRTYPE)
+            add(tf, f"{here}{step}", tarfile.SYMTYPE, comp)
+            here += f"{comp}/"
+        link = "/".join(steps) + "/" + "l" * 254  # inside the deepest folder
+        add(tf, link, tarfile.SYMTYPE, "../" * len(steps))
+        add(tf, "escape", tarfile.SYMTYPE, link + "/.." * 17)
+        add(tf, "escape/" + str(canary).lstrip("/"), tarfile.REGTYPE, data=b"pwned")
+
+
+def test_path_max_symlink_chain_writes_nothing_outside(tmp_path):
+    canary = tmp_path / "outside" / "canary.txt"
+    archive = tmp_path / "release.tar.gz"
+    _path_max_escape_tar(archive, canary)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match="refusing link member"):
+        download.extract(archive, cache / "release")
+    assert not canary.exists() and not canary.parent.exists()
+    assert list(cache.iterdir()) == []  # no partial extraction left in the cache
+
+
+def test_path_max_archive_via_cli_is_one_line(tmp_path, capsys):
+    canary = tmp_path / "outside" / "canary.txt"
+    archive = tmp_path / "www" / "master.zip"
+    archive.parent.mkdir()
+    _path_max_escape_tar(archive, canary)
+    rc = main(["prepare", "pocus", "--download", "--url", archive.as_uri(),
+               "--cache", str(tmp_path / "new-cache"), "--out", str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if line.startswith("awcl: error:")]
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == errors[0] and "refusing link member" in errors[0]
+    assert not canary.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "kind,name,link,match",
+    [
+        (tarfile.SYMTYPE, "top/inside", "a.txt", "refusing link member"),  # even a harmless link
+        (tarfile.LNKTYPE, "top/hard", "top/a.txt", "refusing link member"),
+        (tarfile.FIFOTYPE, "top/fifo", "", "refusing special member"),
+        (tarfile.CHRTYPE, "top/null", "", "refusing special member"),
+        (tarfile.REGTYPE, "top/../../x", "", r"'\.\.' component"),
+        (tarfile.REGTYPE, "/abs/x", "", "absolute path"),
+    ],
+)
+def test_extract_tar_refuses_links_specials_and_bad_names(tmp_path, kind, name, link, match):
+    archive = tmp_path / "r.tar"
+    with tarfile.open(archive, "w") as tf:
+        ok = tarfile.TarInfo("top/a.txt")
+        ok.size = 1
+        tf.addfile(ok, io.BytesIO(b"1"))
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, link
+        tf.addfile(info)
+    with pytest.raises(DataError, match=match):
+        download.extract(archive, tmp_path / "cache" / "r")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_extract_zip_refuses_symlink_and_clash_is_one_line(tmp_path):
+    link_zip = tmp_path / "link.zip"
+    with zipfile.ZipFile(link_zip, "w") as zf:
+        info = zipfile.ZipInfo("top/link")
+        info.external_attr = (0o120777) << 16  # S_IFLNK: the member is a symlink
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(DataError, match="refusing symlink member"):
+        download.extract(link_zip, tmp_path / "c" / "link")
+    clash = tmp_path / "clash.zip"
+    _zip(clash, {"top/a": b"file", "top/a/b.txt": b"under a file"})  # a file and a folder 'a'
+    with pytest.raises(DataError, match="clashes with another member"):
+        download.extract(clash, tmp_path / "c" / "clash")
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_pinned_and_user_sha256_are_verified(server, tmp_path, monkeypatch, capsys):
+    from awcl.data.recipes import _common, fetal_planes
+
+    base, www = server
+    _fetal_release_zip(www / "FETAL_PLANES_ZENODO.zip")
+    digest = download.sha256_of(www / "FETAL_PLANES_ZENODO.zip")
+    monkeypatch.setenv(download.MIRROR_ENV, base)
+    args = ["prepare", "fetal-planes", "--download", "--out", str(tmp_path / "fp")]
+    # a user-given --sha256 that the mirror's file does not match: refused, nothing kept
+    assert main([*args, "--cache", str(tmp_path / "c1"), "--sha256", "0" * 64]) == 2
+    assert "SHA-256 mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "fp").exists() and list((tmp_path / "c1").iterdir()) == []
+    assert main([*args, "--cache", str(tmp_path / "c2"), "--sha256", digest]) == 0
+    # a pin in the recipe is checked for a mirror too (a swapped mirror is refused)
+    pinned = (_common.ReleaseFile(fetal_planes.RELEASE[0].url, sha256="1" * 64),)
+    monkeypatch.setattr(fetal_planes, "RELEASE", pinned)
+    assert main([*args, "--cache", str(tmp_path / "c3")]) == 2
+    assert "SHA-256 mismatch" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from awcl.data.imageio import resize
 from awcl.data.ingest import prepare_images, prepare_videos
 from awcl.data.store import anonymize, open_dataset
 from awcl.data.video import dicom_metadata, iter_frames, read_frames, sniff
-from awcl.errors import DataError
+from awcl.errors import AwclError, DataError
 
 SIZE = (32, 40)
 PATIENT_NAME = "Doe^Janeqwerty"
@@ -180,7 +180,7 @@ def test_dicom_multiframe_16bit_and_monochrome1(tmp_path: Path):
 
 # ---------------------------------------------------------------------------- prepare videos
 def test_prepare_videos_formats_skips_and_anonymity(video_folder: Path, tmp_path: Path):
-    out = prepare_videos(video_folder, tmp_path / "out", every=4, size=SIZE)
+    out = prepare_videos(video_folder, tmp_path / "out", every=4, size=SIZE, keep_names=True)
     ds = open_dataset(out)
     m = ds.manifest
     assert ds.frames.shape[1:] == SIZE
@@ -216,7 +216,7 @@ def test_uid_named_dicom_is_pseudonymised(tmp_path: Path):
     _write_dicom(src / uid, np.stack([_scene(t) for t in range(3)]), patient_id=None)  # no suffix
     broken = "1.2.840.113619.2.55.3.7777"  # DICOM magic, then garbage: a counted skip
     (src / f"{broken}.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage" * 8)
-    ds = open_dataset(prepare_videos(src, tmp_path / "out", every=1, size=SIZE))
+    ds = open_dataset(prepare_videos(src, tmp_path / "out", every=1, size=SIZE, keep_names=True))
     assert len(ds) == 3
     assert ds.manifest["video_id"].iloc[0] == ds.manifest["patient_id"].iloc[0] == anonymize(uid)
     assert [s["file"] for s in ds.meta["skipped"]] == [anonymize(f"{broken}.dcm") + ".dcm"]
@@ -226,8 +226,8 @@ def test_uid_named_dicom_is_pseudonymised(tmp_path: Path):
 
 
 def test_prepare_videos_is_deterministic(video_folder: Path, tmp_path: Path):
-    a = prepare_videos(video_folder, tmp_path / "a", every=3, size=SIZE)
-    b = prepare_videos(video_folder, tmp_path / "b", every=3, size=SIZE)
+    a = prepare_videos(video_folder, tmp_path / "a", every=3, size=SIZE, keep_names=True)
+    b = prepare_videos(video_folder, tmp_path / "b", every=3, size=SIZE, keep_names=True)
     for name in ("frames.npy", "manifest.csv", "dataset.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
@@ -236,7 +236,7 @@ def test_prepare_videos_fixed_crop_and_no_crop(video_folder: Path, tmp_path: Pat
     src = tmp_path / "one"
     src.mkdir()
     os.link(video_folder / "a.mp4", src / "a.mp4")
-    fixed = open_dataset(prepare_videos(src, tmp_path / "f", every=5, crop=Box(0, 24, 0, 32), size=SIZE))
+    fixed = open_dataset(prepare_videos(src, tmp_path / "f", every=5, crop=Box(0, 24, 0, 32), size=SIZE, keep_names=True))
     none = open_dataset(prepare_videos(src, tmp_path / "n", every=5, crop=None, size=SIZE))
     assert set(fixed.manifest["crop_box"]) == {"0,24,0,32"}
     assert set(none.manifest["crop_box"].fillna("")) == {""}
@@ -265,6 +265,7 @@ def test_prepare_videos_with_label_table(video_folder: Path, tmp_path: Path):
         coarse_col="organ",
         fine_col="view",
         patient_col="scan",
+        keep_names=True,
     )
     ds = open_dataset(out)
     m = ds.manifest.drop_duplicates("video_id").set_index("video_id")
@@ -338,6 +339,7 @@ def _img_kwargs(table: Path, mapping: Path) -> dict:
         mapping=mapping,
         size=SIZE,
         crop=None,
+        keep_names=True,
     )
 
 
@@ -414,7 +416,7 @@ def test_cli_prepare_images_and_error(image_folder, tmp_path: Path, capsys):
         [
             "prepare", "images", str(src), "--labels", str(table), "--sep", ";",
             "--path-col", "Image_name", "--fine-col", "Sub_plane", "--patient-col", "Patient_num",
-            "--mapping", str(mapping), "--size", "32x40", "--out", str(out),
+            "--mapping", str(mapping), "--size", "32x40", "--out", str(out), "--keep-names",
         ]
     )  # fmt: skip
     printed = capsys.readouterr().out
@@ -442,7 +444,7 @@ def test_real_pocus_videos(shared_data: Path, tmp_path: Path):
     src.mkdir()
     for n in names:
         (src / n).symlink_to(folder / n)
-    out = prepare_videos(src, tmp_path / "out", every=8, size=SIZE)
+    out = prepare_videos(src, tmp_path / "out", every=8, size=SIZE, keep_names=True)
     ds = open_dataset(out)
     m = ds.manifest
     assert m["video_id"].nunique() == 3 and not ds.meta["skipped"]
@@ -457,3 +459,52 @@ def test_real_pocus_videos(shared_data: Path, tmp_path: Path):
         assert 0 <= box.y0 < box.y1 <= h and 0 <= box.x0 < box.x1 <= w
         assert box.area >= 0.25 * h * w
     assert ds.frames.mean() > 10  # real image content, not black
+
+
+# ---------------------------------------------------------------------------- pseudonyms
+def _old_public_salt_id(value: str) -> str:
+    """The pre-issue-18 pseudonym: SHA-256 with the fixed public salt 'awcl', 48 bits."""
+    import hashlib
+
+    return "p" + hashlib.sha256(f"awcl:{value}".encode()).hexdigest()[:12]
+
+
+def test_patient_ids_are_keyed_and_cannot_be_brute_forced(monkeypatch, tmp_path: Path):
+    from awcl.data import secret
+
+    secret._cache.clear()
+    monkeypatch.setenv("AWCL_SECRET_FILE", str(tmp_path / "cfg" / "secret"))
+    pid = "004217"  # a 6-digit PatientID: a tiny id space
+    ours = anonymize(pid)
+    assert (tmp_path / "cfg" / "secret").stat().st_mode & 0o777 == 0o600  # created on first use
+    assert anonymize(pid) == ours  # stable under one secret
+    # brute force over the id space with the old public salt finds nothing
+    space = (f"{i:06d}" for i in range(10**6))
+    assert ours[1:] not in {_old_public_salt_id(c)[1:] for c in space}
+    assert ours[1:13] != _old_public_salt_id(pid)[1:]
+    # a different secret gives unrelated ids; $AWCL_SECRET overrides the file
+    monkeypatch.setenv("AWCL_SECRET", "another-team-secret-0123456789")
+    assert anonymize(pid) != ours
+    monkeypatch.setenv("AWCL_SECRET", "short")
+    with pytest.raises(AwclError, match="shorter than"):
+        anonymize(pid)
+
+
+def test_source_names_are_pseudonymised_by_default(video_folder: Path, tmp_path: Path, monkeypatch):
+    src = tmp_path / "patients"
+    (src / "DOE_JOHN").mkdir(parents=True)
+    import shutil
+
+    shutil.copy(video_folder / "a.mp4", src / "DOE_JOHN" / "scan.mp4")
+    (src / "DOE_JOHN" / "empty.mp4").write_bytes(b"")
+    a = prepare_videos(src, tmp_path / "a", every=4, size=SIZE)
+    b = prepare_videos(src, tmp_path / "b", every=4, size=SIZE)
+    for name in ("frames.npy", "manifest.csv", "dataset.json"):  # same secret, same bytes
+        text = (a / name).read_bytes()
+        assert text == (b / name).read_bytes(), name
+        assert b"DOE" not in text and b"JOHN" not in text and b"scan" not in text, name
+    m = open_dataset(a).manifest
+    assert set(m["file"]) == {anonymize("DOE_JOHN/scan.mp4", "f") + ".mp4"}
+    assert set(m["video_id"]) == {anonymize("DOE_JOHN/scan.mp4", "v")}
+    kept = open_dataset(prepare_videos(src, tmp_path / "k", every=4, size=SIZE, keep_names=True))
+    assert set(kept.manifest["video_id"]) == {"DOE_JOHN/scan"}

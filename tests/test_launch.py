@@ -3,8 +3,8 @@ executor) give the same runs, cache keys and results as the serial runner."""
 
 from __future__ import annotations
 
-import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +28,9 @@ def _stamp(run, pause: float = 0.0) -> None:
     t0 = time.time()
     time.sleep(pause)
     (run.output / "times.json").write_text(json.dumps([t0, time.time()]))
+    # where it ran: the process and the cores it was pinned to (checked instead of timings)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    (run.output / "where.json").write_text(json.dumps({"pid": os.getpid(), "cores": cores}))
 
 
 def _data(run, inputs):
@@ -94,7 +97,7 @@ def serial(tmp_path_factory) -> tuple[Path, object]:
     return out, res
 
 
-def test_local_pool_matches_serial_and_overlaps(serial, tmp_path):
+def test_local_pool_matches_serial_and_pins_workers(serial, tmp_path):
     ref, ref_res = serial
     out = tmp_path / "pool"
     lines: list[str] = []
@@ -104,9 +107,18 @@ def test_local_pool_matches_serial_and_overlaps(serial, tmp_path):
     assert _records(out) == _records(ref)  # same results
     assert sum(line.startswith("done ") for line in lines) == len(res.plan.runs)
     _check_order(out, res.plan)
-    spans = sorted(_times(out).values())
-    overlaps = sum(b[0] < a[1] for a, b in itertools.pairwise(spans))
-    assert overlaps >= 3  # runs did execute side by side
+    # every run executed exactly once (its output folder is created with mkdir, no exist_ok)
+    where = [json.loads(p.read_text()) for p in (out / "runs").glob("*/run/where.json")]
+    assert len(where) == len(res.plan.runs)
+    # in worker processes, each pinned to its own share of the cores
+    pids = {w["pid"] for w in where}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    shares = _cpu_slots(2)
+    if shares:  # a platform with CPU affinity
+        cores_of = {w["pid"]: w["cores"] for w in where}
+        assert all(cores in shares for cores in cores_of.values()), cores_of
+        if len(set(map(tuple, shares))) == 2 and len(pids) == 2:
+            assert len({tuple(c) for c in cores_of.values()}) == 2  # two workers, two shares
     again = run_study(parse_config(base_raw()), out, STAND_INS, progress=False, echo=lambda s: None,
                       launcher=LocalPool(jobs=2))  # fmt: skip
     assert again.computed == []  # cached like any other study

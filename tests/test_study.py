@@ -318,3 +318,44 @@ def test_demo_config_variables():
     assert all(t.epochs is None for t in paper.tasks if "full" in t.protocols)  # full task presets
     fast = load_config(demo_config_path(), FAST_OVERRIDES)
     assert fast.pretrain.epochs == 1 and fast.tasks[0].folds == 2
+
+
+# ------------------------------------------------------------------ environment in configs
+@pytest.mark.parametrize(
+    "where, text, words",
+    [
+        ("yaml", "${oc.env:AWCL_TEST_SECRET_HOLDER}", ["AWCL_TEST_SECRET_HOLDER", "not set"]),
+        ("yaml", "${oc.env:HOME}", ["oc.env:HOME", "not allowed", "AWCL_"]),
+        ("set", "${oc.env:PATH}", ["oc.env:PATH", "not allowed"]),
+        ("yaml", "${bad(", ["bad interpolation"]),
+        ("set", "${bad(", ["bad interpolation"]),
+    ],
+)
+def test_study_env_and_bad_interpolation_are_one_line(tmp_path, capsys, monkeypatch, where, text, words):
+    import yaml
+
+    from awcl.cli import main
+
+    monkeypatch.delenv("AWCL_TEST_SECRET_HOLDER", raising=False)
+    raw = base_raw()
+    if where == "yaml":
+        raw["vars"]["note"] = text
+        sets = []
+    else:
+        sets = ["--set", f"note={text}"]
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "o"
+    assert main(["study", str(cfg), "--out", str(out), *sets]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("awcl: error: ") and "\n" not in err and "Traceback" not in err, err
+    assert all(w in err for w in words), err
+    assert not out.exists()
+
+
+def test_study_env_allowed_for_project_variables(monkeypatch):
+    monkeypatch.setenv("AWCL_DATA_ROOT", "/data/here")
+    raw = base_raw()
+    raw["vars"]["data_root"] = "${oc.env:AWCL_DATA_ROOT}"
+    raw["pretrain_data"] = {"path": "${data_root}/prepared"}
+    assert parse_config(raw).pretrain_data.path == "/data/here/prepared"

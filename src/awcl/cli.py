@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     except AwclError as err:
         print(f"awcl: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only or full output folder: one line naming the path
+        where = err.filename or getattr(args, "out", None) or "output"
+        print(f"awcl: error: {where}: {err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("awcl: interrupted", file=sys.stderr)
         return 130

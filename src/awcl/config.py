@@ -46,6 +46,31 @@ from awcl.options import cli_type
 
 T = TypeVar("T")
 
+ENV_PREFIX = "AWCL_"  # the only environment variables a config may read (``${oc.env:...}``)
+_NO_DEFAULT = object()
+
+
+def _project_env(name: str, default: Any = _NO_DEFAULT) -> str | None:
+    """OmegaConf's ``oc.env``, limited to the project's own ``AWCL_*`` variables.
+
+    A resolved config is written into config.yaml, study.json and the reports, so reading any
+    other variable (``${oc.env:AWS_SECRET_ACCESS_KEY}``) would copy the user's environment
+    into files meant to be shared.
+    """
+    if not str(name).startswith(ENV_PREFIX):
+        raise ValueError(
+            f"${{oc.env:{name}}} is not allowed: a config may read only {ENV_PREFIX}* environment variables"
+        )
+    if name in os.environ:
+        return os.environ[name]
+    if default is _NO_DEFAULT:
+        raise ValueError(f"environment variable {name!r} is not set")
+    return None if default is None else str(default)
+
+
+# replaces the built-in for every config this process resolves (pretrain, finetune, study)
+OmegaConf.register_resolver("oc.env", _project_env, replace=True, use_cache=False, annotation_validation="off")
+
 
 
 def option(
@@ -69,6 +94,23 @@ def option(
 
 def fields(schema: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(schema)}
+
+
+def check_ranges(obj: Any, ranges: Mapping[str, tuple[float | None, float | None]],
+                 strict: Iterable[str] = ()) -> None:
+    """Numeric bounds of a config, checked where every source (flag, YAML, --set, study)
+    meets: ``name -> (lo, hi)`` inclusive, or exclusive of ``lo`` for the names in
+    ``strict`` (lr > 0). None values (``use the default``) are not checked."""
+    strict = set(strict)
+    for name, (lo, hi) in ranges.items():
+        v = getattr(obj, name)
+        if v is None or isinstance(v, bool):
+            continue
+        f = fields(type(obj))[name]
+        if lo is not None and (v <= lo if name in strict else v < lo):
+            raise AwclError(f"{flag_name(f)} {v!r}: must be {'>' if name in strict else '>='} {lo:g}")
+        if hi is not None and v > hi:
+            raise AwclError(f"{flag_name(f)} {v!r}: must be <= {hi:g}")
 
 
 def check_choices(obj: Any) -> None:
@@ -235,6 +277,7 @@ def describe(err: OmegaConfBaseException) -> tuple[str, str, str | None]:
         m = re.search(r"Interpolation key '([^']+)' not found", msg)
         if m:
             return key, f"${{{m.group(1)}}} is not defined", m.group(1)
+        msg = re.sub(r"^\w+ raised while resolving interpolation: ", "", msg)
     elif isinstance(err, GrammarParseError):
         msg = f"bad interpolation ({msg})"
     elif isinstance(err, ConfigKeyError):

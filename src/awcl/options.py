@@ -16,6 +16,9 @@ class OptionError(AwclError, ValueError):
     """A malformed option value (an AwclError for the CLI, a ValueError for callers)."""
 
 
+MAX_SIDE = 4096  # largest frame height/width any command accepts (documented in README)
+
+
 def parse_size(value: str | Sequence[int], minimum: int = 1, what: str = "--size") -> tuple[int, int]:
     """``"224x288"`` / ``"224,288"`` (H x W) or ``(224, 288)`` -> ``(224, 288)``.
 
@@ -34,6 +37,8 @@ def parse_size(value: str | Sequence[int], minimum: int = 1, what: str = "--size
         raise OptionError(f"{what} {value!r}: expected HxW, e.g. 224x288") from None
     if h < minimum or w < minimum:
         raise OptionError(f"{what} {value!r}: height and width must be at least {minimum}")
+    if h > MAX_SIDE or w > MAX_SIDE:  # 100000x100000 would allocate tens of GB per frame
+        raise OptionError(f"{what} {value!r}: height and width must be at most {MAX_SIDE}")
     return h, w
 
 

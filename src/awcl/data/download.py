@@ -6,11 +6,13 @@ tests exercise it against a local HTTP server.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
 import os
 import shutil
+import stat
 import tarfile
 import urllib.error
 import urllib.parse
@@ -18,6 +20,7 @@ import urllib.request
 import uuid
 import zipfile
 from pathlib import Path
+from typing import IO
 
 from awcl.atomic import replace_dir, temp_sibling
 from awcl.errors import DataError
@@ -126,23 +129,89 @@ def fetch(
         if part.exists() and not verified:
             part.unlink()
     if sha256 is None:
-        log.info("%s: no checksum pinned; SHA-256 of the download is %s", target.name, sha256_of(part))
+        # logged after success only, so a failed download still ends in one error line
+        log.warning(
+            "%s: NOT verified (no SHA-256 pinned or given); its SHA-256 is %s (pass --sha256 to pin it)",
+            target.name, sha256_of(part),
+        )
     part.replace(target)
     return target
 
 
-def _inside(root: Path, member: str) -> bool:
-    dest = (root / member).resolve()
-    return dest == root or root in dest.parents
+def _unsafe_name(name: str) -> str | None:
+    """Why a member name may not be extracted, or None. Names are checked as text, never
+    resolved against the disk: nothing on disk (a link) may take part in the decision."""
+    if not name or "\x00" in name:
+        return "empty or NUL in the name"
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
+        return "absolute path"
+    if any(part == ".." for part in norm.split("/")):
+        return "'..' component"
+    return None
+
+
+def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[tuple[str, zipfile.ZipInfo]]:
+    """(relative name, info) of every zip member; links, devices and unsafe names raise."""
+    out = []
+    for info in zf.infolist():
+        kind = stat.S_IFMT(info.external_attr >> 16)
+        if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+            what = "symlink" if kind == stat.S_IFLNK else "special file"
+            raise DataError(f"{archive}: refusing {what} member {info.filename!r} (only files and folders are extracted)")
+        why = _unsafe_name(info.filename)
+        if why:
+            raise DataError(f"{archive}: unsafe path in archive ({why}): {info.filename!r}")
+        out.append((info.filename, info))
+    return out
+
+
+def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """Every tar member, checked: only regular files and folders with safe names.
+
+    Symlinks and hardlinks are refused outright, whatever they point at: a name check cannot
+    decide where a chain of links resolves (CVE-2025-4517 beats even Python's ``data`` filter).
+    """
+    members = tf.getmembers()
+    for m in members:
+        if m.issym() or m.islnk():
+            raise DataError(f"{archive}: refusing link member {m.name!r} (archives may hold only files and folders)")
+        if not (m.isreg() or m.isdir()):
+            raise DataError(f"{archive}: refusing special member {m.name!r} (device, fifo or other)")
+        why = _unsafe_name(m.name)
+        if why:
+            raise DataError(f"{archive}: unsafe path in archive ({why}): {m.name!r}")
+    return members
+
+
+def _write_member(archive: Path, root: Path, name: str, is_dir: bool, data: IO[bytes] | None) -> None:
+    """Create one member under ``root``. ``root`` is a fresh folder that holds no links (none
+    are ever extracted), so ``root / name`` stays inside it; O_NOFOLLOW|O_EXCL make sure."""
+    target = root.joinpath(*[p for p in name.replace("\\", "/").split("/") if p not in ("", ".")])
+    try:
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
+            if data is not None:
+                shutil.copyfileobj(data, out, CHUNK)
+    except (NotADirectoryError, FileExistsError, IsADirectoryError):
+        raise DataError(
+            f"{archive}: member {name!r} clashes with another member (a file and a folder, "
+            "or the same file twice, of one name)"
+        ) from None
 
 
 def extract(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
     """Extract a zip or tar(.gz/.bz2/.xz) archive into ``dest_dir`` and return it.
 
-    Members that would land outside ``dest_dir`` (``../``, absolute paths, links out) raise
-    DataError before anything is written. Extraction goes to a temporary sibling directory
-    that is renamed on success, so a failed extraction leaves no partial tree; an existing
-    complete extraction is reused.
+    Only regular files and folders are extracted: a symlink, hardlink, device or fifo member,
+    an absolute name or a ``..`` component raises DataError before anything is written. Each
+    member is written by awcl itself (not ``extractall``) with O_EXCL|O_NOFOLLOW. Extraction
+    goes to a temporary folder beside ``dest_dir`` (inside the cache) that is renamed on
+    success, so a failed extraction leaves no partial tree; a complete one is reused.
     """
     archive, dest = Path(archive), Path(dest_dir)
     if dest.is_dir() and (dest / ".awcl-extracted").is_file():
@@ -153,31 +222,22 @@ def extract(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                for name in zf.namelist():
-                    if not _inside(root, name):
-                        raise DataError(f"{archive}: unsafe path in archive: {name!r}")
-                zf.extractall(root)
+                for name, info in _zip_members(archive, zf):
+                    with contextlib.ExitStack() as stack:
+                        data = None if info.is_dir() else stack.enter_context(zf.open(info))
+                        _write_member(archive, root, name, info.is_dir(), data)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                members = tf.getmembers()
-                for m in members:
-                    bad_link = (m.issym() or m.islnk()) and not _inside(
-                        root, os.path.join(os.path.dirname(m.name), m.linkname)
-                        if m.issym()
-                        else m.linkname
-                    )
-                    if not _inside(root, m.name) or bad_link or m.isdev():
-                        raise DataError(f"{archive}: unsafe path in archive: {m.name!r}")
-                if hasattr(tarfile, "data_filter"):
-                    tf.extractall(root, members=members, filter="data")
-                else:  # pragma: no cover - Python < 3.11.4; members were checked above
-                    tf.extractall(root, members=members)
+                for m in _tar_members(archive, tf):
+                    _write_member(archive, root, m.name, m.isdir(), None if m.isdir() else tf.extractfile(m))
         else:
             raise DataError(f"{archive}: not a zip or tar archive")
         (tmp / ".awcl-extracted").write_text(archive.name)
         replace_dir(tmp, dest)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
         raise DataError(f"{archive}: corrupt archive ({err})") from None
+    except OSError as err:
+        raise DataError(f"{archive}: cannot extract into {dest.parent} ({err.strerror or err})") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -138,6 +138,18 @@ class _Sink:
     stats: PrepareStats
     crop: CropSpec
     size: tuple[int, int]
+    keep_names: bool = False  # False: source paths are written only as keyed pseudonyms
+
+    def shown(self, rel: str) -> str:
+        """The name of a source file as written to the dataset (``file``, ``skipped``)."""
+        return _shown(rel) if self.keep_names else _pseudonym(rel)
+
+    def video_id(self, rel: str, vid: str) -> str:
+        """``vid`` (the path without extension) with --keep-names, else the path's pseudonym:
+        a folder named after a patient (``DOE_JOHN/scan.dcm``) must not reach the dataset."""
+        if not self.keep_names:
+            return anonymize(rel, "v")
+        return anonymize(rel) if _shown(rel) != rel else vid
 
     def begin(self, hierarchy: dict[str, str], prepare: dict[str, Any], skips: list[tuple[str, str]]) -> None:
         """Record how the dataset was prepared, then the skips known before any decoding."""
@@ -145,14 +157,20 @@ class _Sink:
         for file, reason in skips:
             self.skip(file, reason)
 
-    def skip(self, file: str, reason: str) -> None:
-        # recorded in dataset.json and logged (summarised per reason); the writer drops a
-        # leading "<file>: " from the reason, as the file is recorded beside it
-        self.writer.skip(file, reason)
+    def skip(self, rel: str, reason: str) -> None:
+        # recorded in dataset.json and logged (summarised per reason) under the name the
+        # dataset shows; the writer drops a leading "<file>: " from the reason
+        shown = self.shown(rel) if rel != "<empty path>" else rel
+        self.writer.skip(shown, reason.replace(rel, shown) if shown != rel else reason)
         self.stats.skipped += 1
 
     def unreadable(self, err: DataError, path: Path, rel: str) -> None:
-        self.skip(_shown(rel), _skip_reason(err, path, rel))
+        reason, shown = str(err), self.shown(rel)
+        if shown != rel:  # decoders repeat the path inside their message: never the real name
+            for real, alias in ((str(path), shown), (rel, shown), (path.name, Path(shown).name)):
+                reason = reason.replace(real, alias)
+        self.writer.skip(shown, reason)
+        self.stats.skipped += 1
 
     def add(self, rel: str, vid: str, row: dict[str, Any], indices: Iterable[int], frames: np.ndarray,
             decoded: int, patient_id: str | None = None) -> None:
@@ -161,9 +179,8 @@ class _Sink:
         ``patient_id`` (a DICOM's own, already hashed) wins over the table's patient column;
         without either the file is its own patient.
         """
-        shown = _shown(rel)
-        if shown != rel:
-            vid = anonymize(rel)
+        shown = self.shown(rel)
+        vid = self.video_id(rel, vid)
         if patient_id is None:
             patient_id = anonymize(row["patient"]) if row.get("patient") else vid
         box = _region(frames, self.crop)
@@ -202,13 +219,15 @@ def prepare_videos(
     source: str = "videos",
     limit: int | None = None,
     stats: PrepareStats | None = None,
+    keep_names: bool = False,
 ) -> Path:
     """Prepare every video / DICOM cine under ``src`` into the dataset ``out``.
 
     Keeps frames ``0, every, 2*every, ...`` of each file, crops (``'auto'`` = detected
     ultrasound region per video, a fixed Box, or None), resizes to ``size`` (H, W).
-    ``video_id`` = relative path without extension; ``patient_id`` = hashed DICOM PatientID,
-    else the (hashed) table patient column, else the video id. ``labels_csv`` optionally
+    ``video_id`` and ``file`` = keyed pseudonyms of the relative path (``keep_names=True``:
+    the relative path without extension, and the path); ``patient_id`` = hashed DICOM
+    PatientID, else the (hashed) table patient column, else the video id. ``labels_csv`` optionally
     gives labels per video (matched on relative path, file name or stem). ``limit`` keeps
     only the first N files (sorted). Returns ``Path(out)``.
     """
@@ -222,7 +241,7 @@ def prepare_videos(
         spec = LabelTable(labels_csv, sep, path_col, coarse_col, fine_col, patient_col)
     labels, pre_skips, hierarchy, columns = _video_labels(spec, fine_to_coarse, strict, rels)
     with DatasetWriter(out, size=size, source=source) as writer:
-        sink = _Sink(writer, st, crop, size)
+        sink = _Sink(writer, st, crop, size, keep_names)
         sink.begin(hierarchy, {"kind": "videos", "every": every, "crop": _crop_desc(crop),
                                **({"columns": columns} if columns else {})}, pre_skips)  # fmt: skip
         for path, rel, vid in zip(files, rels, _unique_ids(rels)):
@@ -283,14 +302,10 @@ def _shown(rel: str) -> str:
     return anonymize(rel) + p.suffix if _UID.match(p.stem) else rel
 
 
-def _skip_reason(err: DataError, path: Path, rel: str) -> str:
-    """The error with a UID-named file pseudonymised, also where a decoder repeats its path
-    inside the message (the writer drops the leading file name)."""
-    reason = str(err)
-    shown = _shown(rel)
-    if shown != rel:
-        reason = reason.replace(str(path), shown).replace(path.name, Path(shown).name)
-    return reason
+def _pseudonym(rel: str) -> str:
+    """A source path as a keyed pseudonym that keeps only the extension (``f<hex>.mp4``)."""
+    suffix = Path(rel).suffix
+    return anonymize(rel, "f") + (suffix.lower() if suffix[1:].isalnum() and not suffix[1:].isdigit() else "")
 
 
 def _crop_desc(spec: CropSpec) -> str:
@@ -322,6 +337,7 @@ def prepare_images(
     include_unlabelled: bool = False,
     source: str = "images",
     stats: PrepareStats | None = None,
+    keep_names: bool = False,
 ) -> Path:
     """Prepare the still images named in a label table (paths relative to ``src``).
 
@@ -347,7 +363,7 @@ def prepare_images(
     if table.empty:
         raise DataError(f"{labels}: label table has no rows")
     with DatasetWriter(out, size=size, source=source) as writer:
-        sink = _Sink(writer, st, crop, size)
+        sink = _Sink(writer, st, crop, size, keep_names)
         rows, skips = _label_rows(table, fine_to_coarse, strict, str(labels))
         st.inputs += len(table)
         sink.begin(_hierarchy(rows, fine_to_coarse),

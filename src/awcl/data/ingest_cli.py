@@ -64,11 +64,16 @@ def _add_common(p: argparse.ArgumentParser, default_crop: str = "auto") -> None:
     p.add_argument(
         "--strict", action="store_true", help="fail on a label missing from the mapping instead of skipping"
     )
+    p.add_argument(
+        "--keep-names", action="store_true",
+        help="write source paths as they are into video_id/file (default: keyed pseudonyms, as file "
+        "and folder names often name the patient); only for sources whose names are safe",
+    )
 
 
 def _table_options(args: argparse.Namespace) -> dict:
     """The label-table flags both commands share (separator, columns, mapping, strict)."""
-    names = ("sep", "path_col", "coarse_col", "fine_col", "patient_col", "mapping", "strict")
+    names = ("sep", "path_col", "coarse_col", "fine_col", "patient_col", "mapping", "strict", "keep_names")
     return {n: getattr(args, n) for n in names}
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 
 from awcl import logs
 from awcl.atomic import replace_dir, temp_sibling
+from awcl.data.secret import keyed_hash
 from awcl.errors import DataError
 
 log = logging.getLogger("awcl.data")
@@ -52,10 +53,11 @@ LABEL_COLUMNS = ("coarse_label", "fine_label")
 DEFAULT_SIZE = (224, 288)  # (H, W), the paper's frame size after cropping
 
 
-def anonymize(value: Any, salt: str = "awcl") -> str:
-    """Stable pseudonym for a patient name / DICOM identifier (never store the original)."""
-    digest = hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()
-    return f"p{digest[:12]}"
+def anonymize(value: Any, kind: str = "p") -> str:
+    """Stable, keyed pseudonym for a patient name / DICOM identifier / source path (never
+    store the original): ``kind`` + 16 hex digits of HMAC-SHA256 under the project secret
+    (:mod:`awcl.data.secret`). Irreversible without the secret, which no dataset holds."""
+    return f"{kind}{keyed_hash(str(value))[:16]}"
 
 
 # ---------------------------------------------------------------------------- npy writing

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from awcl.config import check_choices, option
+from awcl.config import check_choices, check_ranges, option
 from awcl.errors import AwclError
 from awcl.evaluate.augment import BatchAugmentConfig
 from awcl.evaluate.fit import Engine
@@ -151,6 +151,10 @@ class FinetuneConfig:
             raise AwclError(f"--protocol {self.protocol} is a classification probe (got --task {self.task})")
         if self.epochs is not None and self.epochs < 1:
             raise AwclError("--epochs must be >= 1")
+        check_ranges(self, {"lr": (0, None), "batch_size": (1, None), "folds": (2, None),
+                            "train_patients": (1, None), "max_per_video": (1, None),
+                            "val_fraction": (0, 1), "threads": (0, None), "bootstrap": (0, None)},
+                     strict=("lr", "val_fraction"))  # fmt: skip
         self.resolved_preset()
 
     def engine(self, size: tuple[int, int]) -> Engine:

@@ -105,7 +105,16 @@ def drop_rare_classes(
     remap = {old: new for new, old in enumerate(keep)}
     y2 = np.array([remap.get(int(v), -1) for v in y], dtype=np.int64)
     if len(keep) < 2:
-        raise AwclError(f"need at least 2 classes with enough patients (have {len(keep)})")
+        total = len(np.unique(groups[y >= 0]))
+        if total < min_groups:  # the real reason: too few patients for the folds asked for
+            raise AwclError(
+                f"--folds {min_groups} needs at least {min_groups} patients/groups with the chosen "
+                f"classes, the data has {total}; use --folds {max(2, total)} or fewer"
+            )
+        raise AwclError(
+            f"need at least 2 classes with {min_groups} patients/groups each (one per fold; "
+            f"have {len(keep)}); use fewer --folds or merge classes"
+        )
     return y2, [names[c] for c in keep], warnings
 
 

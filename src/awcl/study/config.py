@@ -223,7 +223,11 @@ def compose_raw(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> tuple[d
                           " (set it under vars: or with --set scale=NAME)")  # fmt: skip
         preset = ctx.mapping(scales[name], f"scales.{name}")
         variables.update({k: v for k, v in preset.items() if k not in given})
-    tree = OmegaConf.create({**variables, _ROOT: raw})
+    try:  # create() already parses every ${...}: a malformed one fails here
+        tree = OmegaConf.create({**variables, _ROOT: raw})
+    except OmegaConfBaseException as err:
+        key, msg, _ = describe(err)
+        raise ctx.err(key.removeprefix(_ROOT).lstrip(".") or "vars", msg) from None
     for name, value, item in keys:
         try:
             OmegaConf.update(tree, f"{_ROOT}.{name}", value, force_add=True)

@@ -24,6 +24,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from awcl.atomic import write_atomic, write_json_atomic
+from awcl.locking import dir_lock
 from awcl.study.backends import real_executors
 from awcl.study.config import PRETRAIN_DATASET, PROBES, DatasetSpec, StudyConfig, TaskSpec
 from awcl.study.launch import Serial
@@ -319,6 +320,14 @@ def run_study(
     out = Path(out)
     if executors is None:
         executors = real_executors()
+    # one study process per directory: a second one would delete the first one's unfinished
+    # run folders as leftovers of an interrupted study
+    with dir_lock(out / ".awcl-study.lock", f"study directory {out}"):
+        return _run_locked(cfg, out, executors, progress, echo, launcher)
+
+
+def _run_locked(cfg: StudyConfig, out: Path, executors: Executors, progress: bool,
+                echo: Callable[[str], None] | None, launcher: Any) -> StudyResult:
     plan = plan_study(cfg, out)
     write_index(cfg, plan, out)
     say = echo or tqdm.write

@@ -20,6 +20,7 @@ from typing import Any
 
 from awcl.atomic import write_json_atomic
 from awcl.errors import AwclError
+from awcl.locking import dir_lock
 
 DONE = "DONE"
 RUN_SUBDIR = "run"
@@ -95,7 +96,14 @@ def execute(run: Run, executors: Executors) -> dict[str, Any]:
     """Run one grid node (or return its cached record)."""
     if run.done:
         return run.record()
-    if run.dir.exists():  # leftover of an interrupted study
+    with dir_lock(run.dir.parent / f".{run.dir.name}.lock", f"run folder {run.dir}"):
+        return _execute_locked(run, executors)
+
+
+def _execute_locked(run: Run, executors: Executors) -> dict[str, Any]:
+    if run.done:  # finished by another process while we waited for nothing
+        return run.record()
+    if run.dir.exists():  # leftover of an interrupted study (its lock holder is gone)
         shutil.rmtree(run.dir)
     run.dir.mkdir(parents=True)
     write_json_atomic(

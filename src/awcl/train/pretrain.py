@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,8 @@ import torch
 import yaml
 
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
-from awcl.atomic import write_json_atomic
-from awcl.config import check_choices, compose, option, read_yaml
+from awcl.atomic import write_atomic, write_json_atomic
+from awcl.config import check_choices, check_ranges, compose, option, read_yaml
 from awcl.config import to_dict as config_dict
 from awcl.data.pairs import FrameIndex, frame_labels
 from awcl.data.store import GRANULARITIES, describe_source, open_dataset, union_dataset
@@ -39,7 +40,7 @@ from awcl.models import ENCODER_FILE, save_encoder
 from awcl.options import parse_size
 from awcl.train.precision import choose, resolve_accelerator
 from awcl.train.trackers import build_loggers, check_loggers
-from awcl.train.trainer import build_trainer, quiet_fit
+from awcl.train.trainer import build_trainer, is_global_zero, quiet_fit
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,14 @@ class PretrainConfig:
             )
         if self.batch_size < 2:
             raise AwclError("--batch-size must be at least 2")
+        check_ranges(self, {"lr": (0, None), "temperature": (0, None), "weight_decay": (0, None),
+                            "epochs": (1, None), "anatomy_ratio": (0, 1), "proj_hidden": (1, None),
+                            "proj_dim": (1, None), "flip": (0, 1), "blur": (0, 1),
+                            "brightness": (0, None), "contrast": (0, None), "class_group": (1, None),
+                            "num_workers": (0, None), "threads": (0, None), "num_nodes": (1, None),
+                            "monitor_fraction": (0, 1), "log_every_n_steps": (1, None),
+                            "checkpoint_every_n_steps": (0, None), "uscl_rounds": (0, None)},
+                     strict=("lr", "temperature"))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (lists for tuples): what ``config.yaml`` holds."""
@@ -213,9 +222,23 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
 
     ``callbacks``: extra Lightning callbacks (tests use one to simulate a kill).
     """
+    run = Path(cfg.out)
+    new = not run.exists()
+    try:
+        return _pretrain(cfg, run, callbacks)
+    except BaseException:
+        # a failed run leaves nothing in a new --out (a bad --init, a batch too large, a full
+        # disk), unless it got as far as a checkpoint: that one is for --resume
+        ckdir = run / "checkpoints"
+        if new and run.is_dir() and not (ckdir.is_dir() and any(ckdir.glob("*.ckpt"))) and is_global_zero():
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+
+
+def _pretrain(cfg: PretrainConfig, run: Path, callbacks: list | None) -> Path:
+    # long: one straight sequence (inputs, run dir, trainer, fit, outputs)
     from awcl.train.engine import PretrainModule, Throughput
 
-    run = Path(cfg.out)
     ckpt_path = _resume_point(run, cfg.resume)
     ds = open_dataset(union_dataset(cfg.data))  # several --data: their cached union
     frames_path = str(Path(ds.root) / "frames.npy")
@@ -231,7 +254,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
             f"{ds.root}: method {cfg.method!r} needs {cfg.granularity} labels but no frame has one"
         )
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_atomic(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     loggers, keep_ids = build_loggers(cfg.logger, run, cfg.tracker_project, cfg.tracker_uri, cfg.resume)
     # chosen once the inputs are known to be good (choosing may time a few steps)

@@ -12,10 +12,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+from lightning.fabric.plugins import TorchCheckpointIO
 
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
+from awcl.atomic import atomic_file
 from awcl.train.precision import Choice
 
 
@@ -52,12 +55,26 @@ def file_loggers(out: Path, name: str = "logs") -> list:
     ]
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, written to a temporary sibling and renamed: a full
+    disk or a kill mid-write leaves the previous checkpoint, never a torn ``epoch000.ckpt``
+    that --resume would then fail to load."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
 def build_trainer(out: Path, choice: Choice, *, accelerator: str, devices: str | int = 1,
                   num_nodes: int = 1, strategy: str = "auto", max_epochs: int = 1,
                   max_steps: int = -1, callbacks: list | None = None, loggers: list | None = None,
                   log_every_n_steps: int = 10, progress: bool = True,
                   use_distributed_sampler: bool = True, **kw) -> L.Trainer:
-    """A Trainer at the hardware's precision ``choice``; no sanity validation, no model summary."""
+    """A Trainer at the hardware's precision ``choice``; no sanity validation, no model summary.
+    Checkpoints are written atomically (:class:`AtomicCheckpointIO`)."""
+    kw.setdefault("plugins", [AtomicCheckpointIO()])
     return L.Trainer(
         accelerator=accelerator,
         devices=parse_devices(devices),

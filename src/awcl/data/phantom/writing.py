@@ -96,7 +96,8 @@ def _make_via_videos(out: Path, cfg: PhantomConfig) -> Path:
         make_phantom_videos(work / "videos", replace(cfg, prepare="direct"), screen=True,
                             masks_out=masks if cfg.masks != "none" else None)  # fmt: skip
         prepared = prepare_videos(
-            work / "videos", work / "prepared", every=1, size=cfg.size, crop="auto", source=cfg.source
+            work / "videos", work / "prepared", every=1, size=cfg.size, crop="auto", source=cfg.source,
+            keep_names=True,  # synthetic names; the labels are re-attached by video id
         )
         ds = open_dataset(prepared)
         _write_relabelled(out, cfg, ds, _plans_by_video(cfg, ds.manifest), masks)

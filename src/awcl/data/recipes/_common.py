@@ -59,21 +59,40 @@ def find_release_root(src: str | os.PathLike, is_root: Callable[[Path], bool], w
 
 
 def download_release(
-    files: Sequence[ReleaseFile], cache_dir: str | os.PathLike, url: str | None = None
+    files: Sequence[ReleaseFile],
+    cache_dir: str | os.PathLike,
+    url: str | None = None,
+    sha256: str | None = None,
 ) -> Path:
     """Fetch every file of a release into ``cache_dir`` and return the folder to prepare from.
 
     ``url`` (the ``--url`` flag) replaces the first file's URL, e.g. a local mirror; the
-    $AWCL_MIRROR environment variable replaces the directory part of all of them.
+    $AWCL_MIRROR environment variable replaces the directory part of all of them. A pinned
+    SHA-256/size is checked whatever the URL (a mirror serves the same bytes); ``sha256``
+    (the ``--sha256`` flag) pins the first file where the recipe has no pin, and must agree
+    with the recipe's pin where it has one.
     """
     cache = Path(cache_dir)
     for i, f in enumerate(files):
         src_url = url if (url and i == 0) else f.url
+        want = f.sha256
+        if i == 0 and sha256:
+            given = _check_sha256(sha256)
+            if want and want.lower() != given:
+                raise DataError(f"--sha256 {given} differs from the pinned SHA-256 {want} of {f.url}")
+            want = given
         if f.extract:
-            download.fetch_and_extract(src_url, cache, f.sha256, f.size)
+            download.fetch_and_extract(src_url, cache, want, f.size)
         else:
-            download.fetch(download.resolve_url(src_url), cache, f.sha256, f.size)
+            download.fetch(download.resolve_url(src_url), cache, want, f.size)
     return cache
+
+
+def _check_sha256(value: str) -> str:
+    v = value.strip().lower()
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise DataError(f"--sha256 {value!r}: expected 64 hexadecimal characters")
+    return v
 
 
 def add_common_args(p: argparse.ArgumentParser, default_cache: str) -> None:
@@ -92,12 +111,16 @@ def add_common_args(p: argparse.ArgumentParser, default_cache: str) -> None:
         help="download cache folder (default ~/.cache/awcl/<recipe>, or $AWCL_CACHE/<recipe>)",
     )
     p.add_argument("--url", default=None, help="download from this URL instead of the public one")
+    p.add_argument(
+        "--sha256", default=None, metavar="HEX",
+        help="expected SHA-256 of the (first) release archive; the download is refused if it differs",
+    )
     p.add_argument("--limit", type=positive_int, default=None, help="prepare only the first N items (testing)")
 
 
 def source_from_args(args: argparse.Namespace, files: Sequence[ReleaseFile]) -> Path:
     if args.download:
-        return download_release(files, args.cache, args.url)
+        return download_release(files, args.cache, args.url, getattr(args, "sha256", None))
     if not args.src:
         raise DataError("give the release folder SRC, or --download to fetch it")
     return Path(args.src)
