@@ -91,9 +91,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
         metrics["elapsed_s"] = round(time.time() - t0, 2)
         metrics["learned"] = check_metrics(metrics)
         if not metrics["learned"]["learned"]:
-            msg = f"{cfg.out}: {metrics['learned']['reason']}"
-            log.warning("%s", msg)
-            metrics.setdefault("warnings", []).append(msg)
+            # the stored warning names no path: the same run elsewhere writes the same record
+            log.warning("%s: %s", cfg.out, metrics["learned"]["reason"])
+            metrics.setdefault("warnings", []).append(metrics["learned"]["reason"])
         engine = get_engine()
         metrics["environment"] = {
             "torch": torch.__version__,
