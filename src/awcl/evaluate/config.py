@@ -47,8 +47,8 @@ SPLITS = ("kfold", "fixed")  # k grouped folds, or the manifest's own split colu
 
 # The paper's settings, ported by their effect (docs/finetune.md, awcl.evaluate.optim):
 # milestones are fractions of the run (a 2-epoch run decays where a 70-epoch one does),
-# every preset warms up over 5 % of its steps, and Task III's RMSprop has TensorFlow's
-# semantics (square average from one), not PyTorch's (from zero: 10x lr first steps).
+# every preset warms up over 5 % of its steps, and Task III's RMSprop becomes its measured
+# equivalent, Adam with a cosine decay (PyTorch's RMSprop takes 10x lr first steps).
 PRESETS: dict[str, Preset] = {
     # Task I: full fine-tuning with the SonoNet-style head of the paper's [4] (paper: SGD lr
     # 0.01, 70 epochs, x0.1 at 30 and 55; flips, +-10 degree rotation, gamma, brightness).

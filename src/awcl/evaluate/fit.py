@@ -202,7 +202,7 @@ class DownstreamModule(L.LightningModule):
 
     def configure_optimizers(self):
         # warmup and milestones over the run's real number of steps (awcl.evaluate.optim)
-        opt = build_optimizer(self, self.optim)
+        opt = build_optimizer(self.model, self.optim)  # frozen parts have no trainable params
         sched = build_schedule(opt, self.optim, self.trainer.estimated_stepping_batches)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

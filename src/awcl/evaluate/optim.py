@@ -104,20 +104,20 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float = 1.0,
     ``model.encoder`` (when it has one) train at ``lr · encoder_lr_scale``, the rest at ``lr``."""
     enc = getattr(model, "encoder", None)
     in_enc = {id(q) for q in enc.parameters()} if isinstance(enc, nn.Module) else set()
-    buckets: dict[tuple[bool, bool], list] = {}
-    for _, q in model.named_parameters():
-        if q.requires_grad:
-            buckets.setdefault((q.ndim > 1, id(q) in in_enc), []).append(q)
-    groups = []
-    for (decays, encoder), params in sorted(buckets.items(), key=lambda kv: (not kv[0][0], kv[0][1])):
-        groups.append({"params": params, "weight_decay": weight_decay if decays else 0.0,
-                       "lr": lr * (encoder_lr_scale if encoder else 1.0)})
-    return groups
+    groups: dict[tuple[bool, bool], dict] = {}  # (decays, in encoder) -> group
+    for q in model.parameters():
+        if not q.requires_grad:
+            continue
+        decays, encoder = q.ndim > 1, id(q) in in_enc
+        g = groups.setdefault((decays, encoder), {
+            "params": [], "weight_decay": weight_decay if decays else 0.0,
+            "lr": lr * (encoder_lr_scale if encoder else 1.0)})  # fmt: skip
+        g["params"].append(q)
+    return list(groups.values())
 
 
 def build_optimizer(model: nn.Module, o: Optim) -> torch.optim.Optimizer:
-    inner = getattr(model, "model", model)  # a DownstreamModule wraps the network
-    groups = param_groups(inner, o.weight_decay, o.lr, o.encoder_lr_scale)
+    groups = param_groups(model, o.weight_decay, o.lr, o.encoder_lr_scale)
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
     if o.name == "rmsprop_tf":

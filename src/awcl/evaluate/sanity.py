@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from awcl.evaluate.metrics import segmentation_metrics
+
 SEG_MARGIN = 0.02
 CLASS_MARGIN = 0.05
 
@@ -26,14 +28,12 @@ def segmentation_check(cm: np.ndarray) -> dict:
     """``cm: [C, C]`` pooled pixel confusion (rows true) -> ``{"learned", "score",
     "baseline", "reason"}`` with the pooled foreground Dice and the trivial predictors' best."""
     cm = np.asarray(cm, dtype=np.float64)
-    total = cm.sum()
-    true_n, pred_n, tp = cm.sum(1), cm.sum(0), np.diag(cm)
+    total, true_n, pred_n = cm.sum(), cm.sum(1), cm.sum(0)
     fg = [c for c in range(1, len(cm)) if true_n[c] + pred_n[c] > 0]
     if not fg or total <= 0:
         return {"learned": True, "score": None, "baseline": None, "reason": "no foreground to score"}
-    dice = float(np.mean([2 * tp[c] / (true_n[c] + pred_n[c]) for c in fg]))
-    all_fg = float(np.mean([2 * true_n[c] / (true_n[c] + total) for c in fg]))
-    baseline = max(0.0, all_fg)
+    dice = segmentation_metrics(cm)["dice"]  # mean over the same foreground classes
+    baseline = float(np.mean([2 * true_n[c] / (true_n[c] + total) for c in fg]))  # all foreground
     learned = dice > baseline + SEG_MARGIN
     reason = "" if learned else (
         f"pooled Dice {dice:.3f} is not above the trivial predictor's {baseline:.3f} "

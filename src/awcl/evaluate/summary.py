@@ -148,6 +148,12 @@ def _cm_columns(df: pd.DataFrame) -> tuple[list[str], int]:
     return [f"cm_{t}_{p}" for t in range(c) for p in range(c)], c
 
 
+def pooled_pixel_confusion(df: pd.DataFrame) -> np.ndarray:
+    """``[C, C]`` pixel counts (rows true) summed over the frames of a predictions table."""
+    cols, c = _cm_columns(df)
+    return df[cols].to_numpy(np.float64).sum(0).reshape(c, c)
+
+
 def _seg_frame_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per-frame values averaged into headline numbers (NaN = undefined for that frame)."""
     out = {}

@@ -26,6 +26,7 @@ from awcl.atomic import write_atomic
 from awcl.errors import AwclError
 from awcl.evaluate.metrics import balanced_accuracy, class_confusion
 from awcl.evaluate.sanity import classification_check, segmentation_check
+from awcl.evaluate.summary import pooled_pixel_confusion
 from awcl.evaluate.tasks import HEADLINE, PROTOCOLS, TABLE_METRICS
 from awcl.methods import METHODS, STUDY_METHODS
 
@@ -218,12 +219,10 @@ def not_learned_runs(preds: pd.DataFrame) -> list[dict[str, Any]]:
     for run, p in preds.groupby("run", sort=False):
         first = p.iloc[0]
         if first["task_kind"] == "segment":
-            cols = [c for c in p.columns if c.startswith("cm_") and p[c].notna().any()]
-            c = round(len(cols) ** 0.5)
-            if not cols or c * c != len(cols):
+            try:
+                chk = segmentation_check(pooled_pixel_confusion(p.dropna(axis=1, how="all")))
+            except AwclError:  # no per-frame confusion columns: nothing to check
                 continue
-            cm = p[[f"cm_{t}_{q}" for t in range(c) for q in range(c)]].to_numpy(np.float64).sum(0)
-            chk = segmentation_check(cm.reshape(c, c))
         elif first["task_kind"] == "classify":
             names = sorted(set(p["true"].astype(str)) | set(p["pred"].astype(str)))
             idx = {n: i for i, n in enumerate(names)}
