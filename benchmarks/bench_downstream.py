@@ -12,7 +12,8 @@ Trains two models on the same prepared dataset, the same grouped folds and the s
 
 A protocol is calibrated when (a) reaches (b): on HC18 at 112x144, random init, 5 folds by
 subject, 3 epochs, awcl's per-image Dice must be >= 0.90 and >= the reference's - 0.01; on
-POCUS (3 classes, folds by video) awcl's accuracy must be >= the reference's.
+POCUS (3 classes, folds by video) awcl's macro-F1 must be >= the reference's. Both sides are
+compared on the task's headline metric (``awcl.evaluate.tasks.headline_metric``).
 
     python benchmarks/bench_downstream.py segment --data hc18-112 --epochs 3 --folds 5
     python benchmarks/bench_downstream.py classify --data pocus-112 --epochs 5 --folds 5 \\
@@ -44,6 +45,7 @@ from awcl.evaluate.config import FinetuneConfig
 from awcl.evaluate.finetune import finetune
 from awcl.evaluate.segment import load_masks
 from awcl.evaluate.selection import load_frames, make_folds, select_classification
+from awcl.evaluate.tasks import headline_metric
 
 
 # ----------------------------------------------------------------- the plain reference
@@ -183,7 +185,8 @@ def main() -> None:
                            "fg_iou": p.get("fg_iou"), "fold_dice_per_image": [f["dice_per_image"] for f in m["folds"]]}
         else:
             res["awcl"] = {"accuracy": p["accuracy"], "f1": p["f1"],
-                           "fold_accuracy": [f["accuracy"] for f in m["folds"]]}
+                           "fold_accuracy": [f["accuracy"] for f in m["folds"]],
+                           "fold_f1": [f["f1"] for f in m["folds"]]}
         res["awcl_precision"] = m["environment"]["precision"]
     else:
         bf16 = False
@@ -205,20 +208,29 @@ def main() -> None:
             dice.append(d)
             fold_d.append(float(d.mean()))
         res["reference"] = {"dice_per_image": float(np.concatenate(dice).mean()), "fold_dice_per_image": fold_d}
-        key = "dice_per_image"
+        key = headline_metric("segment")
     else:
         sel = select_classification(cfg, ds)
         x, y = load_frames(ds, sel.rows, cfg.size), torch.from_numpy(sel.y)
-        hits, fold_a = [], []
+        from sklearn.metrics import f1_score  # independent of awcl's metric code
+
+        def macro_f1(t: np.ndarray, q: np.ndarray) -> float:
+            return float(f1_score(t, q, labels=range(len(sel.names)), average="macro", zero_division=0))
+
+        trues, preds, fold_a, fold_f = [], [], [], []
         for f in sel.folds:
             torch.manual_seed(args.seed + f.index)
             model = plain_fit(plain_classifier(len(sel.names)), x, y, f.train, args.epochs, args.ref_batch,
                               args.ref_lr, bf16, args.seed + f.index)
-            h = (plain_predict(model, x, f.test, bf16) == y[f.test]).numpy()
-            hits.append(h)
-            fold_a.append(float(h.mean()))
-        res["reference"] = {"accuracy": float(np.concatenate(hits).mean()), "fold_accuracy": fold_a}
-        key = "accuracy"
+            q, t = plain_predict(model, x, f.test, bf16).numpy(), y[f.test].numpy()
+            trues.append(t)
+            preds.append(q)
+            fold_a.append(float((q == t).mean()))
+            fold_f.append(macro_f1(t, q))
+        t, q = np.concatenate(trues), np.concatenate(preds)
+        res["reference"] = {"accuracy": float((q == t).mean()), "fold_accuracy": fold_a,
+                            "f1": macro_f1(t, q), "fold_f1": fold_f}
+        key = headline_metric("classify")
     res["reference_s"] = round(time.time() - t, 1)
 
     ref = res["reference"][key]

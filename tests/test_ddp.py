@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from _procs import run_workers
 from awcl.methods.base import Method
 
 B, D_IN, WORLD = 6, 12, 2
@@ -43,7 +44,9 @@ def _method() -> Method:
 
 
 def _worker(rank: int, init_file: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    # a timeout on every collective: a lost peer fails the worker instead of blocking it
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=WORLD, timeout=timedelta(seconds=60))
     torch.set_num_threads(1)
     model = nn.parallel.DistributedDataParallel(_model())
     x1, x2, key = _data()
@@ -57,13 +60,18 @@ def _worker(rank: int, init_file: str, out: str) -> None:
     if rank == 0:
         torch.save(
             {"loss": mean_loss, "grads": {n: p.grad for n, p in model.module.named_parameters()}},
-            out,
+            out + ".tmp",
         )
+        os.replace(out + ".tmp", out)  # the parent sees the whole file or none
     dist.barrier()
     dist.destroy_process_group()
+    # the process leaves through os._exit (run_workers) while `model` is still alive: the
+    # destructors that can hang at teardown never run
 
 
 def _free_port() -> int:
+    # a hint: another process may take the port first; the workers then fail (by the deadline
+    # of run_workers at the latest), they never hang the suite
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -72,9 +80,7 @@ def _free_port() -> int:
 def test_two_process_loss_and_gradient_equal_single_process() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "ddp.pt")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        mp.spawn(_worker, args=(str(Path(tmp) / "init"), out), nprocs=WORLD, join=True)
+        run_workers(_worker, (str(Path(tmp) / "init"), out), nprocs=WORLD, timeout=120)
         got = torch.load(out, weights_only=True)
 
     model = _model()
@@ -118,7 +124,7 @@ def test_engine_under_ddp_two_cpu_processes(tmp_path: Path) -> None:
 
     data = make_tiny(tmp_path / "tiny")
     run = tmp_path / "run"
-    mp.spawn(_engine_worker, args=(_free_port(), str(data), str(run)), nprocs=WORLD, join=True)
+    run_workers(_engine_worker, (_free_port(), str(data), str(run)), nprocs=WORLD, timeout=240)
     assert (run / "encoder.pt").is_file()
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert int(rows[-1]["step"]) == 2

@@ -103,7 +103,7 @@ def _relative_change(preset: str, name: str | None = None, warmup: float | None 
     if warmup is not None:
         o.warmup = warmup
     before = copy.deepcopy(enc.state_dict())
-    opt = build_optimizer(model, o)
+    opt = build_optimizer(model, o, encoder=enc)
     sched = build_schedule(opt, o, total)
     for _ in range(steps):
         opt.zero_grad()
@@ -162,7 +162,7 @@ def test_no_weight_decay_on_norm_and_bias():
             assert id(q) in decay, name
     assert {g["weight_decay"] for g in groups} == {1e-3, 0.0}
     # Task II: the encoder at a tenth of the FC layers' lr
-    scaled = param_groups(model, 0.0, lr=0.1, encoder_lr_scale=0.1)
+    scaled = param_groups(model, 0.0, lr=0.1, encoder_lr_scale=0.1, encoder=model.encoder)
     enc = {id(q) for q in model.encoder.parameters()}
     for g in scaled:
         assert g["lr"] == pytest.approx(0.01 if id(g["params"][0]) in enc else 0.1)

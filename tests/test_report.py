@@ -16,6 +16,7 @@ from awcl.study.runner import Executors, run_study
 from test_study import Calls, base_raw
 
 SECTIONS = [
+    "Answer on this data",
     "Transfer table (full fine-tuning)",
     "Partial fine-tuning (encoder frozen)",
     "kNN probe (frozen features)",
@@ -139,13 +140,18 @@ def test_report_of_partial_study_and_missing_dir(tmp_path):
 
 
 # ------------------------------------------------------------------ designed predictions
-def designed_executors(correct: dict[str, float], collapse: set[str] = frozenset()):
+def designed_executors(correct: dict[str, float], collapse: set[str] = frozenset(),
+                       pretrained: dict[str, dict] | None = None):
     """Stand-ins whose classification predictions are designed: method m is right on every
     frame of the first ``correct[m]`` share of each fold's test patients and wrong on the
     rest; a method in ``collapse`` predicts class 'a' everywhere. 2 folds x 10 patients x 4
-    frames, classes alternating by patient."""
+    frames, classes alternating by patient. ``pretrained[m]`` is added to method m's
+    pretraining result (summary.json keys: steps, views_seen, knn_acc, ...)."""
     calls = Calls()
     base = calls.executors()
+
+    def pretrain(run, inputs):
+        return {**base.pretrain(run, inputs), **(pretrained or {}).get(run.labels["method"], {})}
 
     def finetune(run, inputs):
         run.output.mkdir(parents=True)
@@ -167,7 +173,7 @@ def designed_executors(correct: dict[str, float], collapse: set[str] = frozenset
             folds.append({"accuracy": float((g.true == g.pred).mean()), "f1": _macro_f1(g)})
         return {"folds": folds}
 
-    return Executors(base.data, base.pretrain, finetune, base.embed)
+    return Executors(base.data, pretrain, finetune, base.embed)
 
 
 def _macro_f1(g: pd.DataFrame) -> float:
@@ -176,14 +182,14 @@ def _macro_f1(g: pd.DataFrame) -> float:
     return float(f1_score(g.true, g.pred, average="macro", labels=["a", "b"], zero_division=0))
 
 
-def designed_study(tmp_path, correct, collapse=frozenset()):
+def designed_study(tmp_path, correct, collapse=frozenset(), pretrained=None):
     raw = base_raw()
     raw["methods"] = list(correct)
     raw["anatomy_ratios"] = [0.5]
     raw["tasks"] = [raw["tasks"][0]]
     raw["tasks"][0]["protocols"] = ["full"]
     raw["embed"] = {"enabled": False}
-    run_study(parse_config(raw), tmp_path, designed_executors(correct, collapse), progress=False,
+    run_study(parse_config(raw), tmp_path, designed_executors(correct, collapse, pretrained), progress=False,
               echo=lambda s: None)  # fmt: skip
     write_report(tmp_path)
     return tmp_path
@@ -210,7 +216,9 @@ def test_paired_bootstrap_in_report_on_a_known_case(tmp_path):
     assert f"{expected:+.3f}" in row and "yes: awcl-coarse better" in row
     row0 = next(line for line in pair.splitlines() if line.startswith("| simclr − random |"))
     assert "| no |" in row0
-    assert "Significant differences: cls (full): awcl-coarse over" in pair
+    assert "Significant differences" not in md  # the forest plot and the answer say it
+    answer = md.split("## Answer on this data")[1].split("\n## ")[0]
+    assert f"awcl-coarse − simclr = {expected:+.3f} [" in answer
     # the transfer table flags the identical rows (random and simclr predict the same)
     table = md.split("## Transfer table (full fine-tuning)")[1].split("\n## ")[0]
     assert "random, simclr: identical numbers" in table
@@ -263,3 +271,77 @@ def test_label_efficiency_section(study):
     overview = md.split("## Overview")[1].split("\n## ")[0]
     assert "Pretraining batch composition: random" in overview
     assert "crop of 0.08–1" in overview
+
+
+# ------------------------------------------------------------------ the answer up front
+def _compute(steps, views, schedule, warmup, curve, cross):
+    init, final = curve[0][1], curve[-1][1]
+    return {"steps": steps, "views_seen": views, "lr_schedule": schedule, "warmup": warmup,
+            "knn_acc_init": init, "knn_acc": final, "knn_curve": curve, "knn_crossover_step": cross}  # fmt: skip
+
+
+def test_answer_up_front_with_forest_plot_and_compute(tmp_path):
+    from awcl.study.report import load_predictions, load_study, paired_difference, summary_text
+
+    below = _compute(120, 7680, "constant", 0.0, [[0, 0.425], [60, 0.2], [120, 0.175]], None)
+    past = _compute(600, 38400, "warmup-cosine", 0.1, [[0, 0.425], [180, 0.3], [360, 0.5], [600, 0.55]], 360)
+    out = designed_study(tmp_path, {"random": 0.5, "simclr": 0.6, "awcl-coarse": 1.0, "awcl-fine": 0.8},
+                         pretrained={"simclr": below, "awcl-coarse": past, "awcl-fine": past})  # fmt: skip
+    md = (out / "report.md").read_text()
+    assert re.findall(r"^## (.+)$", md, flags=re.M)[0] == "Answer on this data"  # the report opens with it
+    answer = md.split("## Answer on this data")[1].split("\n## ")[0]
+    paras = {p.split(".**")[0].lstrip("*"): p for p in answer.split("\n\n") if p.startswith("**")}
+    assert list(paras) == ["Pretrained vs random", "AWCL vs SimCLR", "Fine vs coarse"]
+    preds = load_predictions(load_study(out))
+
+    def stated(a, b):  # the pairwise table's difference and interval, as the answer states them
+        d, lo, hi, _ = paired_difference(preds, a, b, "f1", "classify")
+        sig = f"significant ({a if d > 0 else b} better)" if lo > 0 or hi < 0 else "not significant"
+        return f"{a} − {b} = {d:+.3f} [{lo:+.3f}, {hi:+.3f}], {sig}"
+
+    assert "cls (full fine-tuning, macro-F1)" in paras["Pretrained vs random"]
+    assert stated("awcl-coarse", "random") in paras["Pretrained vs random"]  # the best pretrained
+    assert "significant (awcl-coarse better)" in paras["Pretrained vs random"]
+    assert "best of 3 pretrained, 2 significantly better than random, 0 worse" in paras["Pretrained vs random"]
+    assert stated("awcl-fine", "simclr") in paras["AWCL vs SimCLR"]
+    assert stated("awcl-coarse", "simclr") in paras["AWCL vs SimCLR"]
+    assert stated("awcl-fine", "awcl-coarse") in paras["Fine vs coarse"]
+    pair = md.split("## Pairwise differences")[1].split("\n## ")[0]
+    row = next(line for line in pair.splitlines() if line.startswith("| awcl-fine − awcl-coarse |"))
+    d, lo, hi, _ = paired_difference(preds, "awcl-fine", "awcl-coarse", "f1", "classify")
+    assert f"| {d:+.3f} | [{lo:+.3f}, {hi:+.3f}] |" in row  # the answer reads the table's numbers
+    # the note: simclr stopped below its step-0 kNN value, the others past their crossover
+    note = next(p for p in answer.split("\n\n") if "Still below step 0" in p)
+    assert "simclr stopped at step 120 with kNN 0.175 < 0.425 at step 0" in note
+    assert "awcl" not in note.split(".")[0]
+    # equal compute, stated
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in answer.splitlines() if line.startswith("| ") and not line.startswith("| method")}  # fmt: skip
+    assert rows["simclr"] == ["120", "7,680", "constant", "0.425 → 0.175 ⚠", "never (still below)"]
+    assert rows["awcl-fine"] == ["600", "38,400", "warmup-cosine (10% warmup)", "0.425 → 0.550", "360"]
+    assert rows["random (no pretraining)"][:2] == ["0", "0"]
+    # one picture of every difference: forest.png beside the report, in report.md and report.html
+    png = (out / "forest.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (out / "report_files" / "forest.png").read_bytes() == png
+    assert "](report_files/forest.png)" in answer
+    html = (out / "report.html").read_text()
+    head = html.split("<h2>Overview</h2>")[0]
+    assert "<h2>Answer on this data</h2>" in head
+    assert "<img alt='Forest plot: every pairwise difference" in head
+    assert base64.b64encode(png).decode() in head
+    # the console summary ends with the answer
+    console = summary_text(out)
+    assert console.rsplit("## ", 1)[1].startswith("Answer on this data")
+    tail = console.rsplit("## ", 1)[1]
+    for q in paras:
+        assert f"**{q}.**" in tail
+    assert stated("awcl-fine", "awcl-coarse") in tail and "Still below step 0" in tail.splitlines()[-1]
+
+
+def test_answer_skips_questions_without_their_methods(tmp_path):
+    out = designed_study(tmp_path, {"random": 0.5, "simclr": 0.8})
+    answer = (out / "report.md").read_text().split("## Answer on this data")[1].split("\n## ")[0]
+    assert "**Pretrained vs random.**" in answer and "simclr − random = " in answer
+    assert "AWCL vs SimCLR" not in answer and "Fine vs coarse" not in answer
+    assert "Still below step 0" not in answer  # the stand-ins' kNN rises from 0.3 to 0.6
+    assert (out / "forest.png").is_file()

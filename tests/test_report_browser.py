@@ -83,6 +83,10 @@ def test_report_renders_every_section_and_image(study, tmp_path):
     for img in seen["imgs"]:
         assert img["complete"] and min(img["natural"]) > 0, img["alt"]  # decoded
         assert min(img["shown"]) > 10, img["alt"]  # and drawn at a visible size
+    # the answer opens the page, and its forest plot is the first picture, drawn
+    assert heads[0] == "Answer on this data"
+    assert seen["imgs"][0]["alt"].startswith("Forest plot: every pairwise difference")
+    assert seen["imgs"][0]["shown"][0] > 300
 
 
 def test_report_screenshot(study, tmp_path):

@@ -52,3 +52,11 @@ def test_tiny_real_study(tmp_path):
     assert html.count("data:image/png;base64,") >= 3  # t-SNE grid, confusion, pretrain curve
     df = pd.read_csv(files.csv)
     assert set(df[df.kind == "finetune"].method) == {"random", "awcl-coarse"}
+    # the answer up front reads the real pretraining summary (steps, views seen, schedule)
+    result = json.loads((pre / "DONE").read_text())["result"]
+    assert {"steps", "views_seen", "lr_schedule", "knn_crossover_step"} <= set(result)
+    md = files.markdown.read_text()
+    answer = md.split("\n## ")[1]
+    assert answer.startswith("Answer on this data") and "awcl-coarse − random = " in answer
+    assert f"| awcl-coarse | {result['steps']:,} | {result['views_seen']:,} |" in answer
+    assert (tmp_path / "forest.png").is_file() and "alt='Forest plot" in html

@@ -47,13 +47,24 @@ def _stale(info: dict) -> bool:
     return info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", 0) or 0))
 
 
+def _mine(info: dict) -> bool:
+    return info.get("host") == socket.gethostname() and int(info.get("pid", 0) or 0) == os.getpid()
+
+
 @contextlib.contextmanager
-def dir_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
-    """Hold the lock file ``path`` for the block; ``what`` names the locked thing in errors."""
+def dir_lock(path: str | os.PathLike, what: str, wait: float = 0.0) -> Iterator[Path]:
+    """Hold the lock file ``path`` for the block; ``what`` names the locked thing in errors.
+
+    Re-entrant within one process (a study's run holding its folder calls ``pretrain`` into
+    it). ``wait``: seconds to wait for a live holder before giving up (0: fail at once)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if _mine(_holder(path)):
+        yield path  # this process holds it already; the outer block releases it
+        return
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-    for _ in range(3):  # a stale lock is removed and the create retried
+    deadline = time.monotonic() + wait
+    for _ in range(3 + int(wait * 2)):  # a stale lock is removed and the create retried
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -67,6 +78,9 @@ def dir_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
                 if info and _stale(info):
                     path.unlink(missing_ok=True)
                     continue
+            if time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
             raise LockedError(
                 f"{what} is in use by pid {info.get('pid', '?')} on host {info.get('host', '?')} "
                 f"(lock {path}; remove it if that process is gone)"
@@ -81,3 +95,16 @@ def dir_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
     finally:
         if _holder(path).get("pid") == me["pid"]:
             path.unlink(missing_ok=True)
+
+
+def out_lock_path(out: str | os.PathLike) -> Path:
+    """The lock of an output folder: a hidden sibling, so it exists before the folder does and
+    never lands inside a finished output."""
+    out = Path(out)
+    return out.parent / f".{out.name}.lock"
+
+
+def out_lock(out: str | os.PathLike, what: str, wait: float = 0.0) -> contextlib.AbstractContextManager[Path]:
+    """One writer at a time for the output folder ``out`` (pretrain, finetune, embed, prepare,
+    export); a second gets one line naming the holder's pid and host."""
+    return dir_lock(out_lock_path(out), f"{what} {out}", wait=wait)

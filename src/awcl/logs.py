@@ -159,6 +159,11 @@ def details_at(where: str) -> None:
         _ACTIVE[-1].details.append(where)
 
 
+def verbose() -> bool:
+    """Whether the command runs with ``--verbose`` (every warning shown)."""
+    return bool(_ACTIVE) and _ACTIVE[-1].verbose
+
+
 @contextlib.contextmanager
 def summarized(verbose: bool = False, level: int | None = None) -> Iterator[WarningSummary]:
     """Route log records and Python warnings to a :class:`WarningSummary` on the root logger

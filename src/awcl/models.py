@@ -1,6 +1,7 @@
 """Encoder, projection head and the loading of every initialisation kind.
 
-The encoder is torchvision's ResNet-18 without ``fc``. Ultrasound is grey-scale, so it runs
+The default encoder is torchvision's ResNet-18 without ``fc`` (``--backbone resnet34`` /
+``resnet50`` swap the trunk; ``timm:<model>`` builds :class:`awcl.backbones.TimmEncoder`). Ultrasound is grey-scale, so it runs
 with a 1-channel ``conv1`` (a third of that layer's work); exported weights use the standard
 3-channel ``conv1`` (the grey kernel divided by 3 on each channel), which gives identical
 features for a grey image replicated to RGB. The exported state dict therefore loads with
@@ -13,9 +14,11 @@ loaded with its input normalisation folded into the grey stem (``fold_rgb_stem``
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,20 +31,29 @@ GREY_MEAN, GREY_STD = 0.449, 0.226  # mean of ImageNet's RGB mean/std
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FEATURE_DIM = 512
 ENCODER_FILE = "encoder.pt"  # name of the exported encoder inside a run directory
+BACKBONE_KEY = "awcl_backbone"  # an encoder file's record of its architecture (not ResNet-18)
 
 
-def _resnet18() -> nn.Module:
-    from torchvision.models import resnet18
+RESNET_NAMES = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50"}
+PYRAMIDS = {"resnet18": [64, 64, 128, 256, 512], "resnet34": [64, 64, 128, 256, 512],
+            "resnet50": [64, 256, 512, 1024, 2048]}  # stem, layer1..4 channels
 
-    return resnet18(weights=None)
+
+def _resnet(arch: str = "resnet18") -> nn.Module:
+    import torchvision.models
+
+    return getattr(torchvision.models, arch)(weights=None)
 
 
 class Encoder(nn.Module):
-    """ResNet-18 trunk. ``forward(x: [B,1,H,W] in [0,1]) -> [B, 512]``."""
+    """ResNet trunk (ResNet-18 by default). ``forward(x: [B,1,H,W] in [0,1]) -> [B, out_dim]``
+    (512 for ResNet-18/34, 2048 for ResNet-50)."""
 
-    def __init__(self) -> None:
+    def __init__(self, arch: str = "resnet18") -> None:
         super().__init__()
-        net = _resnet18()
+        if arch not in PYRAMIDS:
+            raise AwclError(f"unknown ResNet {arch!r} (choose from {', '.join(PYRAMIDS)})")
+        net = _resnet(arch)
         net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
@@ -51,7 +63,9 @@ class Encoder(nn.Module):
             net.layer4,
         )
         self.avgpool = net.avgpool
-        self.out_dim = FEATURE_DIM
+        self.backbone = arch
+        self.out_dim = int(net.fc.in_features)
+        self.feature_channels = list(PYRAMIDS[arch])
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - GREY_MEAN) / GREY_STD
@@ -60,7 +74,8 @@ class Encoder(nn.Module):
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Multi-scale maps for a segmentation decoder.
 
-        Returns [stem /2: 64ch, layer1 /4: 64, layer2 /8: 128, layer3 /16: 256, layer4 /32: 512].
+        Returns [stem /2: 64ch, layer1 /4: 64, layer2 /8: 128, layer3 /16: 256, layer4 /32: 512]
+        (ResNet-18/34; ``feature_channels`` lists them for each ResNet).
         """
         s = self.stem(x)
         f1 = self.layer1(self.maxpool(s))
@@ -76,13 +91,13 @@ class Encoder(nn.Module):
 
     # ------------------------------------------------------------------ torchvision interop
     def export_state_dict(self) -> OrderedDict[str, torch.Tensor]:
-        """State dict that loads strictly into ``torchvision.models.resnet18()`` minus ``fc``."""
+        """State dict that loads strictly into ``torchvision.models.<arch>()`` minus ``fc``."""
         sd = OrderedDict((k, v.detach().clone().cpu()) for k, v in self.state_dict().items())
         sd["conv1.weight"] = sd["conv1.weight"].repeat(1, 3, 1, 1) / 3.0
         return sd
 
     def load_torchvision_state_dict(self, sd: dict[str, torch.Tensor], source: str = "") -> None:
-        """Load a ResNet-18 state dict (3- or 1-channel conv1; ``fc.*`` ignored) strictly."""
+        """Load a ResNet state dict of this depth (3- or 1-channel conv1; ``fc.*`` ignored) strictly."""
         sd = {k.removeprefix("module."): v for k, v in sd.items() if not k.startswith("fc.")}
         w = sd.get("conv1.weight")
         if isinstance(w, torch.Tensor) and w.ndim == 4 and w.shape[1] == 3:
@@ -103,9 +118,10 @@ class Encoder(nn.Module):
                 k = shape[0]
                 parts.append(
                     f"{len(shape)} shape mismatches (e.g. {k}: file {tuple(sd[k].shape)} vs "
-                    f"ResNet-18 {tuple(own[k].shape)})"
+                    f"{RESNET_NAMES[self.backbone]} {tuple(own[k].shape)})"
                 )
-            raise AwclError(f"{source or 'state dict'}: not a ResNet-18 encoder: " + "; ".join(parts))
+            raise AwclError(f"{source or 'state dict'}: not a {RESNET_NAMES[self.backbone]} encoder: "
+                            + "; ".join(parts) + " (--backbone names a foreign file's architecture)")
         self.load_state_dict(sd, strict=True)
 
 
@@ -157,13 +173,18 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a checkpoint safely (``weights_only=True``) and return a flat tensor state dict.
 
     Accepts a bare state dict, or a dict holding one under ``state_dict``/``encoder``/
-    ``model``. Anything else (a pickled module, a list, ...) is refused with a clear message.
+    ``model`` (a training checkpoint's ``argparse.Namespace`` of settings, as MAE's, is
+    allowed), or a ``.safetensors`` file. Anything else (a pickled module, a list, ...) is
+    refused with a clear message.
     """
     path = Path(path)
     if not path.is_file():
         raise AwclError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors for full modules, zip errors for junk files
         first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
         raise AwclError(
@@ -177,6 +198,40 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise AwclError(f"{path}: not a state dict of tensors ({type(obj).__name__})")
     return obj
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path), device="cpu"))
+    except ImportError:
+        raise AwclError(f"{path}: reading .safetensors needs the 'safetensors' package") from None
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise AwclError(f"{path}: not a readable safetensors file ({first})") from None
+
+
+def encoder_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """What an awcl encoder file records about itself: ``{"backbone": name, "img_size":
+    [H, W] or None}``, or ``{}`` (a bare state dict: a ResNet-18 of awcl's, or a foreign file)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            size = meta.get("img_size")
+            return {"backbone": meta["awcl_backbone"],
+                    "img_size": [int(v) for v in size.split("x")] if size else None} if meta.get("awcl_backbone") else {}  # fmt: skip
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable: load_state_file says why
+        return {}
+    if isinstance(obj, dict) and isinstance(obj.get(BACKBONE_KEY), str):
+        return {"backbone": obj[BACKBONE_KEY], "img_size": obj.get("img_size")}
+    return {}
 
 
 def resolve_init(init: str | os.PathLike) -> str | Path:
@@ -194,19 +249,69 @@ def resolve_init(init: str | os.PathLike) -> str | Path:
     return p
 
 
-def build_encoder(init: str | os.PathLike = "random") -> Encoder:
-    """Encoder from 'random', an awcl run directory / exported encoder, or a torchvision file."""
-    enc = Encoder()
+def resolve_backbone(init: str | os.PathLike = "random", backbone: str | None = None) -> str:
+    """The architecture to build: ``backbone`` if given, else the one the ``init`` file records,
+    else ResNet-18. A ``backbone`` that contradicts the recorded one is an error."""
+    from awcl.backbones import DEFAULT_BACKBONE, check_backbone
+
     src = resolve_init(init)
+    recorded = encoder_meta(src).get("backbone") if src != "random" else None
+    if backbone:
+        backbone = check_backbone(backbone)
+        if recorded and recorded != backbone:
+            raise AwclError(f"{src}: an encoder of backbone {recorded}, not --backbone {backbone} "
+                            f"(drop --backbone or pass {recorded})")  # fmt: skip
+        return backbone
+    return check_backbone(recorded or DEFAULT_BACKBONE)
+
+
+def encoder_dim(init: str | os.PathLike = "random", backbone: str | None = None,
+                size: tuple[int, int] | None = None) -> int:
+    """Width of the pooled features of the encoder ``build_encoder`` would build (without
+    building it, and without drawing random numbers)."""
+    from awcl.backbones import feature_dim
+
+    return feature_dim(resolve_backbone(init, backbone), tuple(size) if size else None)
+
+
+def build_encoder(init: str | os.PathLike = "random", backbone: str | None = None,
+                  size: tuple[int, int] | None = None) -> nn.Module:
+    """Encoder from 'random', an awcl run directory / exported encoder, a torchvision ResNet
+    file or a foreign checkpoint (awcl.backbones).
+
+    ``backbone``: the architecture (default: the one the init file records, else ResNet-18);
+    ``size``: the working frame size ``(H, W)``, which timm models that need one (ViT
+    position embeddings) are built for. A ResNet is an :class:`Encoder`, a timm model an
+    :class:`awcl.backbones.TimmEncoder`; both give ``forward(x) -> [B, out_dim]``,
+    ``feature_maps``, ``feature_channels``, ``backbone`` and ``export_state_dict``.
+    """
+    from awcl.backbones import RESNETS, TimmEncoder
+
+    name = resolve_backbone(init, backbone)
+    src = resolve_init(init)
+    if name in RESNETS:
+        enc = Encoder(name)
+        if src != "random":
+            enc.load_torchvision_state_dict(load_state_file(src), source=str(src))
+        return enc
+    meta = encoder_meta(src) if src != "random" else {}
+    tenc = TimmEncoder(name, tuple(size) if size else meta.get("img_size"))
     if src != "random":
-        enc.load_torchvision_state_dict(load_state_file(src), source=str(src))
-    return enc
+        tenc.load_weights(load_state_file(src), str(src), own=bool(meta), own_img_size=meta.get("img_size"))
+    return tenc
 
 
-def save_encoder(encoder: Encoder, path: str | os.PathLike) -> Path:
-    """Write the torchvision-compatible encoder state dict atomically."""
+def save_encoder(encoder: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the encoder atomically: ResNet-18 as a bare torchvision-compatible state dict (as
+    always); any other backbone as ``{"awcl_backbone": name, "img_size": [H, W] | None,
+    "encoder": state dict}`` (torchvision / timm keys), so a later run builds the same model."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    name = getattr(encoder, "backbone", "resnet18")
+    obj: Any = encoder.export_state_dict()
+    if name != "resnet18":
+        size = getattr(encoder, "img_size", None)
+        obj = {BACKBONE_KEY: name, "img_size": list(size) if size else None, "encoder": obj}
     with atomic_file(path) as tmp:
-        torch.save(encoder.export_state_dict(), tmp)
+        torch.save(obj, tmp)
     return path

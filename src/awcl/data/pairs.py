@@ -161,8 +161,16 @@ class PairBatchSampler(Sampler[list[Item]]):
     def __iter__(self) -> Iterator[list[Item]]:
         if self.epoch_source is not None:
             self.epoch = int(self.epoch_source())
-        if self._resume is not None and self._resume[0] != self.epoch:
-            self._resume = None
+        if self._resume is not None:
+            ep, done = self._resume
+            if done >= len(self.epoch_batches(ep)):  # saved after the epoch's last batch
+                ep, done = self._resume = (ep + 1, 0)
+            if ep > self.epoch:
+                # on a resume Lightning makes the iterator (and loader workers draw from it at
+                # once) before it counts the checkpoint's epoch as finished: the checkpoint wins
+                self.epoch = ep
+            elif ep != self.epoch:
+                self._resume = None
         skip = self._resume[1] if self._resume else 0
         self.done = skip
         yield from self.epoch_batches()[skip:]

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from pathlib import Path
 
 from awcl.errors import AwclError
+
+log = logging.getLogger(__name__)
 
 SECRET_ENV = "AWCL_SECRET"
 SECRET_FILE_ENV = "AWCL_SECRET_FILE"
@@ -75,8 +78,36 @@ def project_secret() -> bytes:
             raise SecretError(f"{path}: cannot read or create the pseudonymisation secret ({err.strerror or err})") from None
     if len(value) < MIN_SECRET_BYTES:
         raise SecretError(f"{where}: pseudonymisation secret is shorter than {MIN_SECRET_BYTES} bytes")
+    if not env:
+        _warn_if_shared(secret_path())
     _cache[key] = value
     return value
+
+
+def _warn_if_shared(path: Path) -> None:
+    """One warning when other users may read the key file (it should be 0600)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("%s: the pseudonymisation secret is readable by other users (mode %o); "
+                    "run: chmod 600 %s", path, mode & 0o777, path)
+
+
+def secret_values() -> list[str]:
+    """The key as any config could spell it (``$AWCL_SECRET``, the key file's text), without
+    creating a key file: what no interpolation may ever copy into a shared file."""
+    out = []
+    if os.environ.get(SECRET_ENV):
+        out.append(os.environ[SECRET_ENV])
+    try:
+        text = secret_path().read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if text:
+        out.append(text)
+    return [v for v in out if len(v) >= 4]
 
 
 def keyed_hash(value: str) -> str:

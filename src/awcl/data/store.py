@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 
 from awcl import logs
-from awcl.atomic import replace_dir, temp_sibling
-from awcl.data.secret import keyed_hash
+from awcl.atomic import replace_dir, sweep_temps, temp_sibling
+from awcl.data.secret import SecretError, key_fingerprint, keyed_hash
 from awcl.errors import DataError
+from awcl.locking import out_lock
 
 log = logging.getLogger("awcl.data")
 
@@ -231,8 +232,10 @@ class DatasetWriter:
         size: tuple[int, int] = DEFAULT_SIZE,
         source: str = "",
         overwrite: bool = True,
+        wait_lock: float = 0.0,
     ):
         self.out = Path(out)
+        self.wait_lock = wait_lock  # seconds to wait for another writer of ``out`` (0: refuse)
         self.size = (int(size[0]), int(size[1]))
         self.source = source
         self.overwrite = overwrite
@@ -245,6 +248,18 @@ class DatasetWriter:
         self._masks: _ArrayAppender | None = None
 
     def __enter__(self) -> DatasetWriter:
+        self._lock = out_lock(self.out, "prepared dataset", wait=self.wait_lock)
+        try:
+            self._lock.__enter__()  # one writer per output; released in __exit__
+        except OSError as err:  # e.g. the output's parent is a plain file
+            raise DataError(f"{self.out}: cannot write the dataset here: {_os_reason(err)}") from None
+        try:
+            return self._enter()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+
+    def _enter(self) -> DatasetWriter:
         if self.out.exists() or self.out.is_symlink():
             if not self.overwrite:
                 raise DataError(f"{self.out}: already exists (pass overwrite to replace it)")
@@ -257,6 +272,7 @@ class DatasetWriter:
                 )
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
+            sweep_temps(self.out.parent, self.out.name)  # left by a killed earlier prepare
             self._tmp = temp_sibling(self.out)
             self._tmp.mkdir()
             self._frames = _ArrayAppender(self._tmp / "frames.npy", self.size)
@@ -326,6 +342,7 @@ class DatasetWriter:
         finally:
             if self._tmp is not None and self._tmp.exists():
                 shutil.rmtree(self._tmp, ignore_errors=True)
+            self._lock.__exit__(None, None, None)
 
     def _finish(self, exc: BaseException | None) -> None:
         assert self._tmp is not None
@@ -351,6 +368,9 @@ class DatasetWriter:
         df.to_csv(self._tmp / "manifest.csv", index=False)
         meta = {
             "format": FORMAT,
+            # which key made this dataset's pseudonyms (a public tag: datasets with different
+            # keys have unrelated patient ids, so they must not be merged or pooled)
+            **_key_tag(),
             **self.meta,
             "height": self.size[0],
             "width": self.size[1],
@@ -365,6 +385,13 @@ class DatasetWriter:
         if self.skipped or self.notes:
             keys = " and ".join(k for k, v in (("skipped", self.skipped), ("notes", self.notes)) if v)
             logs.details_at(f"{self.out / 'dataset.json'} (key {keys}: every file and its reason)")
+
+
+def _key_tag() -> dict[str, str]:
+    try:
+        return {"key_fingerprint": key_fingerprint()}
+    except SecretError:  # no usable key: this dataset made no pseudonyms with one either
+        return {}
 
 
 def _without_file(reason: str, file: str) -> str:
@@ -470,6 +497,7 @@ def merge_datasets(
     out: str | os.PathLike,
     names: list[str] | None = None,
     size: tuple[int, int] | None = None,
+    wait_lock: float = 0.0,
 ) -> Path:
     """Write the union of several prepared datasets to ``out``; returns ``Path(out)``.
 
@@ -485,9 +513,10 @@ def merge_datasets(
         raise DataError("merge: give at least one prepared dataset")
     datasets = [open_dataset(s) for s in sources]
     names = _merge_names(datasets, names)
+    keys = _common_key(datasets, names)
     size = tuple(size) if size else datasets[0].size  # type: ignore[assignment]
     hierarchy, mask_classes = _merged_labels(datasets, names)
-    with DatasetWriter(out, size=size, source="+".join(names)) as w:
+    with DatasetWriter(out, size=size, source="+".join(names), wait_lock=wait_lock) as w:
         for ds, name in zip(datasets, names):
             _append_source(w, ds, name, size)
         ignore = sorted({lab for ds in datasets for lab in ds.ignore_labels})
@@ -497,11 +526,30 @@ def merge_datasets(
                 "ignore_labels": ignore,
                 "sources": [describe_source(ds, n) for ds, n in zip(datasets, names)],
                 "prepare": {"kind": "merge", "names": names},
+                **({"key_fingerprint": keys} if keys else {}),
             }
         )
         if mask_classes:
             w.meta["mask_classes"] = mask_classes
     return Path(out)
+
+
+def _common_key(datasets: list[PreparedDataset], names: list[str]) -> str | None:
+    """The one pseudonym key of the sources (None: none recorded); two keys are an error,
+    since the same patient would then carry unrelated ids in the union."""
+    seen: dict[str, str] = {}
+    for ds, name in zip(datasets, names):
+        tag = ds.meta.get("key_fingerprint")
+        if tag:
+            seen.setdefault(str(tag), name)
+    if len(seen) > 1:
+        (a, na), (b, nb) = list(seen.items())[:2]
+        raise DataError(
+            f"merge: {na} and {nb} were prepared with different pseudonymisation keys "
+            f"(fingerprints {a} and {b}): their patient ids do not match; prepare both with one "
+            "key ($AWCL_SECRET or $AWCL_SECRET_FILE)"
+        )
+    return next(iter(seen), None)
 
 
 def _merge_names(datasets: list[PreparedDataset], names: list[str] | None) -> list[str]:
@@ -622,4 +670,4 @@ def union_dataset(
         except DataError:
             pass  # damaged: rebuild
     log.info("building the union of %d datasets in %s", len(sources), out)
-    return merge_datasets(sources, out)
+    return merge_datasets(sources, out, wait_lock=3600.0)

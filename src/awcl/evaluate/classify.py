@@ -31,7 +31,7 @@ from awcl.evaluate.summary import (
     fold_classification_metrics,
 )
 from awcl.evaluate.tasks import METRICS
-from awcl.models import build_encoder
+from awcl.models import build_encoder, encoder_dim
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,14 @@ def frozen_features(cfg: FinetuneConfig, frames: torch.Tensor, engine: Engine,
     """Maps of the frozen encoder for every frame, computed once for all folds, on the
     engine's device at its precision.
 
-    Returns ``[N, 512, 1, 1]`` (pooled; linear/fc2 heads) or ``[N, 512, h, w]`` (sononet).
+    Returns ``[N, 512, 1, 1]`` (pooled; linear/fc2 heads) or ``[N, 512, h, w]`` (sononet);
+    the encoder's ``out_dim`` channels.
     """
     torch.manual_seed(cfg.seed)  # the same (random) encoder for every fold
-    encoder = build_encoder(cfg.init)
+    encoder = build_encoder(cfg.init, cfg.backbone, tuple(frames.shape[-2:]))
     pooled = cfg.resolved_head != "sononet"
     return encode(encoder, frames, engine,
-                  lambda enc, x: _pool(last_feature_map(enc, x), pooled), batch)
+                  lambda enc, x: _pool(last_feature_map(enc, x, pooled), pooled), batch)
 
 
 def _pool(f: torch.Tensor, pooled: bool) -> torch.Tensor:
@@ -59,7 +60,10 @@ def _fold_module(cfg: FinetuneConfig, frames: torch.Tensor, y: np.ndarray, fold,
     """The Lightning module of one fold: encoder + head (full) or head on cached maps."""
     p = cfg.resolved_preset()
     torch.manual_seed(cfg.seed + fold.index)
-    head = make_head(cfg.resolved_head, K)
+    size = tuple(frames.shape[-2:])
+    # sized from the encoder; for full fine-tuning before the encoder is built (as always)
+    width = cached.shape[1] if cached is not None else encoder_dim(cfg.init, cfg.backbone, size)
+    head = make_head(cfg.resolved_head, K, width)
     optim = p.optim()
     yt = torch.from_numpy(y)
     common = dict(kind="classify", num_classes=K, optim=optim, fold=fold, batch_size=p.batch_size,
@@ -74,11 +78,11 @@ def _fold_module(cfg: FinetuneConfig, frames: torch.Tensor, y: np.ndarray, fold,
             sd = x[fold.train].std(0, keepdim=True).clamp_min(1e-6)
             x = (x - mu) / sd
         return DownstreamModule(head, data=(x, yt), augment_cfg=None, channels_last=False, **common)
-    model = Classifier(build_encoder(cfg.init), head)
+    model = Classifier(build_encoder(cfg.init, cfg.backbone, size), head)
     if engine.choice.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return DownstreamModule(model, data=(frames, yt), augment_cfg=p.augment,
-                            channels_last=engine.choice.channels_last, **common)
+                            channels_last=engine.choice.channels_last, encoder=model.encoder, **common)
 
 
 def _train_fold(cfg: FinetuneConfig, frames: torch.Tensor, y: np.ndarray, fold, K: int,
@@ -103,9 +107,13 @@ def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
     per_fold, history, preds = [], [], []
     cm_total = np.zeros((K, K), dtype=np.int64)
     engine = get_engine()
-    cached = frozen_features(cfg, frames, engine) if cfg.protocol == "partial" else None
+    partial = cfg.protocol == "partial"
+    cached = frozen_features(cfg, frames, engine) if partial and cfg.fold_inits is None else None
     for fold in folds:
-        res = _train_fold(cfg, frames, y, fold, K, out, engine, cached)
+        fcfg = cfg.for_fold(fold.index)  # per-fold pretraining: the fold's own encoder
+        if partial and cfg.fold_inits is not None:
+            cached = frozen_features(fcfg, frames, engine)
+        res = _train_fold(fcfg, frames, y, fold, K, out, engine, cached)
         logits, hist, best_epoch, best_val = res.output, res.history, res.best_epoch, res.best_val
         pred = logits.argmax(1)
         yt = y[fold.test]

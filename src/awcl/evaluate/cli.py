@@ -10,6 +10,7 @@ from awcl.config import add_config_flags, add_flags, flag_values, from_args
 from awcl.errors import AwclError
 from awcl.evaluate.config import DERIVED_KEYS, FinetuneConfig
 from awcl.evaluate.embed import EmbedConfig
+from awcl.evaluate.tasks import headline_metric
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ def _finetune(args: argparse.Namespace) -> int:
 
     if not is_global_zero():
         return 0  # DDP: rank zero reports
-    keys = ["accuracy", "precision", "recall", "f1"] if cfg.task == "classify" else [
+    rest = ["accuracy", "precision", "recall", "f1"] if cfg.task == "classify" else [
         "dice_per_image", "dice", "fg_iou", "miou", "hc_mae_mm", "hc_fail_rate"]
+    keys = list(dict.fromkeys([headline_metric(cfg.task), *rest]))  # the headline first
     parts = [f"{k} {m['mean'][k]:.4f} ± {m['std'][k]:.4f}" for k in keys if k in m["mean"]]
     print(f"{args.out}: " + ", ".join(parts))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from awcl.backbones import BACKBONE_HELP, check_backbone
 from awcl.config import check_choices, check_ranges, option
 from awcl.errors import AwclError
 from awcl.evaluate.augment import BatchAugmentConfig
@@ -95,7 +96,11 @@ class FinetuneConfig:
 
     data: str = option(help="prepared dataset directory")
     out: str = option(help="run directory to write")
-    init: str = option("random", help="'random', an awcl pretrain run dir / encoder.pt, or a torchvision resnet18 .pth")
+    init: str = option("random", help="'random', an awcl pretrain run dir / encoder.pt, a torchvision ResNet .pth, or a foundation-model checkpoint (timm/MAE ViT, BEiT, open_clip visual tower; its architecture named by --backbone)")
+    backbone: str | None = option(None, help=BACKBONE_HELP)
+    # per-fold pretraining (a study's pretrain_per_fold): fold k starts from the k-th encoder,
+    # pretrained without fold k's test groups; replaces init
+    fold_inits: list[str] | None = option(None, flag="--fold-init", repeat=True, help="one encoder per fold, in fold order (repeat once per fold): fold k starts from the k-th instead of --init")
     task: str = option("classify", choices=TASKS, help="downstream task")
     protocol: str = option("full", choices=PROTOCOLS, help="full: train encoder + head; partial: encoder frozen; knn / linear-probe: scikit-learn kNN or logistic regression on frozen features")
     head: str | None = option(None, choices=HEADS, help="classification head (default: the preset's, task1 sononet, task2 fc2)")
@@ -156,6 +161,19 @@ class FinetuneConfig:
                             "val_fraction": (0, 1), "threads": (0, None), "bootstrap": (0, None)},
                      strict=("lr", "val_fraction"))  # fmt: skip
         self.resolved_preset()
+        if self.backbone:
+            self.backbone = check_backbone(self.backbone)
+        if self.fold_inits is not None:
+            n = 1 if self.split == "fixed" else self.folds
+            if len(self.fold_inits) != n:
+                raise AwclError(f"--fold-init given {len(self.fold_inits)} times for {n} fold(s); give one encoder per fold")
+
+    def for_fold(self, index: int) -> FinetuneConfig:
+        """The config fold ``index`` runs with: ``init`` is that fold's own encoder when
+        ``fold_inits`` is set (per-fold pretraining), else this config as it is."""
+        if self.fold_inits is None:
+            return self
+        return replace(self, init=str(self.fold_inits[index]), fold_inits=None)
 
     def engine(self, size: tuple[int, int]) -> Engine:
         """Device, precision (chosen for this hardware at frame ``size``) and trainer options."""

@@ -12,12 +12,14 @@ import torch
 from sklearn.manifold import TSNE
 
 from awcl import _compat  # noqa: F401
+from awcl.backbones import BACKBONE_HELP
 from awcl.config import option
 from awcl.data.store import open_dataset
 from awcl.errors import AwclError
 from awcl.evaluate.finetune import RunDir, load_frames, subsample_per_video
 from awcl.evaluate.fit import Engine, encode
 from awcl.evaluate.plots import plot_tsne
+from awcl.locking import out_lock
 from awcl.models import build_encoder
 from awcl.options import parse_size
 from awcl.train.precision import choose, resolve_accelerator
@@ -31,7 +33,8 @@ class EmbedConfig:
 
     data: str = option(help="prepared dataset directory")
     out: str = option(help="directory to write")
-    init: str = option("random", help="'random', an awcl pretrain run dir / encoder.pt, or a torchvision resnet18 .pth")
+    init: str = option("random", help="'random', an awcl pretrain run dir / encoder.pt, a torchvision ResNet .pth, or a foundation-model checkpoint (architecture named by --backbone)")
+    backbone: str | None = option(None, help=BACKBONE_HELP)
     label: str = option("coarse", help="colour of the main plot: coarse | fine | a manifest column")
     color_by: list[str] | None = option(None, repeat=True, help="further plot coloured by a column (scan = video_id); repeatable")
     size: tuple[int, int] | None = option(None, parse=parse_size, help="HxW to resize frames to (default: the prepared size)")
@@ -73,6 +76,11 @@ def _column(m, name: str) -> str:
 def embed(cfg: EmbedConfig) -> dict:
     """Write ``features.npy [N,512]``, ``index.csv`` (row i <-> features[i]), ``tsne.csv``
     and one ``tsne_<column>.png`` per colouring; return a summary dict."""
+    with out_lock(cfg.out, "embedding run"):
+        return _embed(cfg)
+
+
+def _embed(cfg: EmbedConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ds = open_dataset(cfg.data)
@@ -83,7 +91,7 @@ def embed(cfg: EmbedConfig) -> dict:
         rng = np.random.default_rng(cfg.seed)
         rows = np.sort(rng.choice(rows, cfg.max_frames, replace=False))
     torch.manual_seed(cfg.seed)  # a 'random' init is reproducible too
-    encoder = build_encoder(cfg.init)
+    encoder = build_encoder(cfg.init, cfg.backbone, tuple(cfg.size) if cfg.size else tuple(ds.size))
     frames = load_frames(ds, rows, cfg.size)
     engine = engine_for(cfg.precision, cfg.accelerator, tuple(frames.shape[-2:]))
     feats = extract_features(encoder, frames, cfg.batch_size, engine)

@@ -10,6 +10,7 @@ that it also writes to ``metrics.json`` (schema in docs/finetune.md).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -40,6 +41,7 @@ from awcl.evaluate.selection import (
     subsample_per_video,
     summarize_folds,
 )
+from awcl.locking import out_lock
 from awcl.train.trainer import is_global_zero
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
     """Run a downstream protocol on every fold; write the run directory; return metrics."""
     cfg = copy.deepcopy(cfg)
     cfg.validate()
+    with out_lock(cfg.out, "fine-tuning run") if is_global_zero() else contextlib.nullcontext():
+        return _finetune(cfg)
+
+
+def _finetune(cfg: FinetuneConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ds = open_dataset(cfg.data)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
 from awcl.evaluate.augment import BatchAugmentConfig, augment
 from awcl.evaluate.metrics import classification_metrics, segmentation_metrics
-from awcl.evaluate.optim import Optim, build_optimizer, build_schedule
+from awcl.evaluate.optim import Optim, build_optimizer, build_schedule, head_lr
 from awcl.train.engine import to_input
 from awcl.train.precision import Choice
 from awcl.train.trainer import build_trainer, quiet_fit
@@ -77,17 +77,20 @@ class DownstreamModule(L.LightningModule):
     """``model`` trained with cross-entropy (+ soft Dice) on one fold; validation each epoch.
 
     ``frozen``: a sub-module kept frozen and in eval mode (partial segmentation's encoder).
+    ``encoder``: the sub-module trained at the preset's ``encoder_lr_scale`` (None: the whole
+    model is head, e.g. a head on cached features).
     """
 
     def __init__(self, model: nn.Module, kind: str, num_classes: int, optim: Optim,
                  data: tuple[torch.Tensor, torch.Tensor], fold: Any, batch_size: int,
                  augment_cfg: BatchAugmentConfig | None, channels_last: bool, seed: int,
-                 dice: bool = False, frozen: nn.Module | None = None):
+                 dice: bool = False, frozen: nn.Module | None = None, encoder: nn.Module | None = None):
         super().__init__()
         self.model, self.kind, self.num_classes, self.optim = model, kind, num_classes, optim
         self.x, self.y = data
         self.fold, self.batch_size, self.augment_cfg = fold, batch_size, augment_cfg
         self.channels_last, self.seed, self.dice, self.frozen = channels_last, seed, dice, frozen
+        self._encoder = (encoder,) if encoder is not None else ()  # a tuple: not registered twice
         if frozen is not None:
             for q in frozen.parameters():
                 q.requires_grad_(False)
@@ -189,7 +192,7 @@ class DownstreamModule(L.LightningModule):
             row.update(val_loss=float("nan"), val_miou=vm["miou"], val_dice=vm["dice"])
             self.log("val_miou", vm["miou"], prog_bar=True)
             self.log("val_dice", vm["dice"])
-        row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        row["lr"] = head_lr(self.trainer.optimizers[0])  # the head's (Task II: 0.1, not the encoder's 0.01)
         self.history.append(row)
         score = SCORES[self.kind]
         log.info("fold %d epoch %d: loss %.4f %s %.4f", self.fold.index, row["epoch"],
@@ -202,7 +205,8 @@ class DownstreamModule(L.LightningModule):
 
     def configure_optimizers(self):
         # warmup and milestones over the run's real number of steps (awcl.evaluate.optim)
-        opt = build_optimizer(self.model, self.optim)  # frozen parts have no trainable params
+        # frozen parts have no trainable params; the encoder trains at the preset's encoder_lr_scale
+        opt = build_optimizer(self.model, self.optim, *self._encoder)
         sched = build_schedule(opt, self.optim, self.trainer.estimated_stepping_batches)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

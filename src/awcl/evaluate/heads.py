@@ -2,6 +2,11 @@
 
 Classification heads take the layer4 map ``f: [B, 512, h, w]`` so that the same cached maps
 serve every head in the partial protocol (linear and fc2 pool first, SonoNet adapts first).
+Widths follow the encoder (``out_dim``: 2048 for ResNet-50, ``num_features`` for a timm
+model). A timm encoder feeds the linear and fc2 heads its own pooled features as a
+``[B, D, 1, 1]`` map (its pooling: average, class token, with its final norm) and the SonoNet
+head its last map. Segmentation: the U-Net decoder on a pyramid (ResNets, timm CNNs), the
+progressive-upsampling decoder on a plain ViT's tokens (:func:`make_segmenter`).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from awcl.backbones import TokenSegmenter
 from awcl.models import FEATURE_DIM, Encoder
 
 HEADS = ("linear", "fc2", "sononet")
@@ -57,18 +63,24 @@ class SonoNetHead(nn.Module):
         return self.adapt(f).mean(dim=(2, 3))
 
 
-def make_head(name: str, num_classes: int) -> nn.Module:
+def make_head(name: str, num_classes: int, in_ch: int = FEATURE_DIM) -> nn.Module:
+    """A classification head on ``in_ch``-channel maps (the encoder's ``out_dim``)."""
     if name == "linear":
-        return LinearHead(num_classes)
+        return LinearHead(num_classes, in_ch)
     if name == "fc2":
-        return FC2Head(num_classes)
+        return FC2Head(num_classes, in_ch)
     if name == "sononet":
-        return SonoNetHead(num_classes)
+        return SonoNetHead(num_classes, in_ch)
     raise ValueError(f"unknown head {name!r} (choose from {', '.join(HEADS)})")
 
 
-def last_feature_map(encoder: Encoder, x: torch.Tensor) -> torch.Tensor:
-    """``x: [B,1,H,W] -> [B, 512, H/32, W/32]`` (layer4 output, before pooling)."""
+def last_feature_map(encoder: nn.Module, x: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+    """``x: [B,1,H,W] -> [B, 512, H/32, W/32]`` (a ResNet's layer4 output, before pooling).
+
+    A timm encoder gives its pooled features ``[B, D, 1, 1]`` when ``pooled`` (what a pooling
+    head needs) and its last map otherwise; a ResNet always gives layer4's map."""
+    if not isinstance(encoder, Encoder):
+        return encoder(x)[:, :, None, None] if pooled else encoder.last_map(x)
     h = encoder.maxpool(encoder.stem(x))
     return encoder.layer4(encoder.layer3(encoder.layer2(encoder.layer1(h))))
 
@@ -81,7 +93,7 @@ class Classifier(nn.Module):
         self.encoder, self.head = encoder, head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(last_feature_map(self.encoder, x))
+        return self.head(last_feature_map(self.encoder, x, pooled=not isinstance(self.head, SonoNetHead)))
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -103,24 +115,36 @@ class UpBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """ResNet-18 encoder (``Encoder.feature_maps``) + U-Net decoder.
+    """Encoder pyramid (``encoder.feature_maps``, channels ``encoder.feature_channels``,
+    shallow to deep) + U-Net decoder: one :class:`UpBlock` per skip, deepest first, 256, 128,
+    64, 32 channels wide. ResNet-18: up4 /32 -> /16, up3 -> /8, up2 -> /4, up1 -> /2 (stem).
 
     ``forward(x: [B,1,H,W]) -> logits [B, C, H, W]`` (final bilinear upsample to input size).
     """
 
-    def __init__(self, encoder: Encoder, num_classes: int):
+    WIDTHS = (256, 128, 64, 32)
+
+    def __init__(self, encoder: nn.Module, num_classes: int):
         super().__init__()
         self.encoder = encoder
-        self.up4 = UpBlock(512, 256, 256)  # /32 -> /16
-        self.up3 = UpBlock(256, 128, 128)  # -> /8
-        self.up2 = UpBlock(128, 64, 64)  # -> /4
-        self.up1 = UpBlock(64, 64, 32)  # -> /2 (stem)
-        self.out = nn.Conv2d(32, num_classes, 1)
+        ch = list(getattr(encoder, "feature_channels", (64, 64, 128, 256, 512)))
+        cin = ch[-1]
+        for i in range(len(ch) - 2, -1, -1):  # up<n-1> (deepest) ... up1
+            width = self.WIDTHS[min(len(ch) - 2 - i, len(self.WIDTHS) - 1)]
+            setattr(self, f"up{i + 1}", UpBlock(cin, ch[i], width))
+            cin = width
+        self.out = nn.Conv2d(cin, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s, f1, f2, f3, f4 = self.encoder.feature_maps(x)
-        d = self.up4(f4, f3)
-        d = self.up3(d, f2)
-        d = self.up2(d, f1)
-        d = self.up1(d, s)
+        maps = self.encoder.feature_maps(x)
+        d = maps[-1]
+        for i in range(len(maps) - 2, -1, -1):
+            d = getattr(self, f"up{i + 1}")(d, maps[i])
         return F.interpolate(self.out(d), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def make_segmenter(encoder: nn.Module, num_classes: int) -> nn.Module:
+    """U-Net on a pyramid encoder; the progressive-upsampling decoder on a plain ViT."""
+    if getattr(encoder, "tokens", False):
+        return TokenSegmenter(encoder, num_classes)
+    return UNet(encoder, num_classes)

@@ -17,12 +17,13 @@ something else:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from awcl.train import schedule
 
 OPTIMIZERS = ("sgd", "rmsprop_tf", "rmsprop_torch", "adam")
 
@@ -98,26 +99,36 @@ class RMSpropTF(torch.optim.Optimizer):
 
 
 def param_groups(model: nn.Module, weight_decay: float, lr: float = 1.0,
-                 encoder_lr_scale: float = 1.0) -> list[dict]:
+                 encoder_lr_scale: float = 1.0, encoder: nn.Module | None = None) -> list[dict]:
     """Trainable parameters in groups: weights of conv/linear layers get ``weight_decay``;
-    normalisation weights and every bias (1-d tensors) get none. Parameters of
-    ``model.encoder`` (when it has one) train at ``lr · encoder_lr_scale``, the rest at ``lr``."""
-    enc = getattr(model, "encoder", None)
-    in_enc = {id(q) for q in enc.parameters()} if isinstance(enc, nn.Module) else set()
+    normalisation weights and every bias (1-d tensors) get none. Parameters of ``encoder``
+    (a sub-module of ``model``, passed by the caller: no attribute name is assumed; None =
+    no pretrained part) train at ``lr · encoder_lr_scale``, the rest at ``lr``. Each group is
+    named ``"encoder"`` or ``"head"`` (its ``name`` key)."""
+    in_enc = {id(q) for q in encoder.parameters()} if encoder is not None else set()
     groups: dict[tuple[bool, bool], dict] = {}  # (decays, in encoder) -> group
     for q in model.parameters():
         if not q.requires_grad:
             continue
-        decays, encoder = q.ndim > 1, id(q) in in_enc
-        g = groups.setdefault((decays, encoder), {
+        decays, is_enc = q.ndim > 1, id(q) in in_enc
+        g = groups.setdefault((decays, is_enc), {
             "params": [], "weight_decay": weight_decay if decays else 0.0,
-            "lr": lr * (encoder_lr_scale if encoder else 1.0)})  # fmt: skip
+            "lr": lr * (encoder_lr_scale if is_enc else 1.0), "name": "encoder" if is_enc else "head"})  # fmt: skip
         g["params"].append(q)
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, o: Optim) -> torch.optim.Optimizer:
-    groups = param_groups(model, o.weight_decay, o.lr, o.encoder_lr_scale)
+def head_lr(opt: torch.optim.Optimizer) -> float:
+    """The current lr of the head (the groups :func:`param_groups` names ``"head"``; the
+    largest lr when none is named): what the preset's ``lr`` sets, whatever the encoder's scale."""
+    named = [g["lr"] for g in opt.param_groups if g.get("name") == "head"]
+    return float(max(named or [g["lr"] for g in opt.param_groups]))
+
+
+def build_optimizer(model: nn.Module, o: Optim, encoder: nn.Module | None = None) -> torch.optim.Optimizer:
+    """The preset's optimiser over ``model``; ``encoder`` (a sub-module) trains at
+    ``o.lr · o.encoder_lr_scale`` (see :func:`param_groups`)."""
+    groups = param_groups(model, o.weight_decay, o.lr, o.encoder_lr_scale, encoder)
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
     if o.name == "rmsprop_tf":
@@ -130,7 +141,7 @@ def build_optimizer(model: nn.Module, o: Optim) -> torch.optim.Optimizer:
 
 
 def warmup_steps(o: Optim, total_steps: int) -> int:
-    return min(o.warmup_max, max(1, math.ceil(o.warmup * total_steps))) if o.warmup > 0 else 0
+    return schedule.warmup_steps(o.warmup, total_steps, cap=o.warmup_max)
 
 
 def lr_factor(o: Optim, total_steps: int):
@@ -139,11 +150,10 @@ def lr_factor(o: Optim, total_steps: int):
     w = warmup_steps(o, total_steps)
     marks = sorted(max(w + 1, round(f * total_steps)) for f in o.milestones if 0 < f < 1)
 
+    ramp = schedule.warmup_cosine(total_steps, w, cosine=o.cosine)
+
     def factor(step: int) -> float:
-        ramp = min(1.0, (step + 1) / (w + 1)) if w else 1.0
-        if o.cosine and step >= w:
-            ramp = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, total_steps - w))))
-        return ramp * o.gamma ** sum(step >= m for m in marks)
+        return ramp(step) * o.gamma ** sum(step >= m for m in marks)
 
     return factor
 

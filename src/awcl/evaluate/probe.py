@@ -71,7 +71,7 @@ _CACHE_SIZE = 4
 def _feature_key(cfg: FinetuneConfig, ds: PreparedDataset, rows: np.ndarray) -> tuple:
     src = resolve_init(cfg.init)
     if src == "random":
-        ident: tuple = ("random", cfg.seed)  # the seed makes the random encoder
+        ident: tuple = ("random", cfg.seed, cfg.backbone)  # the seed makes the random encoder
     else:
         st = Path(src).stat()
         ident = (str(Path(src).resolve()), st.st_mtime_ns, st.st_size)
@@ -102,8 +102,9 @@ def encode_frozen(cfg: FinetuneConfig, frames: torch.Tensor, engine: Engine) -> 
     in eval mode on the engine's device and precision. The encoder is seeded by ``cfg.seed``
     so a random init is the same encoder for every fold (and the partial protocol's)."""
     torch.manual_seed(cfg.seed)
-    feats = encode(build_encoder(cfg.init), frames, engine, batch=128)
-    return feats.numpy() if len(feats) else np.zeros((0, 512), np.float32)
+    encoder = build_encoder(cfg.init, cfg.backbone, tuple(frames.shape[-2:]))
+    feats = encode(encoder, frames, engine, batch=128)
+    return feats.numpy() if len(feats) else np.zeros((0, encoder.out_dim), np.float32)
 
 
 def _full_proba(proba: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
@@ -180,11 +181,13 @@ def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
         sel.rows, sel.sub, sel.y, sel.groups, sel.names, sel.folds, sel.warnings)
     K = len(names)
     log.info("%s probe: %d frames, %d classes, %d fold(s)", cfg.protocol, len(rows), K, len(folds))
-    feats = cached_features(cfg, ds, rows, get_engine())
+    feats = cached_features(cfg, ds, rows, get_engine()) if cfg.fold_inits is None else None
     fit_predict = PROBE_FNS[cfg.protocol]
     per_fold, preds, selection = [], [], []
     cm_total = np.zeros((K, K), dtype=np.int64)
     for fold in folds:
+        if cfg.fold_inits is not None:  # per-fold pretraining: the fold's own encoder
+            feats = cached_features(cfg.for_fold(fold.index), ds, rows, get_engine())
         proba, chosen, scores = _probe_fold(fit_predict, feats, y, fold, K)
         pred = proba.argmax(1)
         yt = y[fold.test]

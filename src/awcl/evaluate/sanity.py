@@ -4,11 +4,16 @@ A number from a run that never left its trivial baseline says nothing about the 
 started from (the old Task III preset scored Dice 0.08 on HC18 for every init, and the table
 compared those). So every run is checked against the best predictor that looks at no image:
 
-- segmentation: the better of "all background" (Dice 0) and "all foreground" (Dice
-  ``2T / (T + P)`` for ``T`` foreground of ``P`` pixels, per foreground class). A pooled Dice
-  at or below it (plus ``SEG_MARGIN``) is flagged;
-- classification: a constant or random answer has balanced accuracy ``1/K``; within
-  ``CLASS_MARGIN`` of it is flagged.
+- segmentation: the best constant mask, "every pixel = class c" over every class c, scored
+  as the run is scored (pooled Dice averaged over the foreground classes present in truth or
+  prediction). All background scores 0; all class c scores ``2T_c / (T_c + P)`` for class c
+  (``T_c`` of ``P`` pixels) and 0 for every other foreground class present. Two classes: the
+  familiar ``2T / (T + P)``. A pooled Dice at or below it (plus ``SEG_MARGIN``) is flagged;
+- classification: balanced accuracy averages recall over the classes *present in the test
+  truth*, so a constant answer scores ``1/K_present`` (not ``1/K``: with a class absent from
+  the test frames, "always a" scores 0.5 for K=3), and a random one less. Within
+  ``CLASS_MARGIN`` of ``1/K_present`` is flagged. A run without a balanced accuracy to check
+  is not reported as learned.
 
 ``awcl finetune`` writes the result to ``metrics.json`` (``learned``) and warns in one line;
 the study report marks such rows.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from awcl.evaluate.metrics import segmentation_metrics
+from awcl.evaluate.metrics import balanced_accuracy, segmentation_metrics
 
 SEG_MARGIN = 0.02
 CLASS_MARGIN = 0.05
@@ -33,31 +38,63 @@ def segmentation_check(cm: np.ndarray) -> dict:
     if not fg or total <= 0:
         return {"learned": True, "score": None, "baseline": None, "reason": "no foreground to score"}
     dice = segmentation_metrics(cm)["dice"]  # mean over the same foreground classes
-    baseline = float(np.mean([2 * true_n[c] / (true_n[c] + total) for c in fg]))  # all foreground
+    baseline, best = constant_mask_baseline(cm)
     learned = dice > baseline + SEG_MARGIN
     reason = "" if learned else (
         f"pooled Dice {dice:.3f} is not above the trivial predictor's {baseline:.3f} "
-        "(all foreground; all background scores 0): the segmenter did not learn")
+        f"(every pixel class {best}; all background scores 0): the segmenter did not learn")
     return {"learned": bool(learned), "score": dice, "baseline": baseline, "reason": reason}
 
 
+def constant_mask_baseline(cm: np.ndarray) -> tuple[float, int]:
+    """(pooled Dice, class) of the best constant mask "every pixel = class c" on the truth of
+    ``cm: [C, C]``, each scored by :func:`segmentation_metrics` as a run is."""
+    true_n = np.asarray(cm, dtype=np.float64).sum(1)
+    best, best_c = 0.0, 0  # all background: Dice 0
+    for c in range(1, len(true_n)):
+        const = np.zeros((len(true_n), len(true_n)))
+        const[:, c] = true_n
+        d = segmentation_metrics(const)["dice"]
+        if d is not None and d > best:
+            best, best_c = float(d), c
+    return best, best_c
+
+
 def classification_check(balanced_accuracy: float | None, num_classes: int) -> dict:
-    """Balanced accuracy against chance ``1/K``."""
+    """Balanced accuracy against chance ``1/K``, ``K = num_classes`` the classes present in
+    the test truth (what balanced accuracy averages over). No score: not learned."""
     chance = 1.0 / max(num_classes, 1)
     if balanced_accuracy is None:
-        return {"learned": True, "score": None, "baseline": chance, "reason": "no test frames"}
+        return {"learned": False, "score": None, "baseline": chance,
+                "reason": "no balanced accuracy to check (no test frame of a known class): "
+                          "nothing shows that the classifier learned"}  # fmt: skip
     learned = balanced_accuracy > chance + CLASS_MARGIN
     reason = "" if learned else (
         f"balanced accuracy {balanced_accuracy:.3f} is at chance ({chance:.3f} for {num_classes} "
-        "classes): the classifier did not learn")
+        "classes in the test truth): the classifier did not learn")
     return {"learned": bool(learned), "score": float(balanced_accuracy), "baseline": chance,
             "reason": reason}
 
 
+def confusion_check(cm: np.ndarray) -> dict:
+    """:func:`classification_check` of a pooled class confusion ``cm: [K, K]`` (rows true)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    return classification_check(balanced_accuracy(cm), int((cm.sum(1) > 0).sum()))
+
+
 def check_metrics(metrics: dict) -> dict:
-    """The check of a finished run from its metrics dict (``awcl finetune``'s metrics.json)."""
+    """The check of a finished run from its metrics dict (``awcl finetune``'s metrics.json).
+
+    Classification: the pooled balanced accuracy, else the pooled confusion's, else the fold
+    mean (a present-but-None value falls through); chance from the pooled confusion's classes
+    present in the truth, else all ``classes``."""
     if metrics.get("task") == "segment":
         return segmentation_check(np.asarray(metrics["confusion_matrix"]))
-    pooled = metrics.get("pooled") or {}
-    ba = pooled.get("balanced_accuracy", (metrics.get("mean") or {}).get("balanced_accuracy"))
-    return classification_check(ba, len(metrics.get("classes") or []))
+    cm = metrics.get("confusion_matrix")
+    cm = np.asarray(cm, dtype=np.float64) if cm is not None else None
+    candidates = ((metrics.get("pooled") or {}).get("balanced_accuracy"),
+                  balanced_accuracy(cm) if cm is not None else None,
+                  (metrics.get("mean") or {}).get("balanced_accuracy"))  # fmt: skip
+    ba = next((v for v in candidates if v is not None and np.isfinite(v)), None)
+    k = int((cm.sum(1) > 0).sum()) if cm is not None and cm.sum() > 0 else len(metrics.get("classes") or [])
+    return classification_check(ba, k)

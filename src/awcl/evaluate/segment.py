@@ -16,7 +16,7 @@ from awcl.data.store import PreparedDataset
 from awcl.errors import AwclError, DataError
 from awcl.evaluate.config import FinetuneConfig
 from awcl.evaluate.fit import DownstreamModule, Engine, FoldResult, fit_fold
-from awcl.evaluate.heads import UNet
+from awcl.evaluate.heads import make_segmenter
 from awcl.evaluate.metrics import head_circumference_errors, pixel_confusion, segmentation_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
 from awcl.evaluate.selection import (
@@ -64,7 +64,7 @@ def _train_fold(cfg: FinetuneConfig, frames: torch.Tensor, masks: torch.Tensor, 
     mIoU; returns the predicted test masks ``[n, H, W]`` uint8."""
     p = cfg.resolved_preset()
     torch.manual_seed(cfg.seed + fold.index)
-    model = UNet(build_encoder(cfg.init), C)
+    model = make_segmenter(build_encoder(cfg.init, cfg.backbone, tuple(frames.shape[-2:])), C)
     if engine.choice.channels_last:
         model = model.to(memory_format=torch.channels_last)
     module = DownstreamModule(
@@ -73,6 +73,7 @@ def _train_fold(cfg: FinetuneConfig, frames: torch.Tensor, masks: torch.Tensor, 
         data=(frames, masks), fold=fold, batch_size=p.batch_size, augment_cfg=p.augment,
         channels_last=engine.choice.channels_last, seed=cfg.seed + fold.index,
         dice=cfg.dice_loss, frozen=model.encoder if cfg.protocol == "partial" else None,
+        encoder=model.encoder,
     )
     return fit_fold(module, out, engine, p.epochs, p.iterations or -1)
 
@@ -112,15 +113,23 @@ def _select_masked(cfg: FinetuneConfig, ds: PreparedDataset) -> tuple[np.ndarray
     return rows, names
 
 
-def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
-                  get_engine: Callable[[], Engine]) -> dict:
-    """``get_engine`` resolves the device and precision once the data have been checked."""
+def select_segmentation(cfg: FinetuneConfig, ds: PreparedDataset
+                        ) -> tuple[np.ndarray, list[str], pd.DataFrame, np.ndarray, list]:
+    """Masked rows (capped per video), class names, their manifest, groups and grouped folds:
+    the one selection the segmentation protocol (and per-fold pretraining) splits by."""
     rows, names = _select_masked(cfg, ds)
-    C = len(names)
     sub = ds.manifest.iloc[rows].reset_index(drop=True)
     groups = sub[cfg.group].astype(str).to_numpy()
     dummy = np.zeros(len(rows), dtype=np.int64)
     folds = make_folds(cfg, sub, dummy, groups, str(ds.root / "manifest.csv"))
+    return rows, names, sub, groups, folds
+
+
+def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
+                  get_engine: Callable[[], Engine]) -> dict:
+    """``get_engine`` resolves the device and precision once the data have been checked."""
+    rows, names, sub, _, folds = select_segmentation(cfg, ds)
+    C = len(names)
     size = tuple(cfg.size) if cfg.size else ds.size
     frames = load_frames(ds, rows, size)
     masks = load_masks(ds, rows, size, C)
@@ -129,7 +138,7 @@ def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
     cm_total = np.zeros((C, C), dtype=np.int64)
     engine = get_engine()
     for fold in folds:
-        res = _train_fold(cfg, frames, masks, fold, C, out, engine)
+        res = _train_fold(cfg.for_fold(fold.index), frames, masks, fold, C, out, engine)
         pred, true = res.output, masks[fold.test].numpy()
         cm = pixel_confusion(true, pred, C)
         cm_total += cm

@@ -164,7 +164,9 @@ def _seg_frame_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
         out["dice_per_image"] = df["dice"].to_numpy(np.float64)
     if "hc_pred_mm" in df.columns and "hc_table_mm" in df.columns:
         out["hc_mae_mm"] = (df["hc_pred_mm"] - df["hc_table_mm"]).abs().to_numpy(np.float64)
-        # frames where no ellipse fits the prediction: left out of hc_mae_mm, so count them
+    if "hc_pred_mm" in df.columns:
+        # frames where no ellipse fits the prediction (left out of hc_mae_mm, so counted): needs
+        # only the predicted HC, as the per-fold value (awcl.evaluate.segment) does
         out["hc_fail_rate"] = df["hc_pred_mm"].isna().to_numpy(np.float64)
     return out
 

@@ -22,3 +22,13 @@ TABLE_METRICS: dict[str, tuple[str, ...]] = {
 }
 # The metric whose pairwise differences between methods the report tests.
 HEADLINE: dict[str, str] = {"classify": "f1", "segment": "dice_per_image"}
+
+
+def headline_metric(task_kind: str) -> str:
+    """The one metric a run of ``task_kind`` is summed up by: the study's per-run line, the
+    report's pairwise tests and label-efficiency curves, ``awcl finetune``'s printout and the
+    downstream benchmark all call this (macro-F1 for classification, per-image Dice for
+    segmentation)."""
+    if task_kind not in HEADLINE:
+        raise ValueError(f"unknown task kind {task_kind!r} (choose from {', '.join(HEADLINE)})")
+    return HEADLINE[task_kind]

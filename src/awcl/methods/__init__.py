@@ -31,10 +31,14 @@ STUDY_METHODS: tuple[str, ...] = INITS + tuple(
 )  # fmt: skip
 
 
+# Study names of the methods that train on labels (pretrained per fold where a task asks).
+LABEL_METHODS: tuple[str, ...] = tuple(m for m in STUDY_METHODS if m not in INITS and METHODS[m.partition("-")[0]].reads_labels)
+
+
 def build_method(name: str, cfg: Any, index: FrameIndex) -> Method:
     if name not in METHODS:
         raise AwclError(f"unknown method {name!r} (choose from {', '.join(sorted(METHODS))})")
     return METHODS[name](cfg, index)
 
 
-__all__ = ["INITS", "METHODS", "STUDY_METHODS", "Method", "build_method"]
+__all__ = ["INITS", "LABEL_METHODS", "METHODS", "STUDY_METHODS", "Method", "build_method"]

@@ -15,6 +15,7 @@ from awcl.methods.base import Method
 class AWCL(Method):
     name = "awcl"
     granular = True
+    reads_labels = True
 
     def batch_composition(self) -> str:
         k = self.cfg.class_group

@@ -27,6 +27,8 @@ class Method:
     uses_keys: ClassVar[bool] = True  # False: pure Eq. 1 (keys ignored)
     needs_labels: ClassVar[bool] = False  # needs at least one labelled frame
     granular: ClassVar[bool] = False  # coarse vs fine labels change it (a study runs both)
+    # trains on the anatomy/class labels (a study pretrains it per fold on a task's own data)
+    reads_labels: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, index: FrameIndex):
         self.cfg, self.index = cfg, index
@@ -45,9 +47,10 @@ class Method:
         return {}
 
     # -- model
-    def heads(self) -> nn.ModuleDict:
+    def heads(self, in_dim: int = FEATURE_DIM) -> nn.ModuleDict:
+        """The method's heads on ``in_dim``-wide encoder features (the encoder's ``out_dim``)."""
         return nn.ModuleDict(
-            {"proj": ProjectionHead(FEATURE_DIM, self.cfg.proj_hidden, self.cfg.proj_dim)}
+            {"proj": ProjectionHead(in_dim, self.cfg.proj_hidden, self.cfg.proj_dim)}
         )
 
     def loss(

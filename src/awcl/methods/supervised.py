@@ -14,12 +14,13 @@ class Supervised(Method):
     granular = True
     views = 1
     needs_labels = True
+    reads_labels = True
 
     def sampler(self, batch_size, seed, world_size, rank):
         return LabelledSampler(self.index, batch_size, seed=seed, world_size=world_size, rank=rank)
 
-    def heads(self) -> nn.ModuleDict:
-        return nn.ModuleDict({"cls": nn.Linear(FEATURE_DIM, max(2, self.num_classes))})
+    def heads(self, in_dim: int = FEATURE_DIM) -> nn.ModuleDict:
+        return nn.ModuleDict({"cls": nn.Linear(in_dim, max(2, self.num_classes))})
 
     def loss(self, heads, h, batch):
         logits = heads["cls"](h)

@@ -13,11 +13,13 @@ from torch import nn
 
 from awcl.data.pairs import VideoMixSampler, video_labels
 from awcl.methods.base import Method, cross_entropy_labelled
+from awcl.models import FEATURE_DIM
 
 
 class USCL(Method):
     name = "uscl"
     uses_keys = False
+    reads_labels = True  # its cross-entropy head on the labelled subset
 
     def sampler(self, batch_size, seed, world_size, rank):
         return VideoMixSampler(
@@ -42,8 +44,8 @@ class USCL(Method):
             }
         }
 
-    def heads(self) -> nn.ModuleDict:
-        heads = super().heads()
+    def heads(self, in_dim: int = FEATURE_DIM) -> nn.ModuleDict:
+        heads = super().heads(in_dim)
         if self.num_classes >= 2:
             heads["cls"] = nn.Linear(self.cfg.proj_dim, self.num_classes)
         return heads

@@ -13,7 +13,9 @@ from typing import Any
 
 from awcl.config import build
 from awcl.errors import AwclError
-from awcl.study.runs import MERGE, Executors, Run
+from awcl.study.runs import FOLD_TRAIN, MERGE, Executors, Run
+
+TRAINED_ON = "trained_on.json"  # written by a pretrain run: the data (ids) it was given
 
 
 def prepare_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
@@ -23,6 +25,8 @@ def prepare_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     from awcl.data.recipes import RECIPES
 
     recipe, params = c["recipe"], dict(c.get("params") or {})
+    if recipe == FOLD_TRAIN:  # per-fold pretraining: the data without one fold's test groups
+        return _fold_train_data(run, inputs)
     if recipe == MERGE:  # the union of several sources (pretraining on several datasets)
         from awcl.data.store import merge_datasets
 
@@ -44,22 +48,106 @@ def _init(run: Run, inputs: dict[str, Path | str]) -> str:
     return str(inputs["init"]) if "init" in inputs else str(run.config.get("init", "random"))
 
 
-def finetune_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
-    from awcl.evaluate.finetune import FinetuneConfig, finetune
-
-    c = dict(run.config)
+def _finetune_values(c: dict[str, Any]) -> dict[str, Any]:
+    """A study task's run config -> FinetuneConfig values (no data, out, init)."""
     known = {"task", "protocol", "head", "preset", "epochs", "folds", "classes", "seed", "train_patients"}
     values: dict[str, Any] = {k: c[k] for k in known if c.get(k) is not None}
     values["label"] = c.get("granularity", "coarse")
     for k, v in c.items():  # task ``extra:`` settings (size, max_per_video, label, ...)
-        if k not in known | {"granularity", "data", "init"}:
+        if k not in known | {"granularity", "data", "init", "fold_inits"}:
             values[k] = v
+    return values
+
+
+def _fold_train_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
+    """Keep every frame whose group is outside fold ``k``'s test part, as the task's
+    fine-tuning run splits it (awcl.evaluate.folds: the same selection and split code)."""
+    import numpy as np
+
+    from awcl.data.store import open_dataset
+    from awcl.data.subset import write_subset
+    from awcl.evaluate.finetune import FinetuneConfig
+    from awcl.evaluate.folds import fold_test_groups
+
+    c = run.config
+    data = _data_path(run, inputs)
+    cfg = build(FinetuneConfig, {"data": data, "out": str(run.output), **_finetune_values(c["split"])},
+                f"folds of {run.name}")  # fmt: skip
+    cfg.validate()
+    ds = open_dataset(data)
+    tests = fold_test_groups(cfg, ds)
+    k = int(c["fold"])
+    if k >= len(tests):
+        raise AwclError(f"fold {k}: the task splits into {len(tests)} fold(s)")
+    held = set(tests[k])
+    keep = ~ds.manifest[cfg.group].astype(str).isin(held).to_numpy()
+    write_subset(data, run.output, keep, {"fold": k, "group": cfg.group, "excluded_groups": sorted(held)})
+    return {"frames": int(np.count_nonzero(keep)), "excluded_frames": int(np.count_nonzero(~keep)),
+            "excluded_groups": len(held), "group": cfg.group}  # fmt: skip
+
+
+def _check_fold_inits(cfg: Any, inputs: dict[str, Path | str]) -> list[dict[str, Any]]:
+    """Per-fold pretraining guard: fold k's test groups (as this run splits them) must be absent
+    from the data fold k's encoder was pretrained on (its ``trained_on.json``)."""
+    import json
+
+    from awcl.data.store import open_dataset
+    from awcl.evaluate.folds import fold_test_groups
+
+    tests = fold_test_groups(cfg)
+    out = []
+    for k, test in enumerate(tests):
+        rec = json.loads((Path(inputs[f"init{k}"]) / TRAINED_ON).read_text())
+        seen = set(open_dataset(rec["data"]).manifest[cfg.group].astype(str))
+        shared = sorted(seen & set(test))
+        if shared:
+            raise AwclError(f"fold {k}: {len(shared)} test group(s) of {cfg.group} (e.g. {shared[0]!r}) "
+                            f"were in the pretraining data of its encoder {inputs[f'init{k}']}")  # fmt: skip
+        out.append({"fold": k, "test_groups": len(test), "pretrain_frames": rec["frames"],
+                    "pretrain_groups": len(seen), "shared_groups": 0})  # fmt: skip
+    return out
+
+
+def finetune_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
+    from awcl.evaluate.finetune import FinetuneConfig, finetune
+
+    c = dict(run.config)
+    values = _finetune_values(c)
+    if c.get("fold_inits"):  # per-fold pretraining: fold k starts from dependency init<k>
+        values["fold_inits"] = [str(inputs[f"init{k}"]) for k in range(int(c["fold_inits"]))]
     cfg = build(FinetuneConfig, {"data": _data_path(run, inputs), "out": str(run.output),
                                   "init": _init(run, inputs), **values}, f"task {run.name}")  # fmt: skip
+    leak_check = None
+    if cfg.fold_inits:
+        cfg.validate()  # one encoder per fold
+        leak_check = _check_fold_inits(cfg, inputs)
     metrics = finetune(cfg)
+    # ``group``: the unit the run split and bootstrapped by (the report bootstraps by it too);
+    # ``learned``: its own did-it-learn check (awcl.evaluate.sanity)
     keep = ("task", "protocol", "classes", "num_frames", "folds", "mean", "std", "warnings",
-            "train_patients", "intervals", "pooled")  # fmt: skip
-    return {k: metrics[k] for k in keep if k in metrics}
+            "train_patients", "intervals", "pooled", "group", "learned")  # fmt: skip
+    result = {k: metrics[k] for k in keep if k in metrics}
+    if leak_check is not None:
+        result["fold_pretraining"] = leak_check
+    return result
+
+
+def _record_data(data: str, out: Path) -> dict[str, Any]:
+    """Write ``trained_on.json`` (the dataset a pretraining was given: its path, frame count,
+    a hash of its frame ids, its video and patient ids) and return its short form."""
+    import hashlib
+
+    from awcl.atomic import write_json_atomic
+    from awcl.data.store import open_dataset
+
+    m = open_dataset(data).manifest
+    ids = "\n".join(m["frame_id"].astype(str)).encode()
+    rec = {"data": str(Path(data).resolve()), "frames": len(m),
+           "frame_ids_sha256": hashlib.sha256(ids).hexdigest(),
+           "video_ids": sorted(set(m["video_id"].astype(str))),
+           "patient_ids": sorted(set(m["patient_id"].astype(str)))}  # fmt: skip
+    write_json_atomic(out / TRAINED_ON, rec, indent=1)
+    return {"frames": rec["frames"], "videos": len(rec["video_ids"]), "frame_ids_sha256": rec["frame_ids_sha256"]}
 
 
 def pretrain_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
@@ -82,13 +170,15 @@ def pretrain_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     summary = out / "summary.json"
     if summary.is_file():
         s = json.loads(summary.read_text())
-        keep = ("final_loss", "img_per_s", "knn_acc", "knn_acc_init", "epochs", "steps",
-                "labelled_frames", "frames", "class_group", "batch_composition")  # fmt: skip
+        keep = ("final_loss", "img_per_s", "knn_acc", "knn_acc_init", "knn_curve", "knn_crossover_step",
+                "epochs", "steps", "views_seen", "lr_schedule", "warmup", "labelled_frames", "frames",
+                "class_group", "batch_composition")  # fmt: skip
         result = {k: s[k] for k in keep if k in s}
     # the batch composition the run used (the report states it): the effective setting
     result.setdefault("class_group", cfg.class_group)
     result["crop_scale"] = list(cfg.crop_scale)
     result["blur"] = cfg.blur
+    result["trained_on"] = _record_data(data, out)
     return result
 
 

@@ -27,7 +27,7 @@ from awcl.data.recipes import RECIPES as RECIPE_TABLE
 from awcl.data.store import GRANULARITIES
 from awcl.errors import AwclError
 from awcl.evaluate.tasks import PROBES, PROTOCOLS, TASKS
-from awcl.methods import INITS, STUDY_METHODS
+from awcl.methods import INITS, LABEL_METHODS, STUDY_METHODS
 
 METHODS = STUDY_METHODS  # the names a study's ``methods:`` may list
 # Methods that need a pretraining run (random/imagenet are inits only).
@@ -35,6 +35,9 @@ PRETRAINED = tuple(m for m in METHODS if m not in INITS)
 RECIPES = tuple(RECIPE_TABLE)  # the recipes a study can prepare data with
 ALL_PATIENTS = "all"  # train_patients value: the whole training part
 PRETRAIN_DATASET = "pretrain"  # a task's `dataset: pretrain` reuses the pretraining data
+# a task's pretrain_per_fold: which pretrained methods are pretrained once per outer fold of
+# the task, without that fold's test groups ("labels": those that train on labels)
+PER_FOLD = ("off", "labels", "all")
 
 TOP_KEYS = frozenset(
     ("name", "pretrain_data", "methods", "tasks", "pretrain", "anatomy_ratios", "anatomy_ratio",
@@ -96,6 +99,13 @@ class TaskSpec:
     classes: list[str] | None = None
     granularity: str = "coarse"
     extra: dict[str, Any] = field(default_factory=dict)
+    pretrain_per_fold: str = "off"  # one of PER_FOLD; needs dataset: pretrain
+
+    def per_fold(self, method: str) -> bool:
+        """Is ``method`` pretrained once per fold of this task (on its training groups)?"""
+        if self.pretrain_per_fold == "all":
+            return method in PRETRAINED
+        return self.pretrain_per_fold == "labels" and method in LABEL_METHODS
 
 
 @dataclass
@@ -284,7 +294,7 @@ def _task(v: Any, key: str, ctx: _Ctx) -> TaskSpec:
     d = ctx.mapping(v, key)
     allowed = {
         "name", "dataset", "task", "protocols", "head", "preset", "epochs", "folds",
-        "classes", "granularity", "extra", "train_patients", "finetune_seeds",
+        "classes", "granularity", "extra", "train_patients", "finetune_seeds", "pretrain_per_fold",
     }  # fmt: skip
     ctx.check_keys(d, key, allowed)
     if "name" not in d:
@@ -327,6 +337,10 @@ def _task(v: Any, key: str, ctx: _Ctx) -> TaskSpec:
         # the whole training part is always run: the main tables use it
         t.train_patients = [*sorted(v for v in values if v is not None), None]
     t.finetune_seeds = _seed_list(d.get("finetune_seeds"), f"{key}.finetune_seeds", ctx)
+    per_fold = d.get("pretrain_per_fold", "off")
+    if per_fold is None or isinstance(per_fold, bool):  # true: the label-using methods
+        per_fold = "labels" if per_fold else "off"
+    t.pretrain_per_fold = ctx.choice(per_fold, f"{key}.pretrain_per_fold", PER_FOLD)
     return t
 
 
@@ -433,9 +447,14 @@ def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None
     sweep_tasks, sweep_methods = _sweep(raw, names, methods, ctx)
     seeds = _seed_list(raw.get("seeds", [0]), "seeds", ctx)
     weights = raw.get("imagenet_weights")
+    pretrain_data = _dataset(raw["pretrain_data"], "pretrain_data", ctx)
+    for i, t in enumerate(tasks):
+        if t.pretrain_per_fold != "off" and t.dataset not in (PRETRAIN_DATASET, pretrain_data):
+            raise ctx.err(f"tasks[{i}].pretrain_per_fold", "per-fold pretraining needs the task to "
+                          "use the pretraining data (dataset: pretrain)")  # fmt: skip
     return StudyConfig(
         name=ctx.string(raw.get("name", Path(source).stem), "name"),
-        pretrain_data=_dataset(raw["pretrain_data"], "pretrain_data", ctx),  # type: ignore[arg-type]
+        pretrain_data=pretrain_data,  # type: ignore[arg-type]
         methods=methods,
         tasks=tasks,
         pretrain=_pretrain_settings(raw, ctx),

@@ -182,8 +182,18 @@ class LocalPool:
                 schedule(todo, lambda r: pool.submit(_execute_quietly, r, executors), wait_any,
                          self.jobs, started, finished, cancel=lambda h: h.cancel())  # fmt: skip
             except BaseException:
+                # Ctrl-C, a test's timeout, a failed run: stop now. Waiting for the runs in
+                # progress could wait for ever on a hung one; killing them loses nothing
+                # (a run writes under a temporary name and renames when done).
+                _kill_workers(pool)
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+
+
+def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.kill()
 
 
 # ----------------------------------------------------------------------------- cluster

@@ -24,11 +24,22 @@ import pandas as pd
 
 from awcl.atomic import write_atomic
 from awcl.errors import AwclError
-from awcl.evaluate.metrics import balanced_accuracy, class_confusion
-from awcl.evaluate.sanity import classification_check, segmentation_check
+from awcl.evaluate.metrics import class_confusion
+from awcl.evaluate.sanity import confusion_check, segmentation_check
 from awcl.evaluate.summary import pooled_pixel_confusion
-from awcl.evaluate.tasks import HEADLINE, PROTOCOLS, TABLE_METRICS
+from awcl.evaluate.tasks import PROTOCOLS, TABLE_METRICS, TASKS, headline_metric
 from awcl.methods import METHODS, STUDY_METHODS
+from awcl.study.answer import (
+    FOREST_CAPTION,
+    FOREST_FILE,
+    Comparison,
+    Compute,
+    answer_paragraphs,
+    below_init_note,
+    compute_rows,
+    forest_plot,
+    run_compute,
+)
 
 PROTOCOL_TITLES = {
     "full": "Transfer table (full fine-tuning)",
@@ -159,6 +170,7 @@ def main_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- predictions
 LABEL_COLS = ("method", "ratio", "seed", "ft_seed", "task", "task_kind", "protocol", "main", "train_patients")
+GROUP_BY, UNIT = "group_by", "unit"  # the run's bootstrap column (cfg.group) and its value per frame
 
 
 def load_predictions(data: StudyData) -> pd.DataFrame:
@@ -178,8 +190,13 @@ def load_predictions(data: StudyData) -> pd.DataFrame:
         for col in LABEL_COLS:
             p[col] = lab.get(col, lab.get("seed") if col == "ft_seed" else None)
         p["run"] = rec["dir"].name
+        # the run's bootstrap unit: its own split/bootstrap column (the DONE record's group)
+        group = str(rec.get("result", {}).get("group") or "patient_id")
+        if group not in p.columns:  # an older table: patient_id was the only unit
+            group = "patient_id"
+        p[GROUP_BY], p[UNIT] = group, p[group].astype(str)
         parts.append(p)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*LABEL_COLS, "run"])
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*LABEL_COLS, "run", GROUP_BY, UNIT])
 
 
 def _is_none(v: Any) -> bool:
@@ -224,12 +241,14 @@ def not_learned_runs(preds: pd.DataFrame) -> list[dict[str, Any]]:
             except AwclError:  # no per-frame confusion columns: nothing to check
                 continue
         elif first["task_kind"] == "classify":
-            names = sorted(set(p["true"].astype(str)) | set(p["pred"].astype(str)))
+            # this run's own classes (its non-empty prob_ columns; the stacked table holds
+            # every task's), and chance over those present in its test truth, as metrics.json
+            own = [c[5:] for c in p.columns if c.startswith("prob_") and p[c].notna().any()]
+            names = sorted(set(own) | set(p["true"].astype(str)) | set(p["pred"].astype(str)))
             idx = {n: i for i, n in enumerate(names)}
             cm = class_confusion(p["true"].astype(str).map(idx).to_numpy(),
                                  p["pred"].astype(str).map(idx).to_numpy(), len(names))
-            k = len([c for c in p.columns if c.startswith("prob_")]) or len(names)
-            chk = classification_check(balanced_accuracy(cm), k)
+            chk = confusion_check(cm)
         else:
             continue
         if not chk["learned"]:
@@ -372,10 +391,23 @@ def knn_table(knn: pd.DataFrame) -> Table | None:
 N_BOOT = 1000
 
 
+def _unit(preds: pd.DataFrame) -> str:
+    """The column to bootstrap over: each run's own group (:data:`UNIT`, set by
+    :func:`load_predictions`), ``patient_id`` in a table without it."""
+    return UNIT if UNIT in preds.columns else "patient_id"
+
+
+def _unit_title(preds: pd.DataFrame) -> str:
+    """"test patients", or "test <group>s" for runs grouped by another column."""
+    names = set(preds[GROUP_BY].dropna()) if GROUP_BY in preds.columns else set()
+    return "test patients" if names <= {"patient_id"} else f"test groups ({', '.join(sorted(names))})"
+
+
 def pooled_summary(preds: pd.DataFrame, kind: str, auroc: bool = True) -> dict[str, tuple[float, float, float]]:
     """metric -> (value, lo, hi) on the pooled predictions of one method/task/protocol (all
-    folds and seeds): the metric on every test frame, its 95% interval by bootstrap over test
-    patients (a patient's frames of every seed stay together). Empty when not computable.
+    folds and seeds): the metric on every test frame, its 95% interval by bootstrap over the
+    runs' own group (``cfg.group``, patients by default; a group's frames of every seed stay
+    together). Empty when not computable.
     ``auroc=False`` leaves AUROC out (most of the cost of a resample)."""
     from awcl.evaluate.summary import classification_summary, segmentation_summary
 
@@ -391,9 +423,9 @@ def pooled_summary(preds: pd.DataFrame, kind: str, auroc: bool = True) -> dict[s
                 classes = sorted(set(p["true"].astype(str)) | set(p["pred"].astype(str)))
             if not auroc:
                 p = p.drop(columns=[c for c in p.columns if c.startswith("prob_")])
-            s = classification_summary(p, classes, "patient_id", N_BOOT, seed=0)
+            s = classification_summary(p, classes, _unit(p), N_BOOT, seed=0)
         else:
-            s = segmentation_summary(p, "patient_id", N_BOOT, seed=0)
+            s = segmentation_summary(p, _unit(p), N_BOOT, seed=0)
     except AwclError:  # e.g. stand-in or old predictions without the needed columns
         return {}
     out = {}
@@ -441,8 +473,9 @@ def aligned(preds: pd.DataFrame, a: str, b: str) -> tuple[pd.DataFrame, pd.DataF
 def paired_difference(preds: pd.DataFrame, a: str, b: str, metric: str, kind: str,
                       ) -> tuple[float, float, float, int] | None:
     """metric(a) − metric(b) on the same test frames with a 95% paired-bootstrap interval
-    over test patients (folds and seeds pooled): (diff, lo, hi, frames); None when the two
-    methods share no test frame or the metric cannot be computed from their predictions."""
+    over the runs' test groups (:func:`_unit`, patients by default; folds and seeds pooled):
+    (diff, lo, hi, frames); None when the two methods share no test frame or the metric
+    cannot be computed from their predictions."""
     from awcl.evaluate.summary import paired_bootstrap_diff
 
     pa, pb = aligned(preds, a, b)
@@ -451,17 +484,18 @@ def paired_difference(preds: pd.DataFrame, a: str, b: str, metric: str, kind: st
     if kind == "classify":  # the same class columns in both (drop those of other tasks)
         for p in (pa, pb):
             p.drop(columns=[c for c in p.columns if c.startswith("prob_") and p[c].isna().any()], inplace=True)
+    unit = _unit(pa)
     try:
         if kind == "classify" and metric != "auroc":
             # without probabilities a resample skips AUROC (~40x faster); classes then come
             # from true/pred, equal for both runs whenever every class is in the test truth
             try:
                 diff, lo, hi = paired_bootstrap_diff(*(p.drop(columns=[c for c in p.columns if c.startswith("prob_")])
-                                                       for p in (pa, pb)), metric, "patient_id", n=N_BOOT, seed=0)  # fmt: skip
+                                                       for p in (pa, pb)), metric, unit, n=N_BOOT, seed=0)  # fmt: skip
             except AwclError:
-                diff, lo, hi = paired_bootstrap_diff(pa, pb, metric, "patient_id", n=N_BOOT, seed=0)
+                diff, lo, hi = paired_bootstrap_diff(pa, pb, metric, unit, n=N_BOOT, seed=0)
         else:
-            diff, lo, hi = paired_bootstrap_diff(pa, pb, metric, "patient_id", n=N_BOOT, seed=0)
+            diff, lo, hi = paired_bootstrap_diff(pa, pb, metric, unit, n=N_BOOT, seed=0)
     except AwclError:
         return None
     if not all(np.isfinite(v) for v in (diff, lo, hi)):
@@ -491,11 +525,12 @@ def efficiency_table(points: pd.DataFrame) -> Table:
 
 
 def pairwise_tables(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str],
-                    ) -> tuple[list[Table], list[str], int]:
+                    found: list[Comparison] | None = None) -> tuple[list[Table], list[str], int]:
     """Per task and protocol (main runs, whole training part): every pair of methods, the
     difference of the headline metric with its 95% paired-bootstrap interval.
 
-    Returns (tables, sentences naming the significant differences, number of comparisons)."""
+    Returns (tables, sentences naming the significant differences, number of comparisons);
+    ``found`` (when given) receives every row as a :class:`awcl.study.answer.Comparison`."""
     tables, significant, n_tests = [], [], 0
     if preds.empty:
         return tables, significant, n_tests
@@ -507,7 +542,9 @@ def pairwise_tables(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str],
                 continue
             sub = sub.dropna(axis=1, how="all")  # columns of other tasks' predictions
             kind = str(sub.task_kind.iloc[0])
-            metric = HEADLINE.get(kind, "accuracy")
+            if kind not in TASKS:
+                continue
+            metric = headline_metric(kind)
             methods = _methods_in_order(list(dict.fromkeys(sub.method)))
             rows: list[list[str]] = []
             bold: set[tuple[int, int]] = set()
@@ -522,7 +559,10 @@ def pairwise_tables(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str],
                     better = (d < 0) if lower_is_better(metric) else (d > 0)
                     verdict = ("yes: " + (b if better else a) + " better") if sig else "no"
                     rows.append([f"{b} − {a}", f"{d:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]", verdict,
-                                 str(sub[sub.method == b].patient_id.nunique()), str(frames)])  # fmt: skip
+                                 str(sub[sub.method == b][_unit(sub)].nunique()), str(frames)])  # fmt: skip
+                    if found is not None:
+                        found.append(Comparison(task, protocol, metric, DISPLAY.get(metric, metric),
+                                                lower_is_better(metric), b, a, d, lo, hi))  # fmt: skip
                     if sig:
                         bold.add((len(rows) - 1, 3))
                         significant.append(
@@ -531,7 +571,7 @@ def pairwise_tables(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str],
                         )
             if rows:
                 t = Table(["difference", f"{DISPLAY.get(metric, metric)}", "95% CI", "significant",
-                           "test patients", "paired frames"], rows, bold)  # fmt: skip
+                           _unit_title(sub), "paired frames"], rows, bold)  # fmt: skip
                 t.caption = f"{task}, {protocol}"
                 tables.append(t)
     return tables, significant, n_tests
@@ -548,7 +588,8 @@ def efficiency_points(preds: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
         if g.train_patients.notna().sum() == 0:
             continue
         kind = str(g.task_kind.iloc[0])
-        metric = HEADLINE.get(kind) if HEADLINE.get(kind) in set(g.metric) else table_metrics(g, task)[0]
+        head = headline_metric(kind) if kind in TASKS else None
+        metric = head if head in set(g.metric) else table_metrics(g, task)[0]
         for method, gm in g.groupby("method", sort=False):
             for n, gn in gm.groupby(gm.train_patients.map(lambda v: -1 if _is_none(v) else int(v)), sort=True):
                 vals = gn[gn.metric == metric].value
@@ -782,6 +823,8 @@ def pretrain_curves(data: StudyData) -> bytes | None:
             name += f" r={lab['ratio']:g}"
         if len(data.index.get("runs", [])) and lab.get("seed", 0) != 0:
             name += f" seed {lab['seed']}"
+        if lab.get("fold") is not None:  # per-fold pretraining
+            name += f" {lab.get('fold_of')} f{lab['fold']}"
         series.append((name, np.asarray(x), hist[col].to_numpy(dtype=float), col))
     if not series:
         return None
@@ -884,19 +927,69 @@ def degenerate_notes(flags: list[dict[str, Any]], protocol: str) -> dict[str, st
     return {m: "; ".join(v) for m, v in notes.items()}
 
 
+ANSWER_TITLE = "Answer on this data"
+
+
+def pretrain_compute(data: StudyData) -> list[Compute]:
+    """Each pretraining run's steps, views seen, lr schedule and kNN monitor (its DONE result;
+    the kNN history fills what an older result lacks), in the report's method order."""
+    knn = knn_histories(data)
+    out = []
+    for rec in sorted(data.of_kind("pretrain"), key=lambda r: (_order_key(str(r["labels"].get("method"))),
+                                                               str(r["labels"].get("ratio")), str(r["labels"].get("seed")))):  # fmt: skip
+        h = knn[knn.run == rec["dir"].name].sort_values("epoch")
+        curve = [(int(st), float(a)) for st, a in zip(h.step, h.knn_acc)] if len(h) and h.step.notna().all() else None
+        out.append(run_compute(rec["labels"], rec.get("result", {}), curve))
+    return out
+
+
+def answer_section(data: StudyData, df: pd.DataFrame, found: list[Comparison]) -> Section:
+    """The answer up front: the three questions from the pairwise differences, a note on runs
+    stopped below their step-0 kNN value, the forest plot, and each method's compute."""
+    s = Section(ANSWER_TITLE)
+    paras = answer_paragraphs(found)
+    if paras:
+        s.blocks.append("The paper's questions on this data, read from the pairwise differences (headline "
+                        "metric, all folds and seeds pooled): difference [95% paired-bootstrap interval over "
+                        "test patients], significant when the interval excludes 0 (not corrected for "
+                        "multiplicity).")  # fmt: skip
+        s.blocks.extend(paras)
+    else:
+        s.blocks.append("No answer yet: it needs two or more methods with predictions on the same test frames.")
+    runs = pretrain_compute(data)
+    note = below_init_note(runs)
+    if note:
+        s.blocks.append(note)
+    png = forest_plot(found)
+    if png:
+        s.blocks.append(Image(png, FOREST_FILE, FOREST_CAPTION))
+    header, rows = compute_rows(runs)
+    if "random" in set(df.method.dropna()):
+        rows.insert(0, ["random (no pretraining)", "0", "0", "—", "—", "—"])
+    if rows:
+        t = Table(header, rows)
+        t.caption = ("Equal compute, stated: each pretraining run's optimiser steps and views seen (steps × "
+                     "batch × views per sample, all processes; supervised methods draw labelled frames only)")  # fmt: skip
+        s.blocks.append(t)
+    return s
+
+
 def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None = None) -> list[Section]:
-    """The report's sections, in order: overview, one table per protocol, then the analyses."""
+    """The report's sections, in order: the answer, overview, one table per protocol, then the
+    analyses."""
     if preds is None:
         preds = load_predictions(data)
     tasks = list(dict.fromkeys(df[df.kind == "finetune"].task.dropna()))
     flags = degenerate_runs(preds) + not_learned_runs(preds)
-    secs = [overview_section(data)]
+    found: list[Comparison] = []
+    pairwise = pairwise_section(preds, df, tasks, found)  # first: the answer reads its differences
+    secs = [answer_section(data, df, found), overview_section(data)]
     for protocol in PROTOCOLS:
         s = transfer_section(df, preds, protocol, tasks, flags)
         if s is not None:
             secs.append(s)
     secs += [
-        pairwise_section(preds, df, tasks),
+        pairwise,
         efficiency_section(preds, df),
         knn_section(data),
         tsne_section(data),
@@ -909,6 +1002,23 @@ def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None
         versions_section(),
     ]
     return secs
+
+
+def per_fold_line(data: StudyData) -> str | None:
+    """Which methods were pretrained per fold (a task's ``pretrain_per_fold``), or None."""
+    by: dict[str, dict[str, set]] = {}
+    for run in data.index.get("runs", []):
+        lab = run.get("labels", {})
+        if run.get("kind") == "pretrain" and lab.get("fold") is not None:
+            by.setdefault(str(lab.get("fold_of")), {}).setdefault(str(lab.get("method")), set()).add(run["dir"])
+    if not by:
+        return None
+    parts = [f"{', '.join(_methods_in_order(list(ms)))} on {task} ({sum(map(len, ms.values()))} runs)"
+             for task, ms in by.items()]  # fmt: skip
+    return ("Per-fold pretraining: " + "; ".join(parts) + " — pretrained once per outer fold of "
+            "the task on that fold's training groups only (no frame or label of its test part), "
+            "each fold fine-tuned from its own encoder; any other pretrained method once on all "
+            "the pretraining data.")
 
 
 def overview_section(data: StudyData) -> Section:
@@ -925,6 +1035,9 @@ def overview_section(data: StudyData) -> Section:
     )
     for line in pretrain_setup(data):
         over.blocks.append(line)
+    per_fold = per_fold_line(data)
+    if per_fold:
+        over.blocks.append(per_fold)
     for note in data.index.get("notes", []):
         over.blocks.append(f"Note: {note}.")
     return over
@@ -957,9 +1070,11 @@ def transfer_section(df: pd.DataFrame, preds: pd.DataFrame, protocol: str, tasks
     return s
 
 
-def pairwise_section(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str]) -> Section:
+def pairwise_section(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str],
+                     found: list[Comparison] | None = None) -> Section:
+    """The pairwise tables; ``found`` receives every comparison (the answer and forest plot)."""
     s = Section("Pairwise differences (paired bootstrap over test patients)")
-    tables, significant, n_tests = pairwise_tables(preds, df, tasks)
+    tables, significant, n_tests = pairwise_tables(preds, df, tasks, found)
     if not tables:
         s.blocks.append("No paired comparison: it needs two or more methods with predictions on the same test frames.")
         return s
@@ -971,10 +1086,8 @@ def pairwise_section(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str]) ->
         f"{n_tests} comparisons, not corrected for multiplicity: about {0.05 * n_tests:.1f} could "
         "exclude 0 by chance."
     )
-    if significant:
-        s.blocks.append("Significant differences: " + "; ".join(significant) + ".")
-    else:
-        s.blocks.append("None of the differences between two methods is significant at this scale.")
+    s.blocks.append(f"{len(significant)} of {n_tests} differences are significant; the forest plot under "
+                    "the answer at the top draws every one of them.")  # fmt: skip
     s.blocks.extend(tables)
     return s
 
@@ -1211,16 +1324,18 @@ def write_report(out: str | os.PathLike) -> ReportFiles:
     out = Path(out)
     files = out / "report_files"
     files.mkdir(exist_ok=True)
-    # the console summary: the transfer tables and the pairwise verdicts as rendered here
+    # the console summary: the transfer tables as rendered here, and it ends with the answer
     keep = [s for s in sections if s.title in PROTOCOL_TITLES.values()]
-    pair = next((s for s in sections if s.title.startswith("Pairwise")), None)
-    if pair is not None:
-        keep.append(Section(pair.title, [b for b in pair.blocks if isinstance(b, str)][1:]))
+    answer = next((s for s in sections if s.title == ANSWER_TITLE), None)
+    if answer is not None:
+        keep.append(Section(answer.title, [b for b in answer.blocks if isinstance(b, str)]))
     write_atomic(files / SUMMARY_FILE, render_markdown(keep, files.name).split("\n", 2)[2])
     for s in sections:
         for b in s.blocks:
             if isinstance(b, Image):
                 write_atomic(files / b.name, b.png)
+                if b.name == FOREST_FILE:  # the one picture of the answer, also beside report.html
+                    write_atomic(out / b.name, b.png)
     write_atomic(out / "results.csv", df.to_csv(index=False))
     write_atomic(out / "report.md", render_markdown(sections, files.name))
     write_atomic(out / "report.html", render_html(sections))

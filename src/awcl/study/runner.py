@@ -24,11 +24,19 @@ import yaml
 from tqdm.auto import tqdm
 
 from awcl.atomic import write_atomic, write_json_atomic
+from awcl.evaluate.tasks import TASKS, headline_metric
 from awcl.locking import dir_lock
 from awcl.study.backends import real_executors
-from awcl.study.config import PRETRAIN_DATASET, PROBES, DatasetSpec, StudyConfig, TaskSpec
+from awcl.study.config import (
+    LABEL_METHODS,
+    PRETRAIN_DATASET,
+    PROBES,
+    DatasetSpec,
+    StudyConfig,
+    TaskSpec,
+)
 from awcl.study.launch import Serial
-from awcl.study.runs import DONE, MERGE, RUN_SUBDIR, Executors, Run, RunFn, execute
+from awcl.study.runs import DONE, FOLD_TRAIN, MERGE, RUN_SUBDIR, Executors, Run, RunFn, execute
 
 __all__ = [
     "DONE", "INDEX", "RUN_SUBDIR", "Executors", "Plan", "Run", "RunFn", "StudyResult", "execute",
@@ -94,10 +102,11 @@ def _link(config: dict[str, Any], **refs: Any) -> dict[str, Run]:
     return deps
 
 def _finetune_run(task: TaskSpec, protocol: str, method: str, ratio: float | None, seed: int,
-                  ft_seed: int, n: int | None, main: bool, data: Run | str, init: Run | str,
+                  ft_seed: int, n: int | None, main: bool, data: Run | str, init: Run | str | list[Run],
                   per_seed: bool) -> Run:
-    """One downstream run: ``task``/``protocol`` on the encoder ``init``, downstream seed
-    ``ft_seed``, fitted on ``n`` training patients per fold (None: all)."""
+    """One downstream run: ``task``/``protocol`` on the encoder ``init`` (a list: one encoder per
+    fold, ``init0``, ``init1``, ...), downstream seed ``ft_seed``, fitted on ``n`` training
+    patients per fold (None: all)."""
     tcfg: dict[str, Any] = {
         "task": task.task,
         "protocol": protocol,
@@ -112,7 +121,11 @@ def _finetune_run(task: TaskSpec, protocol: str, method: str, ratio: float | Non
     }
     if n is not None:  # absent for "all", so existing runs keep their cache keys
         tcfg["train_patients"] = n
-    deps = _link(tcfg, data=data, init=init)
+    if isinstance(init, list):  # per-fold pretraining: fold k's encoder is dependency init<k>
+        tcfg["fold_inits"] = len(init)
+        deps = _link(tcfg, data=data, **{f"init{k}": r for k, r in enumerate(init)})
+    else:
+        deps = _link(tcfg, data=data, init=init)
     labels = {
         "method": method, "ratio": ratio, "seed": seed, "ft_seed": ft_seed, "task": task.name,
         "task_kind": task.task, "protocol": protocol, "main": main, "train_patients": n,
@@ -205,20 +218,72 @@ def _encoders(cfg: StudyConfig, grid: _Grid, method: str, seed: int) -> list[Enc
         if isinstance(grid.pre_data, str):
             mcfg["data"] = grid.pre_data
         labels = {"method": method, "seed": seed, "ratio": r}
-        w = cfg.pretrain.epochs * (3.0 if method != "uscl" else 2.0)
-        run = grid.add(Run("pretrain", method if r is None else f"{method}-r{r:g}", mcfg, labels, deps, w))
+        # planned (grid.add) only where used: a method pretrained per fold for every task that
+        # reads it needs no pretraining on the whole data
+        run = Run("pretrain", method if r is None else f"{method}-r{r:g}", mcfg, labels, deps,
+                  _pretrain_weight(method, cfg))
         encoders.append((method, r, seed, run))
     return encoders
+
+
+def _pretrain_weight(method: str, cfg: StudyConfig, share: float = 1.0) -> float:
+    return cfg.pretrain.epochs * (3.0 if method != "uscl" else 2.0) * share
+
+
+# The task settings (finetune config keys, ``extra`` included) that decide its folds; a fold's
+# pretraining data is cut with exactly these (awcl.evaluate.folds.SPLIT_FIELDS, by study name).
+SPLIT_KEYS = ("task", "folds", "classes", "granularity", "seed", "label", "group", "split",
+              "val_fraction", "max_per_video")  # fmt: skip
+
+
+def _fold_count(task: TaskSpec) -> int:
+    return 1 if task.extra.get("split") == "fixed" else task.folds
+
+
+def _fold_encoders(cfg: StudyConfig, grid: _Grid, task: TaskSpec, ft_seed: int, per_seed: bool,
+                   enc: Encoder) -> list[Run]:
+    """Per-fold pretraining: for each outer fold k of ``task`` (downstream seed ``ft_seed``), a
+    data run keeping only the groups outside fold k's test part (the split the fine-tuning
+    run makes, computed by the same code) and ``enc``'s pretraining on it."""
+    method, _, _, init = enc
+    assert isinstance(init, Run)
+    split = {k: v for k, v in {**task.extra, "task": task.task, "folds": task.folds,
+                                "classes": task.classes, "granularity": task.granularity,
+                                "seed": ft_seed}.items() if k in SPLIT_KEYS}  # fmt: skip
+    base = grid.pre_data
+    n = _fold_count(task)
+    tag = f"-s{ft_seed}" if per_seed else ""
+    runs = []
+    for k in range(n):
+        scfg: dict[str, Any] = {"recipe": FOLD_TRAIN, "split": split, "fold": k}
+        deps = _link(scfg, data=base)
+        labels = {"recipe": FOLD_TRAIN, "task": task.name, "fold": k, "ft_seed": ft_seed}
+        sub = grid.add(Run("data", f"{task.name}-f{k}{tag}", scfg, labels, deps, weight=0.5))
+        mcfg = {k2: v for k2, v in init.config.items() if k2 != "data"}
+        plabels = {**init.labels, "fold": k, "fold_of": task.name, "ft_seed": ft_seed}
+        name = f"{init.name}-{task.name}-f{k}{tag}"
+        runs.append(grid.add(Run("pretrain", name, mcfg, plabels, {"data": sub},
+                                 _pretrain_weight(method, cfg, (n - 1) / n if n > 1 else 0.8))))
+    return runs
+
+
+def _uses_own_labels(cfg: StudyConfig, task: TaskSpec) -> bool:
+    return task.dataset == PRETRAIN_DATASET or task.dataset == cfg.pretrain_data
 
 
 def _plan_finetunes(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> None:
     """Every task and protocol on the main encoders; the swept (non-main) ratios only on the
     sweep tasks' sweep protocol."""
     sweep = set(cfg.sweep_tasks) if cfg.sweep_tasks is not None else {t.name for t in cfg.tasks}
-    for method, ratio, seed, init in encoders:
+    for enc in encoders:
+        method, ratio, seed, init = enc
         main = ratio is None or ratio == cfg.anatomy_ratio
         for task in cfg.tasks:
             data = grid.data_ref(task.dataset)
+            per_fold = task.per_fold(method)
+            if method in LABEL_METHODS and not per_fold and _uses_own_labels(cfg, task):
+                _note(grid, f"{method} is pretrained with the labels of {task.name}'s own data, its "
+                      "test folds included; set the task's pretrain_per_fold: labels")  # fmt: skip
             for protocol in task.protocols:
                 if not main and not (task.name in sweep and protocol == _sweep_protocol(task)):
                     continue
@@ -226,9 +291,19 @@ def _plan_finetunes(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> N
                 counts = task.train_patients if main else [None]
                 ft_seeds = task.finetune_seeds or cfg.finetune_seeds
                 for ft_seed in ft_seeds or [seed]:
+                    ref: Run | str | list[Run] = init
+                    if per_fold:
+                        ref = _fold_encoders(cfg, grid, task, ft_seed, ft_seeds is not None, enc)
+                    elif isinstance(init, Run):
+                        ref = grid.add(init)
                     for n in counts:
                         grid.add(_finetune_run(task, protocol, method, ratio, seed, ft_seed, n, main,
-                                               data, init, per_seed=ft_seeds is not None))
+                                               data, ref, per_seed=ft_seeds is not None))
+
+
+def _note(grid: _Grid, text: str) -> None:
+    if text not in grid.notes:
+        grid.notes.append(text)
 
 
 def _plan_embeds(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> None:
@@ -237,9 +312,15 @@ def _plan_embeds(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> None
     etask_name = cfg.embed.task or next((t.name for t in cfg.tasks if t.task == "classify"), names[0])
     etask = cfg.tasks[names.index(etask_name)]
     data = grid.data_ref(etask.dataset)
-    for method, ratio, seed, init in encoders:
+    for enc in encoders:
+        method, ratio, seed, init = enc
         if seed != cfg.seeds[0] or not (ratio is None or ratio == cfg.anatomy_ratio):
             continue
+        if etask.per_fold(method):  # the first fold's encoder (no pretraining on all the data)
+            ft_seeds = etask.finetune_seeds or cfg.finetune_seeds
+            init = _fold_encoders(cfg, grid, etask, (ft_seeds or [seed])[0], ft_seeds is not None, enc)[0]
+        elif isinstance(init, Run):
+            init = grid.add(init)
         ecfg: dict[str, Any] = {
             "max_samples": cfg.embed.max_samples,
             "granularity": etask.granularity,
@@ -263,8 +344,9 @@ def headline(run: Run, result: dict[str, Any]) -> str:
         import numpy as np
 
         folds = result["folds"]
-        prefer = ("accuracy", "f1", "dice_per_image", "dice", "miou")
-        metric = next((m for m in prefer if m in folds[0]), next(iter(folds[0])))
+        kind = run.labels.get("task_kind") or result.get("task")
+        head = headline_metric(kind) if kind in TASKS else None  # the report's metric too
+        metric = head if head in folds[0] else next(iter(folds[0]))
         vals = [f[metric] for f in folds if isinstance(f.get(metric), (int, float))]
         return f"{metric} {np.mean(vals):.3f} ± {np.std(vals):.3f} over {len(vals)} folds"
     if run.kind == "pretrain" and "final_loss" in result:

@@ -25,6 +25,7 @@ from awcl.locking import dir_lock
 DONE = "DONE"
 RUN_SUBDIR = "run"
 MERGE = "merge"  # the data run that builds the union of several sources
+FOLD_TRAIN = "fold-train"  # the data run that keeps one fold's training groups (per-fold pretraining)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from awcl.data.pairs import PairViews, ResumableLoader, collate_views
 from awcl.errors import AwclError
 from awcl.methods.base import Method
 from awcl.models import build_encoder
+from awcl.train.schedule import warmup_cosine, warmup_steps
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,34 @@ def to_input(x: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def epoch_end_as_last_batch(checkpoint: dict[str, Any]) -> bool:
+    """Rewrite the loop state of an epoch-end checkpoint as that of the same moment one hook
+    earlier, the end of the epoch's last batch; True when it did.
+
+    With ``max_steps`` set, Lightning (2.6) resumes an epoch-end checkpoint as if a validation
+    loop were still to run: it trains one extra batch in the finished epoch and ends it again,
+    so the run goes on with other batches than an uninterrupted one. From the last-batch state
+    it starts the next epoch at its first batch, as the uninterrupted run did (the epoch-end
+    hooks ran before the checkpoint was written and are not repeated)."""
+    try:
+        fit = checkpoint["loops"]["fit_loop"]
+        ep, bp = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+        loop = fit["epoch_loop.state_dict"]
+    except (KeyError, TypeError):
+        return False
+    cur, bcur = ep["current"], bp["current"]
+    at_epoch_end = (cur["started"] == cur["processed"] == cur["completed"] + 1 and bp.get("is_last_batch")
+                    and bcur["completed"] == bcur["processed"])  # fmt: skip
+    if not at_epoch_end:
+        return False
+    for progress, key in ((ep, "processed"), (bp, "completed")):
+        for part in ("total", "current"):
+            progress[part][key] -= 1
+    if "_batches_that_stepped" in loop:
+        loop["_batches_that_stepped"] -= 1
+    return True
+
+
 class PretrainModule(L.LightningModule):
     """Encoder + the method's heads; ``training_step`` = views -> encoder -> method loss."""
 
@@ -62,12 +91,12 @@ class PretrainModule(L.LightningModule):
         super().__init__()
         self.cfg, self.method, self.frames_path = cfg, method, frames_path
         self.channels_last = channels_last
-        self.encoder = build_encoder(cfg.init)
+        self.encoder = build_encoder(cfg.init, getattr(cfg, "backbone", None), tuple(cfg.size))
         if channels_last:
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
         if getattr(cfg, "compile", False):
             self.encoder.compile()  # in place: state_dict keys (checkpoints, encoder.pt) unchanged
-        self.heads = method.heads()
+        self.heads = method.heads(self.encoder.out_dim)
         self.augment = Augment(
             ViewAugmentConfig(
                 size=tuple(cfg.size),
@@ -102,6 +131,10 @@ class PretrainModule(L.LightningModule):
             pin_memory=torch.cuda.is_available(),
         )
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.trainer.max_steps != -1:
+            epoch_end_as_last_batch(checkpoint)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x = batch["x1"] if "x2" not in batch else torch.cat([batch["x1"], batch["x2"]])
         h = self.encoder(to_input(x, self.channels_last))  # [V·B, 512]
@@ -118,9 +151,20 @@ class PretrainModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(
-            self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
-        )
+        opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        if self.cfg.lr_schedule == "constant":
+            return opt
+        # per step over the run's real length (max_steps or epochs x batches), so a short run
+        # warms up and decays as a long one does. Not trainer.estimated_stepping_batches: it
+        # builds the train loader before a checkpoint is restored, so the loader's position is
+        # never restored and a mid-epoch --resume replays the epoch from its start.
+        t = self.trainer
+        batches = len(self.method.sampler(self.cfg.batch_size, self.cfg.seed, t.world_size, t.global_rank))
+        total = batches * max(int(t.max_epochs or 1), 1)
+        total = min(total, t.max_steps) if t.max_steps != -1 else total
+        factor = warmup_cosine(total, warmup_steps(self.cfg.warmup, total))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class Throughput(Callback):
@@ -142,13 +186,25 @@ class Throughput(Callback):
         self._last: float | None = None
         self._steps = 0
         self._first = True
-        self.loss_sum, self.loss_n = 0.0, 0
+        self.loss_sum, self.loss_n, self.loss_epoch = 0.0, 0, -1
+
+    def state_dict(self) -> dict[str, Any]:
+        # the epoch's loss so far goes into every checkpoint: a run resumed mid-epoch (or from
+        # its last checkpoint) reports the epoch loss of an uninterrupted run, not a part of it
+        return {"loss_sum": self.loss_sum, "loss_n": self.loss_n, "epoch": self.loss_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning skips on_train_epoch_start when it restarts mid-epoch (and after a checkpoint
+        # of an epoch's last batch); the first batch of another epoch resets these
+        self.loss_sum = float(state_dict.get("loss_sum", 0.0))
+        self.loss_n = int(state_dict.get("loss_n", 0))
+        self.loss_epoch = int(state_dict.get("epoch", -1))
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._last = time.perf_counter()
         self._first = True
         self.epoch_images, self.epoch_seconds = 0, 0.0
-        self.loss_sum, self.loss_n = 0.0, 0
+        self.loss_sum, self.loss_n, self.loss_epoch = 0.0, 0, trainer.current_epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         sampler = getattr(pl_module, "sampler", None)
@@ -160,6 +216,8 @@ class Throughput(Callback):
         self._last = now
         self._steps += 1
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if self.loss_epoch != trainer.current_epoch:
+            self.loss_sum, self.loss_n, self.loss_epoch = 0.0, 0, trainer.current_epoch
         if loss is not None:
             self.loss_sum += float(loss)
             self.loss_n += 1
@@ -199,11 +257,17 @@ class KnnMonitor(Callback):
     """
 
     def __init__(self, frames_path: str, bank: np.ndarray, bank_y: np.ndarray, query: np.ndarray,
-                 query_y: np.ndarray, size: tuple[int, int], k: int = 20, batch: int = 64):
+                 query_y: np.ndarray, size: tuple[int, int], k: int = 20, batch: int = 64,
+                 every_n_steps: int = 0, curve_path: Path | None = None):
         self.frames_path, self.size, self.k, self.batch = frames_path, tuple(size), k, batch
         self.bank, self.bank_y, self.query, self.query_y = bank, bank_y, query, query_y
         self.last: float = float("nan")
-        self.initial: float = float("nan")  # before training (NaN on a resumed run)
+        self.initial: float = float("nan")  # before training (a resumed run: from its checkpoint)
+        # the curve (step, knn_acc): step 0, every ``every_n_steps`` steps and each epoch end,
+        # written to ``curve_path`` (monitor.csv) so the crossover can be read off one run
+        self.every = int(every_n_steps)
+        self.curve_path = Path(curve_path) if curve_path else None
+        self.curve: list[tuple[int, float]] = []
 
     @torch.no_grad()
     def features(self, pl_module: PretrainModule, rows: np.ndarray) -> torch.Tensor:
@@ -234,18 +298,55 @@ class KnnMonitor(Callback):
         votes.scatter_add_(1, torch.from_numpy(self.bank_y)[idx], (top / 0.1).exp())
         return float((votes.argmax(1).numpy() == self.query_y).mean())
 
+    def _record(self, trainer, step: int, acc: float) -> None:
+        self.curve = [(s, a) for s, a in self.curve if s != step] + [(step, acc)]
+        if self.curve_path is not None and trainer.is_global_zero:
+            with atomic_file(self.curve_path) as tmp, open(tmp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(("step", "knn_acc"))
+                w.writerows((s, round(a, 6)) for s, a in sorted(self.curve))
+
+    def state_dict(self) -> dict[str, Any]:
+        # what was measured so far goes into every checkpoint, so a resumed run (even one resumed
+        # from its last checkpoint, which measures nothing) reports what an uninterrupted run does
+        return {"initial": self.initial, "last": self.last, "curve": [[s, a] for s, a in self.curve]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.initial = float(state_dict.get("initial", math.nan))
+        self.last = float(state_dict.get("last", math.nan))
+        self.curve = [(int(s), float(a)) for s, a in state_dict.get("curve", [])]
+
+    def _load_curve(self, upto: int) -> None:
+        """On resume from a checkpoint without the monitor's state: keep the points measured up
+        to the checkpoint's step."""
+        if not self.curve and self.curve_path is not None and self.curve_path.is_file():
+            with open(self.curve_path, newline="") as fh:
+                self.curve = [(int(r["step"]), float(r["knn_acc"])) for r in csv.DictReader(fh)
+                              if int(r["step"]) <= upto]  # fmt: skip
+
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.global_step > 0:  # resumed: the step-0 value is already in history.csv
+            self._load_curve(trainer.global_step)
             return
         self.initial = self.measure(pl_module)
+        self._record(trainer, 0, self.initial)
         # self.log() is not allowed in this hook; write the step-0 point to the loggers directly
         for logger in trainer.loggers:
             logger.log_metrics({"knn_acc": self.initial}, step=0)
         if trainer.is_global_zero:
             log.info("kNN monitor: accuracy %.4f before training (step 0, initial encoder)", self.initial)
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every > 0 and step % self.every == 0 and step not in dict(self.curve):
+            acc = self.measure(pl_module)
+            self._record(trainer, step, acc)
+            for logger in trainer.loggers:
+                logger.log_metrics({"knn_acc_step": acc}, step=step)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.last = self.measure(pl_module)
+        self._record(trainer, trainer.global_step, self.last)
         pl_module.log("knn_acc", self.last, prog_bar=True, on_step=False, on_epoch=True)
 
 

@@ -39,7 +39,16 @@ import yaml
 from awcl import __version__
 from awcl.atomic import replace_dir, temp_sibling
 from awcl.errors import AwclError
-from awcl.models import ENCODER_FILE, GREY_MEAN, GREY_STD, Encoder, build_encoder
+from awcl.locking import out_lock
+from awcl.models import (
+    ENCODER_FILE,
+    GREY_MEAN,
+    GREY_STD,
+    RESNET_NAMES,
+    Encoder,
+    build_encoder,
+    encoder_meta,
+)
 
 METHOD_TEXT = {
     "awcl": "anatomy-aware contrastive learning (AWCL; Fu et al. 2022): a labelled frame's positive "
@@ -242,9 +251,10 @@ def model_card(info: RunInfo, files: list[str], hist: pd.DataFrame | None, resul
     gran = c.get("granularity", "coarse")
     title = method + (f" ({gran} labels, anatomy ratio {c.get('anatomy_ratio')})" if method == "awcl" else "")
     size = c.get("size") or s.get("size") or ["?", "?"]
-    L = [f"# Model card: awcl ResNet-18 encoder, {title}", ""]
+    bb = card_backbone(info)
+    L = [f"# Model card: awcl {RESNET_NAMES.get(bb['name'], bb['name'])} encoder, {title}", ""]
     L += [f"Exported by awcl {__version__} on {time.strftime('%Y-%m-%d')} from `{info.root.resolve()}`.", ""]
-    L += _card_model(size, files)
+    L += _card_model(size, files, bb) if bb["name"] in RESNET_NAMES else _card_timm(size, files, bb)
     L += ["## Method", "", f"{METHOD_TEXT.get(method, method)}.", ""]
     L += _card_data(info, gran)
     L += _card_settings(c, s)
@@ -254,26 +264,68 @@ def model_card(info: RunInfo, files: list[str], hist: pd.DataFrame | None, resul
     return "\n".join(L)
 
 
-def _card_model(size: list[Any], files: list[str]) -> list[str]:
-    """The architecture, the files, how to load them (with a snippet)."""
+def card_backbone(info: RunInfo) -> dict[str, Any]:
+    """The exported encoder's backbone: ``name``, ``img_size`` (timm models built for one),
+    ``dim`` (pooled feature width)."""
+    from awcl.backbones import feature_dim
+
+    meta = encoder_meta(info.root / ENCODER_FILE)
+    name = meta.get("backbone") or "resnet18"
+    size = meta.get("img_size")
+    return {"name": name, "img_size": size, "dim": feature_dim(name, tuple(size) if size else None)}
+
+
+def _timm_call(bb: dict[str, Any]) -> str:
+    arch = bb["name"].removeprefix("timm:")
+    size = f", img_size=({bb['img_size'][0]}, {bb['img_size'][1]})" if bb.get("img_size") else ""
+    return f'timm.create_model("{arch}", pretrained=False, num_classes=0, in_chans=1{size})'
+
+
+def _card_timm(size: list[Any], files: list[str], bb: dict[str, Any]) -> list[str]:
+    """The card's model section for a timm backbone (1-channel, timm's own keys)."""
+    dim = bb["dim"]
     L = ["## Model", "",
-         "- Architecture: ResNet-18 trunk (torchvision `resnet18` without `fc`), 512-d output "
+         f"- Architecture: timm `{bb['name'].removeprefix('timm:')}` with `num_classes=0` (pooled "
+         f"{dim}-d features, the model's own pooling) and `in_chans=1` (grey input).",
+         f"- Trained on grey-scale ultrasound frames of {size[0]}x{size[1]} (HxW).",
+         f"- Files: {', '.join(f'`{f}`' for f in files)}.",
+         f"- `encoder.safetensors` / `encoder.pt`: timm's own keys; load with `strict=True` into "
+         f"`{_timm_call(bb)}`. Input: the grey image in [0, 1] normalised with mean {GREY_MEAN} "
+         f"and std {GREY_STD}, one channel. `awcl finetune --init encoder.safetensors` reads the "
+         "backbone from the file's metadata.",
+         "- TorchScript / ONNX (when exported): input `[B, 1, H, W]` grey in [0, 1] "
+         f"(normalisation inside), output `[B, {dim}]`.", ""]  # fmt: skip
+    L += ["```python", "import timm, torch", "from safetensors.torch import load_file", "",
+          f"net = {_timm_call(bb)}",
+          'net.load_state_dict(load_file("encoder.safetensors"))',
+          "grey = ...  # [B, 1, H, W] in [0, 1]",
+          f"features = net.eval()((grey - {GREY_MEAN}) / {GREY_STD})  # [B, {dim}]",
+          "```", ""]  # fmt: skip
+    return L
+
+
+def _card_model(size: list[Any], files: list[str], bb: dict[str, Any] | None = None) -> list[str]:
+    """The architecture, the files, how to load them (with a snippet): torchvision ResNets."""
+    arch, dim = (bb["name"], bb["dim"]) if bb else ("resnet18", 512)
+    label = RESNET_NAMES[arch]
+    L = ["## Model", "",
+         f"- Architecture: {label} trunk (torchvision `{arch}` without `fc`), {dim}-d output "
          "after global average pooling.",
          f"- Trained on grey-scale ultrasound frames of {size[0]}x{size[1]} (HxW).",
          f"- Files: {', '.join(f'`{f}`' for f in files)}.",
          "- `encoder.safetensors` / `encoder.pt`: loads with `strict=True` into "
-         "`torchvision.models.resnet18()` whose `fc` is replaced by `torch.nn.Identity()`. Input: "
+         f"`torchvision.models.{arch}()` whose `fc` is replaced by `torch.nn.Identity()`. Input: "
          f"the grey image in [0, 1] normalised with mean {GREY_MEAN} and std {GREY_STD} (the grey "
          "equivalent of ImageNet's), replicated to 3 channels; this reproduces awcl's encoder "
          "exactly (conv1 holds the grey kernel divided by 3 on each channel).",
          "- TorchScript / ONNX (when exported): input `[B, 1, H, W]` grey in [0, 1] "
-         "(normalisation inside), output `[B, 512]`.", ""]  # fmt: skip
+         f"(normalisation inside), output `[B, {dim}]`.", ""]  # fmt: skip
     L += ["```python", "import torch, torchvision", "from safetensors.torch import load_file", "",
-          "net = torchvision.models.resnet18()", "net.fc = torch.nn.Identity()",
+          f"net = torchvision.models.{arch}()", "net.fc = torch.nn.Identity()",
           'net.load_state_dict(load_file("encoder.safetensors"))',
           "grey = ...  # [B, 1, H, W] in [0, 1]",
           f"x = ((grey - {GREY_MEAN}) / {GREY_STD}).expand(-1, 3, -1, -1)",
-          "features = net.eval()(x)  # [B, 512]",
+          f"features = net.eval()(x)  # [B, {dim}]",
           "```", ""]  # fmt: skip
     return L
 
@@ -364,6 +416,11 @@ def _card_use() -> list[str]:
 # ------------------------------------------------------------------------------ main API
 def export_run(cfg: ExportConfig) -> Path:
     """Write the export directory (atomically: a temporary sibling renamed at the end)."""
+    with out_lock(cfg.out, "export"):
+        return _export_run(cfg)
+
+
+def _export_run(cfg: ExportConfig) -> Path:
     info = locate(cfg.run)
     enc = build_encoder(info.root / ENCODER_FILE).eval()
     out = Path(cfg.out)
@@ -379,6 +436,15 @@ def export_run(cfg: ExportConfig) -> Path:
                 "input": f"grey in [0,1], (x-{GREY_MEAN})/{GREY_STD}, replicated to 3 channels",
                 "awcl_version": __version__,
                 "method": str(info.config.get("method", ""))}  # fmt: skip
+        name = getattr(enc, "backbone", "resnet18")
+        if name != "resnet18":  # recorded, so the file is an --init that names its backbone
+            img = getattr(enc, "img_size", None)
+            meta.update(awcl_backbone=name, img_size=f"{img[0]}x{img[1]}" if img else "")
+            bb = {"name": name, "img_size": img, "dim": enc.out_dim}
+            meta["architecture"] = (f"torchvision.models.{name} without fc" if name in RESNET_NAMES
+                                    else _timm_call(bb))  # fmt: skip
+            if name not in RESNET_NAMES:
+                meta["input"] = f"grey in [0,1], (x-{GREY_MEAN})/{GREY_STD}, 1 channel"
         save_safetensors(sd, tmp / "encoder.safetensors", meta)
         torch.save(sd, tmp / "encoder.pt")
         files = ["encoder.safetensors", "encoder.pt"]

@@ -32,6 +32,7 @@ import torch
 
 from awcl.atomic import write_json_atomic
 from awcl.errors import AwclError
+from awcl.locking import dir_lock
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,28 @@ def _normalise(precision: str) -> str:
     return "32-true" if p == "32" else p
 
 
+def _probe_once(key: str, size: tuple[int, int], features: set[str] | frozenset[str], dev: str,
+                threads: int) -> dict:
+    """Time the candidates once per machine, one process at a time: the processes of a DDP
+    launch start together, and each timing its own would let timing noise give them different
+    memory formats (DDP then refuses: "params ... not to match strides")."""
+    try:
+        lock = dir_lock(_cache_path().with_suffix(".lock"), "precision probe", wait=900)
+        with lock:
+            entry = _read_cache().get(key)  # another process may have timed it meanwhile
+            if entry is None:
+                log.info("timing training-step precisions on this CPU at %dx%d (once per machine)", *size)
+                (prec, cl), rates = probe_cpu(size, features=features)
+                entry = {"precision": prec, "channels_last": cl, "rates": rates,
+                         "cpu": dev, "size": list(size), "threads": threads}
+                _write_cache(key, entry)
+            return entry
+    except OSError:  # a read-only cache folder: time without the lock (nothing is shared)
+        (prec, cl), rates = probe_cpu(size, features=features)
+        return {"precision": prec, "channels_last": cl, "rates": rates, "cpu": dev,
+                "size": list(size), "threads": threads}
+
+
 def choose(requested: str = "auto", accelerator: str = "cpu", size: tuple[int, int] = (224, 288),
            channels_last: bool | None = None, probe: bool | None = None) -> Choice:
     """Resolve ``requested`` on ``accelerator`` ("cpu" | "gpu"/"cuda") for frames of ``size``.
@@ -260,11 +283,7 @@ def choose(requested: str = "auto", accelerator: str = "cpu", size: tuple[int, i
         key = _cache_key(tuple(size), threads)
         entry = _read_cache().get(key)
         if entry is None:
-            log.info("timing training-step precisions on this CPU at %dx%d (once per machine)", *size)
-            (prec, cl), rates = probe_cpu(tuple(size), features=features)
-            entry = {"precision": prec, "channels_last": cl, "rates": rates,
-                     "cpu": dev, "size": list(size), "threads": threads}
-            _write_cache(key, entry)
+            entry = _probe_once(key, tuple(size), features, dev, threads)
         prec, cl_best = decide(entry["rates"], features)  # today's rule on the cached timings
         rates = ", ".join(f"{k} {v:.1f}" for k, v in entry["rates"].items())
         native = "native bf16" if native_cpu_bf16(features) else "no native bf16 (bf16 not tried)"

@@ -14,6 +14,7 @@ A run directory holds::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -29,16 +30,19 @@ import torch
 import yaml
 
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
-from awcl.atomic import write_atomic, write_json_atomic
+from awcl.atomic import atomic_file, sweep_temps, write_atomic, write_json_atomic
+from awcl.backbones import BACKBONE_HELP, check_backbone
 from awcl.config import check_choices, check_ranges, compose, option, read_yaml
 from awcl.config import to_dict as config_dict
 from awcl.data.pairs import FrameIndex, frame_labels
 from awcl.data.store import GRANULARITIES, describe_source, open_dataset, union_dataset
 from awcl.errors import AwclError
+from awcl.locking import out_lock
 from awcl.methods import METHODS, build_method
-from awcl.models import ENCODER_FILE, save_encoder
+from awcl.models import ENCODER_FILE, resolve_backbone, save_encoder
 from awcl.options import parse_size
 from awcl.train.precision import choose, resolve_accelerator
+from awcl.train.schedule import SCHEDULES
 from awcl.train.trackers import build_loggers, check_loggers
 from awcl.train.trainer import build_trainer, is_global_zero, quiet_fit
 
@@ -77,7 +81,8 @@ class PretrainConfig:
     uscl_ce_weight: float = option(0.2, help="uscl: weight of the cross-entropy head per view (official 0.2)")
     uscl_rounds: int = option(0, help="uscl: passes over the videos per epoch (0: about frames/videos; 1: the official epoch)")
     # model / optimisation
-    init: str = option("random", help="random | run dir | encoder.pt | torchvision resnet18 .pth")
+    init: str = option("random", help="random | run dir | encoder.pt | torchvision ResNet .pth | a foundation-model checkpoint (timm/MAE ViT, BEiT, open_clip visual tower; architecture named by --backbone)")
+    backbone: str | None = option(None, help=BACKBONE_HELP)
     proj_hidden: int = option(512, help="projection MLP hidden width")
     proj_dim: int = option(128, help="projection output dimension")
     temperature: float = option(0.5, help="contrastive temperature τ")
@@ -86,6 +91,8 @@ class PretrainConfig:
     batch_size: int = option(32, help="samples per process and step (each gives 2 views)")
     lr: float = option(1e-3, help="Adam learning rate")
     weight_decay: float = option(1e-6, help="Adam weight decay")
+    lr_schedule: str = option("warmup-cosine", choices=SCHEDULES, help="per-step lr: warmup-cosine (linear warmup, then a half cosine to 0 at the last step; --lr is the peak) or constant (the paper names none)")
+    warmup: float = option(0.1, help="warmup-cosine: share of the run's steps spent ramping the lr up")
     # input and augmentation
     size: tuple[int, int] = option((224, 288), parse=_pretrain_size, help="input HxW, e.g. 224x288 (frames are cropped/resized on the fly)")
     crop_scale: tuple[float, float] = option((0.08, 1.0), parse=parse_crop_scale, help="random-resized-crop area share LO,HI (SimCLR: 0.08,1)")
@@ -107,6 +114,7 @@ class PretrainConfig:
     checkpoint_every_n_steps: int = option(0, help="extra checkpoint every N steps (0: per epoch only)")
     monitor_fraction: float = option(0.2, help="share of labelled patients held out for the kNN monitor (0: off)")
     monitor_max: int = option(512, help="cap on kNN monitor bank/query frames")
+    monitor_every_n_steps: int = option(0, help="also run the kNN monitor every N steps (0: at step 0 and epoch ends only); the curve goes to monitor.csv")
     monitor_granularity: str = option("", help="labels the kNN monitor scores: coarse | fine ('': the method's granularity)")
     log_every_n_steps: int = option(10, help="logging interval in steps")
     logger: list[str] = option(default_factory=lambda: ["tensorboard", "csv"], repeat=True, help="tensorboard | csv | wandb | mlflow; repeatable (wandb/mlflow: pip install 'awcl[wandb]' / 'awcl[mlflow]')")
@@ -123,6 +131,8 @@ class PretrainConfig:
         if isinstance(self.data, (list, tuple)):
             self.data = [str(d) for d in self.data] if len(self.data) != 1 else str(self.data[0])
         check_choices(self)  # method, granularity, clpi_by
+        if self.backbone:
+            self.backbone = check_backbone(self.backbone)
         if self.monitor_granularity not in ("", *GRANULARITIES):
             raise AwclError(f"--monitor-granularity must be coarse or fine, not {self.monitor_granularity!r}")
         if "spawn" in str(self.strategy):
@@ -137,7 +147,7 @@ class PretrainConfig:
                             "proj_dim": (1, None), "flip": (0, 1), "blur": (0, 1),
                             "brightness": (0, None), "contrast": (0, None), "class_group": (1, None),
                             "num_workers": (0, None), "threads": (0, None), "num_nodes": (1, None),
-                            "monitor_fraction": (0, 1), "log_every_n_steps": (1, None),
+                            "monitor_fraction": (0, 1), "warmup": (0, 1), "monitor_every_n_steps": (0, None), "log_every_n_steps": (1, None),
                             "checkpoint_every_n_steps": (0, None), "uscl_rounds": (0, None)},
                      strict=("lr", "temperature"))  # fmt: skip
 
@@ -175,7 +185,7 @@ def _held_out(ds, cfg: PretrainConfig) -> np.ndarray:
     return np.isin(patients, chosen)
 
 
-def _monitor(ds, cfg: PretrainConfig, hide: np.ndarray, frames_path: str):
+def _monitor(ds, cfg: PretrainConfig, hide: np.ndarray, frames_path: str, run: Path | None = None):
     from awcl.train.engine import KnnMonitor
 
     if not hide.any():
@@ -190,7 +200,9 @@ def _monitor(ds, cfg: PretrainConfig, hide: np.ndarray, frames_path: str):
         return None
     bank = np.sort(rng.permutation(bank)[: cfg.monitor_max])
     query = np.sort(rng.permutation(query)[: cfg.monitor_max])
-    return KnnMonitor(frames_path, bank, y[bank], query, y[query], cfg.size)
+    return KnnMonitor(frames_path, bank, y[bank], query, y[query], cfg.size,
+                      every_n_steps=cfg.monitor_every_n_steps,
+                      curve_path=run / "monitor.csv" if run is not None else None)
 
 
 def _cpus() -> int:
@@ -223,6 +235,12 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     ``callbacks``: extra Lightning callbacks (tests use one to simulate a kill).
     """
     run = Path(cfg.out)
+    # one writer per run folder (rank zero of a distributed launch speaks for all)
+    with out_lock(run, "pretraining run") if is_global_zero() else contextlib.nullcontext():
+        return _pretrain_unlocked(cfg, run, callbacks)
+
+
+def _pretrain_unlocked(cfg: PretrainConfig, run: Path, callbacks: list | None) -> Path:
     new = not run.exists()
     try:
         return _pretrain(cfg, run, callbacks)
@@ -254,6 +272,8 @@ def _pretrain(cfg: PretrainConfig, run: Path, callbacks: list | None) -> Path:
             f"{ds.root}: method {cfg.method!r} needs {cfg.granularity} labels but no frame has one"
         )
     run.mkdir(parents=True, exist_ok=True)
+    for folder in (run, run / "checkpoints"):  # temporaries of a killed earlier attempt
+        sweep_temps(folder)
     write_atomic(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     loggers, keep_ids = build_loggers(cfg.logger, run, cfg.tracker_project, cfg.tracker_uri, cfg.resume)
@@ -265,7 +285,7 @@ def _pretrain(cfg: PretrainConfig, run: Path, callbacks: list | None) -> Path:
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     module = PretrainModule(cfg, method, frames_path, channels_last=choice.channels_last)
     throughput = Throughput()
-    monitor = _monitor(ds, cfg, hide, frames_path)
+    monitor = _monitor(ds, cfg, hide, frames_path, run)
     cbs = _callbacks(run, cfg, throughput, monitor, extra=callbacks, keep_ids=keep_ids)
     trainer = build_trainer(
         run, choice, accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
@@ -278,7 +298,8 @@ def _pretrain(cfg: PretrainConfig, run: Path, callbacks: list | None) -> Path:
 
     if trainer.is_global_zero:
         save_encoder(module.encoder, run / ENCODER_FILE)
-        torch.save({k: v.cpu() for k, v in module.heads.state_dict().items()}, run / "heads.pt")
+        with atomic_file(run / "heads.pt") as tmp:
+            torch.save({k: v.cpu() for k, v in module.heads.state_dict().items()}, tmp)
         summary = _summary(cfg, method, index, ds, choice, trainer, throughput, monitor)
         write_json_atomic(run / "summary.json", summary, indent=2)
     return run
@@ -337,6 +358,23 @@ def _callbacks(run: Path, cfg: PretrainConfig, throughput: Any, monitor: Any, ex
     return cbs
 
 
+def crossover_step(curve: list[tuple[int, float]]) -> int | None:
+    """The first monitored step from which the kNN accuracy stays at or above its step-0 value
+    (the random-init baseline of a run from scratch); None when the last point is below it, or
+    when the curve has no step-0 point (a resumed run reads it back from monitor.csv)."""
+    pts = sorted(curve)
+    if not pts or pts[0][0] != 0:
+        return None
+    init = pts[0][1]
+    cross = None
+    for st, a in pts[1:]:
+        if a < init:
+            cross = None
+        elif cross is None:
+            cross = st
+    return cross
+
+
 def _summary(cfg: PretrainConfig, method: Any, index: FrameIndex, ds: Any, choice: Any, trainer: Any,
              throughput: Any, monitor: Any) -> dict[str, Any]:
     """summary.json of a finished run; non-finite floats become null (JSON has no NaN)."""
@@ -347,12 +385,20 @@ def _summary(cfg: PretrainConfig, method: Any, index: FrameIndex, ds: Any, choic
         "class_group": cfg.class_group,
         "batch_composition": method.batch_composition(),
         **method.summary(),
-        "epochs": trainer.current_epoch,
+        # epochs trained (a last partial one counts); not current_epoch alone, which a run resumed
+        # from its final checkpoint leaves one short (Lightning counts that epoch as unfinished)
+        "epochs": max(trainer.current_epoch, trainer.fit_loop.epoch_progress.current.processed),
         "steps": trainer.global_step,
         "final_loss": throughput.epoch_loss,
         "img_per_s": throughput.steady,
         "knn_acc": monitor.last if monitor else None,
         "knn_acc_init": monitor.initial if monitor else None,  # before training (step 0)
+        "knn_curve": [[st, round(a, 6)] for st, a in sorted(monitor.curve)] if monitor else None,
+        "knn_crossover_step": crossover_step(monitor.curve) if monitor else None,
+        "lr_schedule": cfg.lr_schedule,
+        "warmup": cfg.warmup if cfg.lr_schedule == "warmup-cosine" else 0.0,
+        # equal compute, stated: optimiser steps x samples x views, all processes together
+        "views_seen": trainer.global_step * cfg.batch_size * method.views * trainer.world_size,
         "classes": index.classes,
         "labelled_frames": int((index.label >= 0).sum()),
         "frames": index.n,
@@ -364,6 +410,7 @@ def _summary(cfg: PretrainConfig, method: Any, index: FrameIndex, ds: Any, choic
         "compiled": bool(cfg.compile),
         "devices": trainer.world_size,
         "encoder": ENCODER_FILE,
+        "backbone": resolve_backbone(cfg.init, cfg.backbone),
         "data_sources": ds.meta.get("sources") or [describe_source(ds)],
     }
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}

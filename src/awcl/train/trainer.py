@@ -17,7 +17,10 @@ from typing import Any
 import lightning as L
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from awcl import _compat  # noqa: F401  (before lightning/torchvision)
+from awcl import (
+    _compat,  # noqa: F401  (before lightning/torchvision)
+    logs,
+)
 from awcl.atomic import atomic_file
 from awcl.train.precision import Choice
 
@@ -98,8 +101,13 @@ def build_trainer(out: Path, choice: Choice, *, accelerator: str, devices: str |
 
 @contextmanager
 def quiet_fit() -> Iterator[None]:
-    """Hide Lightning's advice that does not apply to awcl's loaders (in-memory tensors)."""
+    """Hide Lightning's advice that does not apply to awcl's loaders (in-memory tensors), and
+    the deprecation notices of our dependencies about each other (``--verbose`` shows them)."""
     with warnings.catch_warnings():
+        if not logs.verbose():
+            # lightning's own _pytree builds torch's deprecated LeafSpec on every fit
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*treespec, LeafSpec.*")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(lightning|torch|torchvision|timm)\b.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*Precision bf16-mixed is not supported.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")

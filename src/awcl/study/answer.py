@@ -1,0 +1,263 @@
+"""The study's answer up front: the paper's three questions (pretrained vs random, AWCL vs
+SimCLR, fine vs coarse) answered from the report's paired differences, a forest plot of every
+pairwise difference, and each pretraining run's compute (steps, views seen, schedule, kNN).
+
+Plain data in, plain data out (sentences, table rows, PNG bytes): ``awcl.study.report`` computes
+the paired differences (:func:`awcl.study.report.pairwise_tables`, one bootstrap) and wraps
+what this module returns into its sections.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from awcl.methods import INITS, METHODS, STUDY_METHODS
+
+PROTOCOL_NAMES = {"full": "full fine-tuning", "partial": "partial fine-tuning", "knn": "kNN probe",
+                  "linear-probe": "linear probe"}  # fmt: skip
+FOREST_FILE = "forest.png"
+FOREST_CAPTION = ("Forest plot: every pairwise difference of the headline metric with its 95% "
+                  "paired-bootstrap interval over test patients (filled: the interval excludes 0)")  # fmt: skip
+
+
+@dataclass
+class Comparison:
+    """One row of the report's pairwise tables: metric(a) − metric(b) on the same test frames."""
+
+    task: str
+    protocol: str
+    metric: str  # key, e.g. "f1"
+    label: str  # how the report names the metric, e.g. "macro-F1"
+    lower_better: bool
+    a: str
+    b: str
+    diff: float
+    lo: float
+    hi: float
+
+    @property
+    def significant(self) -> bool:
+        return self.lo > 0 or self.hi < 0
+
+    @property
+    def a_better(self) -> bool:
+        return (self.diff < 0) if self.lower_better else (self.diff > 0)
+
+    def flipped(self) -> Comparison:
+        """The same comparison read as metric(b) − metric(a)."""
+        return Comparison(self.task, self.protocol, self.metric, self.label, self.lower_better,
+                          self.b, self.a, -self.diff, -self.hi, -self.lo)  # fmt: skip
+
+    def text(self) -> str:
+        """``a − b = +0.131 [+0.057, +0.201], significant (a better)``."""
+        verdict = (f"significant ({self.a if self.a_better else self.b} better)" if self.significant
+                   else "not significant")  # fmt: skip
+        return f"{self.a} − {self.b} = {self.diff:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}], {verdict}"
+
+
+def _where(c: Comparison) -> str:
+    return f"{c.task} ({PROTOCOL_NAMES.get(c.protocol, c.protocol)}, {c.label})"
+
+
+def _groups(comps: list[Comparison]) -> dict[tuple[str, str], list[Comparison]]:
+    out: dict[tuple[str, str], list[Comparison]] = {}
+    for c in comps:
+        out.setdefault((c.task, c.protocol), []).append(c)
+    return out
+
+
+def _pair(comps: list[Comparison], a: str, b: str) -> Comparison | None:
+    """The comparison of ``a`` and ``b`` in one (task, protocol) group, read as a − b."""
+    for c in comps:
+        if (c.a, c.b) == (a, b):
+            return c
+        if (c.a, c.b) == (b, a):
+            return c.flipped()
+    return None
+
+
+def _vs_random(comps: list[Comparison]) -> str | None:
+    """One group's pretrained-vs-random clause: the best pretrained encoder and the tally."""
+    vs = [c for m in (*STUDY_METHODS[len(INITS):], "imagenet") if (c := _pair(comps, m, "random"))]
+    vs += [c for c in (_pair(comps, m, "random") for m in _others(comps)) if c is not None]
+    if not vs:
+        return None
+    best = min(vs, key=lambda c: c.diff) if vs[0].lower_better else max(vs, key=lambda c: c.diff)
+    up = sum(c.significant and c.a_better for c in vs)
+    down = sum(c.significant and not c.a_better for c in vs)
+    tally = f"; best of {len(vs)} pretrained, {up} significantly better than random, {down} worse"
+    return f"{_where(best)}: {best.text()}" + (tally if len(vs) > 1 else "")
+
+
+def _others(comps: list[Comparison]) -> list[str]:
+    """Methods of a group that are not study methods (custom names), pretrained by assumption."""
+    names = {m for c in comps for m in (c.a, c.b)}
+    return sorted(n for n in names if n not in STUDY_METHODS)
+
+
+def _pairs_clause(comps: list[Comparison], pairs: list[tuple[str, str]]) -> str | None:
+    found = [c for a, b in pairs if (c := _pair(comps, a, b)) is not None]
+    if not found:
+        return None
+    return f"{_where(found[0])}: " + "; ".join(c.text() for c in found)
+
+
+def answer_paragraphs(comps: list[Comparison]) -> list[str]:
+    """The answer, one paragraph per question with a clause per task and protocol; a question
+    whose methods the study lacks is left out."""
+    granular = [b for b, cls in METHODS.items() if cls.granular]
+    fine_coarse = [(f"{b}-fine", f"{b}-coarse") for b in sorted(granular, key=lambda b: b != "awcl")]
+    questions = [
+        ("Pretrained vs random", _vs_random),
+        ("AWCL vs SimCLR", lambda g: _pairs_clause(g, [("awcl-fine", "simclr"), ("awcl-coarse", "simclr")])),
+        ("Fine vs coarse", lambda g: _pairs_clause(g, fine_coarse[:1]) or _pairs_clause(g, fine_coarse[1:])),
+    ]
+    out = []
+    groups = _groups(comps)
+    for title, clause in questions:
+        parts = [p for g in groups.values() if (p := clause(g)) is not None]
+        if parts:
+            out.append(f"**{title}.** " + ". ".join(parts) + ".")
+    return out
+
+
+# --------------------------------------------------------------------------- compute
+@dataclass
+class Compute:
+    """What one pretraining run cost and where its kNN monitor ended."""
+
+    method: str
+    ratio: float | None
+    seed: Any
+    steps: int | None
+    views_seen: int | None
+    lr_schedule: str | None
+    warmup: float | None
+    knn_init: float | None
+    knn_final: float | None
+    crossover: int | None
+
+    @property
+    def below_init(self) -> bool:
+        return self.knn_init is not None and self.knn_final is not None and self.knn_final < self.knn_init
+
+
+def crossover(curve: list[tuple[int, float]]) -> int | None:
+    """The first monitored step from which kNN accuracy stays at or above its step-0 value;
+    None when the last point is below it or there is no step-0 point (as
+    ``awcl.train.pretrain.crossover_step``; used for runs whose summary lacks it)."""
+    pts = sorted(curve)
+    if not pts or pts[0][0] != 0:
+        return None
+    cross = None
+    for st, a in pts[1:]:
+        if a < pts[0][1]:
+            cross = None
+        elif cross is None:
+            cross = st
+    return cross
+
+
+def run_compute(labels: dict[str, Any], result: dict[str, Any],
+                curve: list[tuple[int, float]] | None) -> Compute:
+    """A pretraining run's :class:`Compute` from its DONE ``result`` (summary.json's keys);
+    ``curve`` (step, kNN accuracy) from its history fills what an older result lacks."""
+    curve = [tuple(p) for p in (result.get("knn_curve") or curve or [])]  # type: ignore[misc]
+    init = result.get("knn_acc_init")
+    final = result.get("knn_acc")
+    if init is None and curve and curve[0][0] == 0:
+        init = curve[0][1]
+    if final is None and curve:
+        final = curve[-1][1]
+    steps = result.get("steps", curve[-1][0] if curve else None)
+    cross = result["knn_crossover_step"] if "knn_crossover_step" in result else crossover(curve)  # type: ignore[arg-type]
+    method = str(labels.get("method"))
+    if labels.get("fold") is not None:  # per-fold pretraining: one run per fold of a task
+        method += f" ({labels.get('fold_of')} fold {labels['fold']})"
+    return Compute(method, labels.get("ratio"), labels.get("seed"), steps,
+                   result.get("views_seen"), result.get("lr_schedule"), result.get("warmup"),
+                   None if init is None else float(init), None if final is None else float(final),
+                   cross)  # fmt: skip
+
+
+def _name(c: Compute, ratios: bool, seeds: bool) -> str:
+    return c.method + (f" r={c.ratio:g}" if ratios and c.ratio is not None else "") + (f" seed {c.seed}" if seeds else "")
+
+
+def compute_rows(runs: list[Compute]) -> tuple[list[str], list[list[str]]]:
+    """The equal-compute table: method, steps, views seen, lr schedule, kNN 0 → final, crossover."""
+    ratios = len({c.ratio for c in runs if c.ratio is not None}) > 1
+    seeds = len({str(c.seed) for c in runs}) > 1
+    rows = []
+    for c in runs:
+        sched = c.lr_schedule or "—"
+        if c.lr_schedule == "warmup-cosine" and c.warmup:
+            sched += f" ({c.warmup:.0%} warmup)"
+        knn = "—" if c.knn_final is None else (f"{c.knn_init:.3f} → " if c.knn_init is not None else "") + f"{c.knn_final:.3f}"
+        if c.below_init:
+            knn += " ⚠"
+        cross = str(c.crossover) if c.crossover is not None else ("never (still below)" if c.below_init else "—")
+        rows.append([_name(c, ratios, seeds), "—" if c.steps is None else f"{int(c.steps):,}",
+                     "—" if c.views_seen is None else f"{int(c.views_seen):,}", sched, knn, cross])  # fmt: skip
+    header = ["method", "optimiser steps", "views seen", "lr schedule", "kNN step 0 → final", "crossover step"]
+    return header, rows
+
+
+def below_init_note(runs: list[Compute]) -> str | None:
+    """A warning naming every run whose kNN monitor ended below its own step-0 value."""
+    low = [c for c in runs if c.below_init]
+    if not low:
+        return None
+    ratios = len({c.ratio for c in runs if c.ratio is not None}) > 1
+    seeds = len({str(c.seed) for c in runs}) > 1
+    each = "; ".join(f"{_name(c, ratios, seeds)} stopped at step {c.steps if c.steps is not None else '?'} with kNN "
+                     f"{c.knn_final:.3f} < {c.knn_init:.3f} at step 0" for c in low)  # fmt: skip
+    return (f"⚠ **Still below step 0:** {each}. Pretraining stopped while the kNN monitor was still "
+            "below its step-0 (initial-encoder) value, so these encoders' downstream numbers measure "
+            "the dip early in training, not what the method learns: pretrain longer (more steps)"
+            + (", with `lr_schedule: warmup-cosine`" if any(c.lr_schedule == "constant" for c in low) else "")
+            + ".")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- forest plot
+def forest_plot(comps: list[Comparison]) -> bytes | None:
+    """One row per comparison (point: difference, bar: 95% interval), a line at zero, one panel
+    per task and protocol; filled markers where the interval excludes 0."""
+    if not comps:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _groups(comps)
+    sizes = [len(g) for g in groups.values()]
+    share = not any(c.lower_better for c in comps)  # bounded scores: one x-scale reads best
+    fig, axes = plt.subplots(len(groups), 1, figsize=(7.5, 0.9 * len(groups) + 0.3 * sum(sizes)),
+                             sharex=share, squeeze=False,
+                             gridspec_kw={"height_ratios": [n + 1.5 for n in sizes]})  # fmt: skip
+    for ax, ((task, protocol), g) in zip(axes[:, 0], groups.items()):
+        y = np.arange(len(g))[::-1]
+        for yi, c in zip(y, g):
+            colour = ("tab:blue" if c.a_better else "tab:red") if c.significant else "0.45"
+            ax.plot([c.lo, c.hi], [yi, yi], color=colour, lw=2)
+            ax.plot([c.diff], [yi], "o", color=colour, mfc=colour if c.significant else "white", ms=6)
+        ax.axvline(0, color="k", lw=1)
+        ax.set_yticks(y, [f"{c.a} − {c.b}" for c in g], fontsize=8)
+        ax.set_ylim(-0.8, len(g) - 0.2)
+        sec = ax.secondary_yaxis("right")
+        sec.set_yticks(y, [f"{c.diff:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]" for c in g], fontsize=7)
+        ax.set_title(f"{task} — {PROTOCOL_NAMES.get(protocol, protocol)} ({g[0].label})", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelbottom=True, labelsize=8)
+    axes[-1, 0].set_xlabel("difference (first − second); filled: the interval excludes 0 "
+                           "(blue: first better, red: second better)")  # fmt: skip
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
