@@ -47,6 +47,8 @@ def _sample(f: dataclasses.Field) -> tuple[list[str], object]:
         return [flag, "csv"], ["csv"]
     if f.name == "ignore_labels":
         return [flag, "junk"], ["junk"]
+    if f.name == "fold_inits":  # repeatable: one encoder per fold
+        return [flag, "xyz"], ["xyz"]
     if ann.startswith("int"):
         return [flag, "7"], 7
     if ann.startswith("float"):
@@ -74,6 +76,8 @@ def test_every_field_has_exactly_its_flag(command: str, schema: type) -> None:
             words, want = [words[0], "32-true"], "32-true"
         if name == "monitor_granularity":
             words, want = [words[0], "fine"], "fine"
+        if name == "backbone":  # a valid non-default architecture
+            words, want = [words[0], "resnet34"], "resnet34"
         rest = [w for k, v in base.items() if k != name for w in ("--" + k, v)]
         cfg = _parse(command, rest + words)
         assert getattr(cfg, name) == want, name

@@ -29,11 +29,11 @@ and patch-embedding resampling). A 3-channel first convolution becomes the grey 
 grey image replicated to RGB and normalised per channel with ``(mean, std)`` (ImageNet's, or
 CLIP's for an open_clip tower, or those of the named timm tag) the grey kernel is
 ``GREY_STD · Σ_c W_c / std_c`` and the constant left over is folded into the conv's bias, the
-patch tokens' position embedding or the following BatchNorm's running mean (see
-:func:`awcl.models.fold_rgb_stem`). The result loads with ``strict=True``; a mismatch names the
+patch tokens' position embedding or the following BatchNorm's running mean (as
+``awcl.models.fold_rgb_stem`` does for a ResNet). The result loads with ``strict=True``; a mismatch names the
 missing and unexpected keys in one line.
 
-awcl's own encoder files record their backbone and frame size (:func:`awcl.models.save_encoder`),
+awcl's own encoder files record their backbone and frame size (``awcl.models.save_encoder``),
 so a later fine-tuning, embedding or export builds the same model; a ViT used at another frame
 size gets its position embedding resampled from the recorded grid.
 """
@@ -55,6 +55,7 @@ from awcl.errors import AwclError
 
 log = logging.getLogger(__name__)
 
+GREY_MEAN, GREY_STD = 0.449, 0.226  # every encoder's input normalisation: ImageNet's, grey
 TIMM_PREFIX = "timm:"
 RESNETS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}  # torchvision, pooled width
 DEFAULT_BACKBONE = "resnet18"
@@ -131,8 +132,6 @@ class TimmEncoder(nn.Module):
 
     def __init__(self, backbone: str, size: tuple[int, int] | None = None):
         super().__init__()
-        from awcl.models import GREY_MEAN, GREY_STD
-
         self.backbone = backbone
         self.arch = backbone[len(TIMM_PREFIX):]
         self.grey = (GREY_MEAN, GREY_STD)
@@ -292,8 +291,6 @@ def fold_first_conv(sd: dict[str, torch.Tensor], model: nn.Module, norm: tuple, 
                     ) -> dict[str, torch.Tensor]:
     """A 3-channel first convolution as the grey model's 1-channel one (see the module
     docstring). Identical channels are summed; distinct ones are folded with ``norm``."""
-    from awcl.models import GREY_MEAN, GREY_STD
-
     first = getattr(model, "pretrained_cfg", {}).get("first_conv") or ""
     first = first[0] if isinstance(first, (list, tuple)) else first
     key = f"{first}.weight"

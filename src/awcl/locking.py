@@ -51,6 +51,18 @@ def _mine(info: dict) -> bool:
     return info.get("host") == socket.gethostname() and int(info.get("pid", 0) or 0) == os.getpid()
 
 
+# A lock file is written within microseconds of its creation; one still empty (or unreadable)
+# after this many seconds was torn by a kill -9 in between and is taken over.
+TORN_LOCK_S = 5.0
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 @contextlib.contextmanager
 def dir_lock(path: str | os.PathLike, what: str, wait: float = 0.0) -> Iterator[Path]:
     """Hold the lock file ``path`` for the block; ``what`` names the locked thing in errors.
@@ -76,6 +88,9 @@ def dir_lock(path: str | os.PathLike, what: str, wait: float = 0.0) -> Iterator[
                 time.sleep(0.1)
                 info = _holder(path)
                 if info and _stale(info):
+                    path.unlink(missing_ok=True)
+                    continue
+                if not info and _age(path) > TORN_LOCK_S:  # its writer was killed between create and write
                     path.unlink(missing_ok=True)
                     continue
             if time.monotonic() < deadline:

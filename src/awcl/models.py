@@ -25,9 +25,17 @@ from torch import nn
 
 from awcl import _compat  # noqa: F401
 from awcl.atomic import atomic_file
+from awcl.backbones import (
+    DEFAULT_BACKBONE,
+    GREY_MEAN,
+    GREY_STD,
+    RESNETS,
+    TimmEncoder,
+    check_backbone,
+    feature_dim,
+)
 from awcl.errors import AwclError
 
-GREY_MEAN, GREY_STD = 0.449, 0.226  # mean of ImageNet's RGB mean/std
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FEATURE_DIM = 512
 ENCODER_FILE = "encoder.pt"  # name of the exported encoder inside a run directory
@@ -173,7 +181,7 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a checkpoint safely (``weights_only=True``) and return a flat tensor state dict.
 
     Accepts a bare state dict, or a dict holding one under ``state_dict``/``encoder``/
-    ``model`` (a training checkpoint's ``argparse.Namespace`` of settings, as MAE's, is
+    ``model``/``module`` (a training checkpoint's ``argparse.Namespace`` of settings, as MAE's, is
     allowed), or a ``.safetensors`` file. Anything else (a pickled module, a list, ...) is
     refused with a clear message.
     """
@@ -191,7 +199,7 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path}: not a loadable state dict (weights_only=True refused it: {first[:160]})"
         ) from None
     if isinstance(obj, dict):
-        for key in ("encoder", "state_dict", "model"):
+        for key in ("encoder", "state_dict", "model", "module"):
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
@@ -252,8 +260,6 @@ def resolve_init(init: str | os.PathLike) -> str | Path:
 def resolve_backbone(init: str | os.PathLike = "random", backbone: str | None = None) -> str:
     """The architecture to build: ``backbone`` if given, else the one the ``init`` file records,
     else ResNet-18. A ``backbone`` that contradicts the recorded one is an error."""
-    from awcl.backbones import DEFAULT_BACKBONE, check_backbone
-
     src = resolve_init(init)
     recorded = encoder_meta(src).get("backbone") if src != "random" else None
     if backbone:
@@ -269,8 +275,6 @@ def encoder_dim(init: str | os.PathLike = "random", backbone: str | None = None,
                 size: tuple[int, int] | None = None) -> int:
     """Width of the pooled features of the encoder ``build_encoder`` would build (without
     building it, and without drawing random numbers)."""
-    from awcl.backbones import feature_dim
-
     return feature_dim(resolve_backbone(init, backbone), tuple(size) if size else None)
 
 
@@ -285,8 +289,6 @@ def build_encoder(init: str | os.PathLike = "random", backbone: str | None = Non
     :class:`awcl.backbones.TimmEncoder`; both give ``forward(x) -> [B, out_dim]``,
     ``feature_maps``, ``feature_channels``, ``backbone`` and ``export_state_dict``.
     """
-    from awcl.backbones import RESNETS, TimmEncoder
-
     name = resolve_backbone(init, backbone)
     src = resolve_init(init)
     if name in RESNETS:

@@ -49,13 +49,32 @@ def secret_path() -> Path:
 
 def _create(path: Path) -> None:
     """Write a fresh random secret with mode 0600; O_EXCL so two processes agree on one."""
+    from awcl.atomic import sweep_temps, temp_sibling
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sweep_temps(path.parent, path.name)
+    # written in full under a temporary name, then linked to its name (fails if it exists): a
+    # kill -9 or a concurrent reader never sees an empty secret file
+    value = secrets.token_bytes(32).hex() + "\n"
+    tmp = temp_sibling(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _write_new(tmp, value)
+        os.link(tmp, path)
     except FileExistsError:
         return  # another process created it first: use theirs
+    except OSError:  # a file system without hard links: create it in place
+        try:
+            _write_new(path, value)
+        except FileExistsError:
+            return
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_new(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_bytes(32).hex() + "\n")
+        fh.write(text)
 
 
 def project_secret() -> bytes:

@@ -75,9 +75,25 @@ def _launcher(args: argparse.Namespace):
     return launcher
 
 
+def _plan(args: argparse.Namespace, cfg) -> int:
+    """``--plan``: the runs and their estimated times; nothing runs (``--prepare``: the data
+    runs do, so the estimate counts real frames)."""
+    from awcl.study.plan import estimate_study, plan_text
+
+    if args.prepare:
+        with _quiet(getattr(args, "verbose", False)):
+            run_study(cfg, args.out, progress=not args.no_progress, kinds=("data",))
+    print(plan_text(estimate_study(cfg, args.out, probe=args.time)))
+    return 0
+
+
 def _study(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cfg = load_config(args.config, args.set)
+    if args.plan:
+        return _plan(args, cfg)
+    if args.prepare or args.time:
+        raise AwclError("--prepare and --time go with --plan")
     launcher = _launcher(args)
     with _quiet(getattr(args, "verbose", False)):
         run_study(cfg, args.out, progress=not args.no_progress, launcher=launcher)
@@ -114,6 +130,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="set a variable (data_root=../shared/data) or a key (pretrain.epochs=5, "
                    "tasks.0.epochs=70); repeatable")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pl = p.add_argument_group("sizing a study first")
+    pl.add_argument("--plan", action="store_true",
+                    help="list every run the study would make (cached ones marked) with its estimated "
+                    "time on this machine, and the total; runs nothing")
+    pl.add_argument("--prepare", action="store_true",
+                    help="with --plan: prepare the datasets first (the data runs, cached as in a "
+                    "study) so the estimate counts their real frames")
+    pl.add_argument("--time", action="store_true",
+                    help="with --plan: time the training step once at each frame size not timed on "
+                    "this machine yet (the precision probe, seconds per size, cached)")  # fmt: skip
     g = p.add_argument_group("where runs execute (results and cache keys are the same)")
     g.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                    help="runs at once: local processes, each pinned to its share of the cores "

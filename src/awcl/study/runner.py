@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from awcl.atomic import write_atomic, write_json_atomic
+from awcl.atomic import sweep_temps, write_atomic, write_json_atomic
 from awcl.evaluate.tasks import TASKS, headline_metric
 from awcl.locking import dir_lock
 from awcl.study.backends import real_executors
@@ -391,13 +391,15 @@ def run_study(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     launcher: Any = None,
+    kinds: tuple[str, ...] | None = None,
 ) -> StudyResult:
     """Run every run of the study that is not finished yet; return what was done.
 
     A progress bar covers the whole grid (weighted by each run's rough cost, so its time
     remaining is meaningful); one line is printed per finished run. ``launcher`` (see
     :mod:`awcl.study.launch`) decides where runs execute: one after another here (default),
-    ``--jobs N`` processes on this machine, or cluster jobs.
+    ``--jobs N`` processes on this machine, or cluster jobs. ``kinds``: run only the runs of
+    these kinds (e.g. ``("data",)``: prepare the datasets, as ``--plan --prepare`` does).
     """
     out = Path(out)
     if executors is None:
@@ -405,18 +407,21 @@ def run_study(
     # one study process per directory: a second one would delete the first one's unfinished
     # run folders as leftovers of an interrupted study
     with dir_lock(out / ".awcl-study.lock", f"study directory {out}"):
-        return _run_locked(cfg, out, executors, progress, echo, launcher)
+        for folder in (out, out / "report_files", out / "runs"):  # temporaries of a killed earlier study
+            sweep_temps(folder)
+        return _run_locked(cfg, out, executors, progress, echo, launcher, kinds)
 
 
 def _run_locked(cfg: StudyConfig, out: Path, executors: Executors, progress: bool,
-                echo: Callable[[str], None] | None, launcher: Any) -> StudyResult:
+                echo: Callable[[str], None] | None, launcher: Any,
+                kinds: tuple[str, ...] | None = None) -> StudyResult:
     plan = plan_study(cfg, out)
     write_index(cfg, plan, out)
     say = echo or tqdm.write
     for note in plan.notes:
         say(f"note: {note}")
     cached = [r for r in plan.runs if r.done]
-    todo = [r for r in plan.runs if not r.done]
+    todo = [r for r in plan.runs if not r.done and (kinds is None or r.kind in kinds)]
     say(
         f"study {cfg.name}: {len(plan.runs)} runs, {len(cached)} already finished, "
         f"{len(todo)} to run -> {out}"

@@ -11,6 +11,11 @@
     pretrain_curves.png     loss (and kNN accuracy) per epoch
     config.yaml, summary.json, history.csv   the run's own records
 
+Other backbones (``--backbone``): a ResNet-34/50 exports the same way (torchvision keys); a
+timm model exports timm's own keys with its 1-channel stem, loadable strict into
+``timm.create_model(name, num_classes=0, in_chans=1[, img_size=(H, W)])`` (the card names the
+call); its safetensors metadata records the backbone, so the file is an ``--init`` as it is.
+
 Inputs: the state dicts take a 3-channel input: the grey image normalised with awcl's grey
 mean/std (0.449, 0.226) and replicated to three channels gives exactly awcl's features. The TorchScript and
 ONNX graphs take awcl's convention: ``x: [B, 1, H, W]`` grey in [0, 1], -> ``[B, 512]``.
