@@ -205,6 +205,40 @@ def test_uscl_resume_mid_epoch_and_summary(tiny: Path, tmp_path: Path) -> None:
     assert summary["steps"] == 4
     assert summary["uscl"]["videos"] == 8 and summary["uscl"]["ce_weight"] == 0.2
     assert summary["batch_composition"].startswith("one sample per video")
+    assert json.loads((resumed / "summary.json").read_text())["final_loss"] == summary["final_loss"]
+
+
+# With --max-steps, Lightning restarts an epoch-end checkpoint as if a validation loop were
+# due (one extra batch; awcl rewrites the state, engine.epoch_end_as_last_batch); a kill
+# before the epoch-end checkpoint resumes from the step checkpoint before it (none is written
+# after an epoch's last batch, engine.StepCheckpoint); a run resumed from its final checkpoint
+# trains nothing. All three must end as the uninterrupted run: weights, the
+# summary (final loss, epochs, kNN values and curve) and history.csv (benchmarks/bench_kill.py).
+@pytest.mark.parametrize("case", ["epoch_end", "last_batch", "finished"])
+def test_resume_with_max_steps_is_exact(tiny: Path, tmp_path: Path, case: str) -> None:
+    # 4 steps an epoch (1 of 4 patients held out by the monitor); 5 steps = 1 1/4 epochs
+    kw = dict(method="awcl", anatomy_ratio=0.5, epochs=100, max_steps=5, monitor_fraction=0.25,
+              checkpoint_every_n_steps=1 if case == "last_batch" else 0)
+    ref = pretrain(cfg_for(tiny, tmp_path / "ref", **kw))
+    cut = tmp_path / "cut"
+    if case == "finished":
+        pretrain(cfg_for(tiny, cut, **kw))
+    else:
+        with pytest.raises(_Kill):
+            pretrain(cfg_for(tiny, cut, **kw), callbacks=[_kill(at_epoch=1)])
+        if case == "last_batch":  # killed before the epoch-end checkpoint was written
+            for p in (cut / "checkpoints").glob("*.ckpt"):
+                if not p.name.startswith("step"):
+                    p.unlink()
+            assert [p.name for p in (cut / "checkpoints").glob("*.ckpt")] == ["step0000003.ckpt"]
+    pretrain(cfg_for(tiny, cut, resume=True, **kw))
+    a, b = (torch.load(r / "encoder.pt", weights_only=True) for r in (ref, cut))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sa, sb = (json.loads((r / "summary.json").read_text()) for r in (ref, cut))
+    assert {k: v for k, v in sa.items() if k != "img_per_s"} == {k: v for k, v in sb.items() if k != "img_per_s"}
+    ha, hb = ([(r["epoch"], r["step"], r["loss"], r["knn_acc"]) for r in csv.DictReader(open(d / "history.csv"))]
+              for d in (ref, cut))  # fmt: skip
+    assert ha == hb
 
 
 def test_nan_loss_stops_with_message(tiny: Path, tmp_path: Path) -> None:

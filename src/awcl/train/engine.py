@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
 from awcl.atomic import atomic_file
@@ -348,6 +348,18 @@ class KnnMonitor(Callback):
         self.last = self.measure(pl_module)
         self._record(trainer, trainer.global_step, self.last)
         pl_module.log("knn_acc", self.last, prog_bar=True, on_step=False, on_epoch=True)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``every_n_train_steps`` checkpoints, except after an epoch's last batch: the epoch-end
+    checkpoint follows there once the epoch's bookkeeping (kNN monitor, history.csv) is done,
+    while Lightning resumes a last-batch checkpoint without redoing that bookkeeping (a kill
+    between the two would lose the epoch's row and kNN point)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 class History(Callback):

@@ -324,7 +324,7 @@ def _callbacks(run: Path, cfg: PretrainConfig, throughput: Any, monitor: Any, ex
     caller's callbacks; ``keep_ids`` last."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from awcl.train.engine import History
+    from awcl.train.engine import History, StepCheckpoint
 
     ckdir = run / "checkpoints"
     cbs: list = [throughput]
@@ -343,7 +343,7 @@ def _callbacks(run: Path, cfg: PretrainConfig, throughput: Any, monitor: Any, ex
     )
     if cfg.checkpoint_every_n_steps > 0:
         cbs.append(
-            ModelCheckpoint(
+            StepCheckpoint(
                 dirpath=ckdir,
                 filename="step{step:07d}",
                 auto_insert_metric_name=False,
