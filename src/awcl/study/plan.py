@@ -340,8 +340,9 @@ def plan_text(p: PlanEstimate) -> str:
     pairs = p.cached_pairs()
     if pairs:
         est, took = sum(a for a, _ in pairs), sum(b for _, b in pairs)
+        ratio = f"estimate / actual = {est / took:.2f}" if took > 0 else "too fast to compare"
         lines.append(f"cached runs: estimated {_fmt_s(est)}, took {_fmt_s(took)} "
-                     f"(estimate / actual = {est / took:.2f} over {len(pairs)} runs)")  # fmt: skip
+                     f"({ratio} over {len(pairs)} runs)")  # fmt: skip
     total = f"estimated total: {_fmt_s(p.total_s)} for {len(todo) - len(p.missing)} run(s) to run on this machine"
     if p.missing:
         total += f"; {len(p.missing)} not estimated (marked ?)"
