@@ -33,8 +33,13 @@ with dir_lock(sys.argv[1], "study directory"):
 @pytest.fixture()
 def holder(tmp_path):
     """A subprocess holding the study lock of tmp_path/'study' until the test ends."""
-    out, ready = tmp_path / "study", tmp_path / "ready"
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(out / ".awcl-study.lock"), str(ready)])
+    out = tmp_path / "study"
+    yield from _hold(HOLD, out / ".awcl-study.lock", tmp_path / "ready", out)
+
+
+def _hold(script: str, target, ready, out):
+    """Run ``script`` holding a lock on ``target`` until the test ends; yields (out, pid)."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(target), str(ready)])
     try:
         for _ in range(600):  # until the child says it holds the lock (no timing assumption)
             if ready.exists() or proc.poll() is not None:
@@ -96,18 +101,8 @@ with out_lock(sys.argv[1], "held"):
 @pytest.fixture()
 def out_holder(tmp_path):
     """A subprocess holding the output lock of tmp_path/'out' until the test ends."""
-    out, ready = tmp_path / "out", tmp_path / "ready"
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_OUT, str(out), str(ready)])
-    try:
-        for _ in range(600):
-            if ready.exists() or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert ready.exists(), "lock holder did not start"
-        yield out, proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
+    out = tmp_path / "out"
+    yield from _hold(HOLD_OUT, out, tmp_path / "ready", out)
 
 
 def _commands(tmp_path, out):

@@ -343,7 +343,7 @@ def resample_own_pos_embed(sd: dict[str, torch.Tensor], model: nn.Module,
     return sd
 
 
-def mismatch(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor]) -> str:
+def mismatch(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], model: str = "model") -> str:
     """One line naming the missing, unexpected and mis-shaped keys (first few each); '' if none."""
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -356,7 +356,7 @@ def mismatch(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor]) -> str:
     if shape:
         k = shape[0]
         parts.append(f"{len(shape)} shape mismatches (e.g. {k}: file {tuple(sd[k].shape)} vs "
-                     f"model {tuple(own[k].shape)})")  # fmt: skip
+                     f"{model} {tuple(own[k].shape)})")  # fmt: skip
     return "; ".join(parts)
 
 

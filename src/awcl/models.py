@@ -33,6 +33,7 @@ from awcl.backbones import (
     TimmEncoder,
     check_backbone,
     feature_dim,
+    mismatch,
 )
 from awcl.errors import AwclError
 
@@ -111,25 +112,11 @@ class Encoder(nn.Module):
         if isinstance(w, torch.Tensor) and w.ndim == 4 and w.shape[1] == 3:
             sd.update(fold_rgb_stem(sd))
         own = self.state_dict()
-        missing = sorted(set(own) - set(sd))
-        unexpected = sorted(set(sd) - set(own))
-        shape = sorted(
-            k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape)
-        )
-        if missing or unexpected or shape:
-            parts = []
-            if missing:
-                parts.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
-            if unexpected:
-                parts.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
-            if shape:
-                k = shape[0]
-                parts.append(
-                    f"{len(shape)} shape mismatches (e.g. {k}: file {tuple(sd[k].shape)} vs "
-                    f"{RESNET_NAMES[self.backbone]} {tuple(own[k].shape)})"
-                )
+        # sorted, so the first keys named are the same whatever the file's order
+        problems = mismatch(dict(sorted(own.items())), dict(sorted(sd.items())), RESNET_NAMES[self.backbone])
+        if problems:
             raise AwclError(f"{source or 'state dict'}: not a {RESNET_NAMES[self.backbone]} encoder: "
-                            + "; ".join(parts) + " (--backbone names a foreign file's architecture)")
+                            + problems + " (--backbone names a foreign file's architecture)")
         self.load_state_dict(sd, strict=True)
 
 
