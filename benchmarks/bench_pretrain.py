@@ -10,6 +10,10 @@ autocast + channels_last; GPU: bf16/fp16 mixed), and for ``auto`` (what a user g
 (c) a straightforward reference: per-sample PIL transforms in DataLoader workers, fp32,
     torchvision ResNet-18 on 3-channel input, NT-Xent (once per size).
 
+``--backbone`` (default resnet18) sets the encoder of (a) and (b): ``resnet50``,
+``timm:vit_small_patch16_224`` (ViT-S/16, built for each size), any ``timm:<name>``. (c) stays
+the ResNet-18 reference, so a/c compares against that fixed baseline.
+
 Images/s counts encoder inputs (two views per sample). Targets: (a)/(b) >= 0.9 at the chosen
 precision, auto within 10% of the fastest, (a)/(c) >= 1.5 (goal 2). The first lines name the
 CPU and its bf16 capability (or the GPU).
@@ -17,6 +21,11 @@ CPU and its bf16 capability (or the GPU).
     python benchmarks/bench_pretrain.py                 # 30 timed steps per figure
     python benchmarks/bench_pretrain.py --steps 3 --sizes 32x40   # smoke test
     python benchmarks/bench_pretrain.py --precisions auto --blur 0.5   # one row, with blur
+    python benchmarks/bench_pretrain.py --backbone resnet50
+    python benchmarks/bench_pretrain.py --backbone timm:vit_small_patch16_224 --sizes 224x288
+    python benchmarks/bench_pretrain.py --backbone timm:vit_small_patch16_224 --steps 2 --warmup 3 --sizes 32x32 --skip c   # smoke
+
+(a) is nan unless ``--warmup`` >= 3: the engine leaves its first 3 steps out of its figure.
 """
 
 from __future__ import annotations
@@ -67,7 +76,7 @@ def bench_end_to_end(data: Path, size, args, precision: str, channels_last: bool
             num_workers=args.workers, threads=args.threads, progress=False,
             monitor_fraction=0, log_every_n_steps=max(1, args.steps), precision=precision,
             channels_last=channels_last, blur=args.blur, crop_scale=(0.08, 1.0),
-            compile=args.compile,
+            compile=args.compile, backbone=None if args.backbone == "resnet18" else args.backbone,
         )
         pretrain(cfg)
         summary = json.loads((run / "summary.json").read_text())
@@ -79,7 +88,7 @@ def bench_end_to_end(data: Path, size, args, precision: str, channels_last: bool
 def bench_model_step(size, args, precision: str, channels_last: bool) -> float:
     from awcl.data.pairs import FrameIndex
     from awcl.methods import build_method
-    from awcl.models import Encoder
+    from awcl.models import build_encoder
     from awcl.train.engine import to_input
 
     cfg = SimpleNamespace(temperature=0.5, proj_hidden=512, proj_dim=128, anatomy_ratio=1.0,
@@ -88,10 +97,10 @@ def bench_model_step(size, args, precision: str, channels_last: bool) -> float:
     method = build_method("simclr", cfg, idx)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    enc = Encoder().to(dev, memory_format=fmt)
+    enc = build_encoder("random", args.backbone, size).to(dev, memory_format=fmt)
     if args.compile:
         enc.compile()
-    heads = method.heads().to(dev)
+    heads = method.heads(enc.out_dim).to(dev)
     params = list(enc.parameters()) + list(heads.parameters())
     opt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-6)
     b = args.batch_size
@@ -207,6 +216,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30, help="timed steps per figure")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--method", default="simclr")
+    p.add_argument("--backbone", default="resnet18",
+                   help="encoder of (a) and (b): resnet18, resnet34, resnet50 or timm:<model> "
+                        "(e.g. timm:vit_small_patch16_224); (c) is always ResNet-18")
     p.add_argument("--workers", type=int, default=1, help="awcl DataLoader workers")
     p.add_argument("--ref-workers", type=int, default=2, help="reference DataLoader workers")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
@@ -216,6 +228,9 @@ def main() -> None:
     p.add_argument("--blur", type=float, default=0.0, help="pretraining blur probability in (a)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder in (a) and (b)")
     args = p.parse_args()
+    from awcl.backbones import check_backbone
+
+    args.backbone = check_backbone(args.backbone)  # one line for a bad name, before any work
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     skip = set(filter(None, args.skip.split(",")))
     tmp = None
@@ -227,8 +242,8 @@ def main() -> None:
         data = synthetic_dataset(tmp / "ds", n, (224, 288))
     for line in machine_lines():
         print(line)
-    print(f"batch {args.batch_size}, method {args.method}, timed steps {args.steps}, "
-          f"blur {args.blur}, compile {args.compile}")
+    print(f"backbone {args.backbone} (reference (c): torchvision ResNet-18), batch {args.batch_size}, "
+          f"method {args.method}, timed steps {args.steps}, blur {args.blur}, compile {args.compile}")
     print(f"{'size':>9} {'precision':>16} {'(a) e2e':>9} {'(b) step':>9} {'(c) ref':>9} "
           f"{'a/b':>6} {'a/c':>6}   img/s")
     try:

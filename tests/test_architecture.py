@@ -1,6 +1,8 @@
-"""Architecture checks: data flows one way, so awcl's modules import each other without
-circles (imports inside functions count too: they only hide a circle), and each module
-imports on its own; no function is over 60 lines unless it says why (``# long: <reason>``)."""
+"""Architecture checks: data flows one way, so every import points down the layers of
+``LAYERS`` (docs/architecture.md) and awcl's modules import each other without circles
+(imports inside functions count too: they only hide an upward import or a circle); each
+module imports on its own; no function is over 60 lines unless it says why
+(``# long: <reason>``)."""
 
 from __future__ import annotations
 
@@ -101,6 +103,73 @@ def test_no_import_cycles():
 def test_cycle_finder_finds_a_planted_cycle():
     g = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(g) == [["a", "b", "c"]]
+
+
+# ------------------------------------------------------------------------ import direction
+# The layers, lowest first: a module may import modules of its own layer or of a lower one,
+# never of a higher one. A package or module name places everything under it; the longest
+# name that matches wins ("awcl" itself is only the package's __init__).
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("shared", ("awcl", "awcl._compat", "awcl.errors", "awcl.logs", "awcl.options", "awcl.atomic",
+                "awcl.locking", "awcl.secret", "awcl.config", "awcl.config_env", "awcl.backbones",
+                "awcl.geometry")),
+    ("data", ("awcl.data",)),
+    ("models", ("awcl.losses", "awcl.models")),
+    ("runtime", ("awcl.runtime",)),
+    ("methods", ("awcl.methods",)),
+    ("train", ("awcl.train",)),
+    ("evaluate", ("awcl.evaluate",)),
+    ("study", ("awcl.study",)),
+    ("command", ("awcl.cli", "awcl.__main__")),
+)  # fmt: skip
+
+
+def layer_of(module: str) -> int | None:
+    """Index in LAYERS of the layer ``module`` belongs to (None: no layer names it)."""
+    best, layer = "", None
+    for i, (_, names) in enumerate(LAYERS):
+        for n in names:
+            if (module == n or (n != "awcl" and module.startswith(n + "."))) and len(n) > len(best):
+                best, layer = n, i
+    return layer
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a higher layer's module, as "importer (layer) imports imported (layer)"."""
+    found = []
+    for mod in sorted(graph):
+        for dep in sorted(graph[mod]):
+            a, b = layer_of(mod), layer_of(dep)
+            if a is not None and b is not None and b > a:
+                found.append(f"{mod} ({LAYERS[a][0]}) imports {dep} ({LAYERS[b][0]})")
+    return found
+
+
+def test_every_module_has_a_layer():
+    missing = sorted(m for m in import_graph() if layer_of(m) is None)
+    assert not missing, "modules in no layer (add them to LAYERS and docs/architecture.md): " + ", ".join(missing)
+
+
+def test_imports_follow_the_flow():
+    found = upward_imports(import_graph())
+    order = " < ".join(name for name, _ in LAYERS)
+    assert not found, f"imports against the flow ({order}):\n  " + "\n  ".join(found)
+
+
+def test_direction_check_finds_a_planted_upward_import():
+    g = {
+        "awcl.data.recipes.hc18": {"awcl.evaluate.metrics", "awcl.data.store", "awcl.errors"},
+        "awcl.methods.base": {"awcl.train.distributed", "awcl.runtime.distributed"},
+        "awcl.evaluate.fit": {"awcl.train.engine", "awcl.data.store"},  # down the flow: fine
+        "awcl.errors": {"awcl.data.store"},
+    }
+    assert upward_imports(g) == [
+        "awcl.data.recipes.hc18 (data) imports awcl.evaluate.metrics (evaluate)",
+        "awcl.errors (shared) imports awcl.data.store (data)",
+        "awcl.methods.base (methods) imports awcl.train.distributed (train)",
+    ]
+    assert layer_of("awcl.config_env") == layer_of("awcl") == 0  # not the data layer's "awcl.data"
+    assert layer_of("awcl.data.store.merge") == 1 and layer_of("awcl.unknown") is None
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -140,7 +140,9 @@ def test_lightning_hardware_banner_is_dropped(tmp_path, caplog) -> None:
 
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
     choice = Choice("32-true", False, "test", "cpu")
-    with caplog.at_level(logging.INFO):
+    # Lightning's own logger at INFO for this test: a study run earlier in the same process may
+    # have left it at WARNING (its quiet console), and then nothing would be captured
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="lightning.pytorch"):
         build_trainer(tmp_path, choice, accelerator="cpu", max_steps=1, progress=False).fit(Tiny(), data)
     text = caplog.text
     assert "GPU available" not in text and "TPU available" not in text and "Tip" not in text

@@ -30,8 +30,8 @@ grey image replicated to RGB and normalised per channel with ``(mean, std)`` (Im
 CLIP's for an open_clip tower, or those of the named timm tag) the grey kernel is
 ``GREY_STD · Σ_c W_c / std_c`` and the constant left over is folded into the conv's bias, the
 patch tokens' position embedding or the following BatchNorm's running mean (as
-``awcl.models.fold_rgb_stem`` does for a ResNet). The result loads with ``strict=True``; a mismatch names the
-missing and unexpected keys in one line.
+``awcl.models.fold_rgb_stem`` does for a ResNet). The result loads with ``strict=True``; a
+mismatch names the missing and unexpected keys in one line.
 
 awcl's own encoder files record their backbone and frame size (``awcl.models.save_encoder``),
 so a later fine-tuning, embedding or export builds the same model; a ViT used at another frame
@@ -361,8 +361,7 @@ def mismatch(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], model: s
 
 
 def load_strict(model: nn.Module, sd: dict[str, torch.Tensor], source: str, backbone: str) -> None:
-    problem = mismatch(model.state_dict(), sd)
-    if problem:
+    if problem := mismatch(model.state_dict(), sd):
         raise AwclError(f"{source}: does not fit --backbone {backbone}: {problem}")
     model.load_state_dict(sd, strict=True)
 

@@ -23,14 +23,10 @@ from awcl.evaluate.fit import (
 )
 from awcl.evaluate.heads import Classifier, last_feature_map, make_head
 from awcl.evaluate.plots import plot_confusion, plot_curves
+from awcl.evaluate.records import class_fold_record, class_predictions
 from awcl.evaluate.selection import load_frames, select_classification, summarize_folds
-from awcl.evaluate.summary import (
-    class_fold_record,
-    class_predictions,
-    classification_summary,
-    fold_classification_metrics,
-)
-from awcl.evaluate.tasks import METRICS
+from awcl.evaluate.summary import classification_summary, fold_classification_metrics
+from awcl.evaluate.tasks import CLASSIFY
 from awcl.models import build_encoder, encoder_dim
 
 log = logging.getLogger(__name__)
@@ -117,7 +113,8 @@ def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
         logits, hist, best_epoch, best_val = res.output, res.history, res.best_epoch, res.best_val
         pred = logits.argmax(1)
         yt = y[fold.test]
-        record, cm = class_fold_record(fold, yt, pred, K, best_epoch=best_epoch, val_f1=best_val)
+        record, cm = class_fold_record(fold, yt, pred, K, best_epoch=best_epoch,
+                                        **{CLASSIFY.selection_key: best_val})
         cm_total += cm
         per_fold.append(record)
         history += hist
@@ -127,11 +124,11 @@ def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
     per_fold_extra = fold_classification_metrics(pred_df, names)  # AUROC from fold predictions
     for f in per_fold:
         f["auroc"] = per_fold_extra[f["fold"]].get("auroc")
-    mean, std = summarize_folds(per_fold, METRICS["classify"])
+    mean, std = summarize_folds(per_fold, CLASSIFY.metrics)
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)
     pred_df.to_csv(out / "predictions.csv", index=False)
     plot_confusion(cm_total, names, out / "confusion_matrix.png")
-    plot_curves(pd.DataFrame(history), out / "curves.png", score="val_f1")
+    plot_curves(pd.DataFrame(history), out / "curves.png", score=CLASSIFY.selection_key)
     return {
         "task": "classify",
         "protocol": cfg.protocol,

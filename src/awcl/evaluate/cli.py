@@ -33,7 +33,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
     cfg = finetune_config(args)
     m = finetune(cfg)
-    from awcl.train.trainer import is_global_zero
+    from awcl.runtime.trainer import is_global_zero
 
     if not is_global_zero():
         return 0  # DDP: rank zero reports

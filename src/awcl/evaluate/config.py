@@ -14,7 +14,7 @@ from awcl.evaluate.heads import HEADS
 from awcl.evaluate.optim import OPTIMIZERS, Optim
 from awcl.evaluate.tasks import PROBES, PROTOCOLS, TASKS
 from awcl.options import parse_size
-from awcl.train.precision import choose, resolve_accelerator
+from awcl.runtime.precision import choose, resolve_accelerator
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class FinetuneConfig:
     dice_loss: bool = option(False, help="segmentation: add soft Dice to CE")
     seed: int = option(0, help="random seed (folds, head init, sampling)")
     threads: int | None = option(None, help="torch CPU threads (default: all cores)")
-    # engine (awcl.train.trainer / awcl.train.precision)
+    # engine (awcl.runtime.trainer / awcl.runtime.precision)
     precision: str = option("auto", help="auto (fastest safe for this hardware) | 32-true | bf16-mixed | 16-mixed")
     channels_last: bool | None = option(None, help="NHWC memory format (default: with the precision choice)")
     accelerator: str = option("auto", help="auto | cpu | gpu")

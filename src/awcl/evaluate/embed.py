@@ -22,7 +22,7 @@ from awcl.evaluate.plots import plot_tsne
 from awcl.locking import out_lock
 from awcl.models import build_encoder
 from awcl.options import parse_size
-from awcl.train.precision import choose, resolve_accelerator
+from awcl.runtime.precision import choose, resolve_accelerator
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from awcl.evaluate.selection import (
     summarize_folds,
 )
 from awcl.locking import out_lock
-from awcl.train.trainer import is_global_zero
+from awcl.runtime.trainer import is_global_zero
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
 """Training one fold of a downstream protocol on the Lightning engine.
 
 Every downstream loop (classification full/partial, segmentation full/partial) is one
-:class:`DownstreamModule` fitted by a trainer from :func:`awcl.train.trainer.build_trainer`:
+:class:`DownstreamModule` fitted by a trainer from :func:`awcl.runtime.trainer.build_trainer`:
 devices (CPU, one or more GPUs), the precision chosen for the hardware, a checkpoint of the
-best validation epoch (``val_f1`` macro-F1 / ``val_miou``), progress bar, TensorBoard and CSV
-logs. The test part of the fold is predicted once, with the best epoch's weights.
+best validation epoch (the task kind's selection metric, ``val_f1`` macro-F1 / ``val_miou``:
+:class:`awcl.evaluate.tasks.TaskKind`, computed by :mod:`awcl.evaluate.scores`), progress bar,
+TensorBoard and CSV logs. The test part of the fold is predicted once, with the best epoch's weights.
 
 Data stay in memory as tensors (``x``: uint8 frames ``[N, H, W]`` or cached float features
 ``[N, C, h, w]``; ``y``: class ``[N]`` or masks ``[N, H, W]``); augmentation runs on the
@@ -31,15 +32,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
 from awcl.evaluate.augment import BatchAugmentConfig, augment
-from awcl.evaluate.metrics import classification_metrics, segmentation_metrics
+from awcl.evaluate.metrics import metrics_of
 from awcl.evaluate.optim import Optim, build_optimizer, build_schedule, head_lr
-from awcl.train.engine import to_input
-from awcl.train.precision import Choice
-from awcl.train.trainer import build_trainer, quiet_fit
+from awcl.evaluate.scores import confusion
+from awcl.evaluate.tasks import task_kind
+from awcl.runtime.inputs import to_input
+from awcl.runtime.precision import Choice
+from awcl.runtime.trainer import build_trainer, quiet_fit
 
 log = logging.getLogger(__name__)
-
-SCORES = {"classify": "val_f1", "segment": "val_miou"}
 
 
 class Rows(Dataset):
@@ -169,9 +170,7 @@ class DownstreamModule(L.LightningModule):
         if self.kind == "classify":
             self._val.append((out.cpu(), y.cpu()))
         else:  # pixel confusion on the device: [C, C] counts
-            C = self.num_classes
-            cm = torch.bincount(y.long().flatten() * C + out.argmax(1).flatten(), minlength=C * C)
-            self._val.append((cm.view(C, C).cpu(), y.new_zeros(0).cpu()))
+            self._val.append((confusion(y, out.argmax(1), self.num_classes).cpu(), y.new_zeros(0).cpu()))
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or not self._val:
@@ -181,20 +180,19 @@ class DownstreamModule(L.LightningModule):
         if self.kind == "classify":
             logits = torch.cat([v[0] for v in self._val])
             y = torch.cat([v[1] for v in self._val])
-            vm = classification_metrics(y.numpy(), logits.argmax(1).numpy(), self.num_classes)
-            row.update(val_loss=float(F.cross_entropy(logits, y.long())),
-                       val_accuracy=vm["accuracy"], val_f1=vm["f1"])
-            self.log("val_f1", vm["f1"], prog_bar=True)
-            self.log("val_accuracy", vm["accuracy"])
+            cm = confusion(y, logits.argmax(1), self.num_classes)
+            row["val_loss"] = float(F.cross_entropy(logits, y.long()))
         else:
-            cm = sum(v[0] for v in self._val).numpy()
-            vm = segmentation_metrics(cm)
-            row.update(val_loss=float("nan"), val_miou=vm["miou"], val_dice=vm["dice"])
-            self.log("val_miou", vm["miou"], prog_bar=True)
-            self.log("val_dice", vm["dice"])
+            cm = sum(v[0] for v in self._val)
+            row["val_loss"] = float("nan")
+        # the task kind's validation metrics, the selection metric first (the checkpoint's)
+        kind, vm = task_kind(self.kind), metrics_of(self.kind, cm.numpy())
+        row.update({f"val_{m}": vm[m] for m in kind.monitor})
+        for m in sorted(kind.monitor, key=lambda m: m != kind.selection):
+            self.log(f"val_{m}", vm[m], prog_bar=m == kind.selection)
         row["lr"] = head_lr(self.trainer.optimizers[0])  # the head's (Task II: 0.1, not the encoder's 0.01)
         self.history.append(row)
-        score = SCORES[self.kind]
+        score = kind.selection_key
         log.info("fold %d epoch %d: loss %.4f %s %.4f", self.fold.index, row["epoch"],
                  row["train_loss"], score, row[score])
 
@@ -270,7 +268,7 @@ def fit_fold(module: DownstreamModule, out: Path, engine: Engine, max_epochs: in
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     k = module.fold.index
-    score = SCORES[module.kind]
+    score = task_kind(module.kind).selection_key
     ckdir = Path(out) / "checkpoints" / f"fold{k}"
     ckpt = ModelCheckpoint(dirpath=ckdir, filename="best", monitor=score, mode="max",
                            save_top_k=1, save_weights_only=True, auto_insert_metric_name=False,

@@ -1,51 +1,50 @@
-"""Downstream metrics: classification (scikit-learn; AUROC, balanced accuracy, per-class
-sensitivity/specificity), segmentation from a confusion matrix, surface distances (HD95, mean
-surface distance) and the head circumference of a fitted ellipse (HC18)."""
+"""Downstream metrics of one fold (or one validation epoch): the formulas of
+:mod:`awcl.evaluate.scores` reduced to plain numbers (classification, segmentation from a
+confusion matrix), surface distances (HD95, mean surface distance) and the head-circumference
+errors of a fold (HC18; the ellipse geometry is :mod:`awcl.geometry`)."""
 
 from __future__ import annotations
 
-import math
-
-import cv2
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    precision_recall_fscore_support,
-    roc_auc_score,
+
+from awcl.evaluate import scores as S
+from awcl.geometry import (  # noqa: F401  (re-exported: they were defined here)
+    fit_head_ellipse,
+    head_circumference_mm,
+    outline_points,
+    ramanujan_circumference,
 )
+
+
+def _number(v: np.ndarray) -> float | None:
+    return float(v) if np.isfinite(v) else None
 
 
 def classification_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, prob: np.ndarray | None = None
 ) -> dict:
     """Accuracy, macro precision/recall/F1 over all ``num_classes`` (absent ones score 0),
-    balanced accuracy (mean recall over the classes present) and, given ``prob: [N, K]``,
-    one-vs-rest macro AUROC (``auroc_ovr``)."""
-    labels = list(range(num_classes))
-    p, r, f, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, average="macro", zero_division=0
-    )
-    out = {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "precision": float(p),
-        "recall": float(r),
-        "f1": float(f),
-        "balanced_accuracy": balanced_accuracy(class_confusion(y_true, y_pred, num_classes)),
-    }
+    balanced accuracy (mean recall over the classes present; None without any) and, given
+    ``prob: [N, K]``, one-vs-rest macro AUROC (``auroc_ovr``)."""
+    out = class_metrics(S.confusion(y_true, y_pred, num_classes))
     if prob is not None:
         out["auroc"] = auroc_ovr(y_true, prob)
     return out
 
 
+def class_metrics(cm: np.ndarray) -> dict:
+    """:func:`classification_metrics` of a class confusion ``cm: [K, K]`` (rows true)."""
+    s = S.classification_scores(cm)
+    out = {k: float(v) for k, v in s.items()}
+    out["balanced_accuracy"] = _number(s["balanced_accuracy"])
+    return out
+
+
 def balanced_accuracy(cm: np.ndarray) -> float | None:
     """Mean per-class recall over classes present in the truth. ``cm: [K, K]``, rows true."""
-    cm = np.asarray(cm, dtype=np.float64)
-    n = cm.sum(axis=1)
-    present = n > 0
-    return float((np.diag(cm)[present] / n[present]).mean()) if present.any() else None
+    return _number(S.balanced_accuracy(S.Counts.of(cm)))
 
 
 def auroc_ovr(y_true: np.ndarray, prob: np.ndarray) -> float | None:
@@ -53,78 +52,51 @@ def auroc_ovr(y_true: np.ndarray, prob: np.ndarray) -> float | None:
 
     y_true: [N] class index; prob: [N, K] scores. None when no class qualifies.
     """
-    y = np.asarray(y_true)
-    prob = np.asarray(prob, dtype=np.float64)
-    aucs = [
-        roc_auc_score(y == k, prob[:, k])
-        for k in range(prob.shape[1])
-        if 0 < int((y == k).sum()) < len(y)
-    ]
-    return float(np.mean(aucs)) if aucs else None
+    return _number(S.auroc(prob, y_true)[0])
 
 
 def sensitivity_specificity(cm: np.ndarray, names: list[str]) -> dict[str, dict]:
     """Per class (one vs rest): sensitivity TP/(TP+FN), specificity TN/(TN+FP); None where
     undefined. ``cm: [K, K]`` rows true."""
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    pos = cm.sum(axis=1)
-    fp = cm.sum(axis=0) - tp
-    neg = cm.sum() - pos
-    out = {}
-    for k, name in enumerate(names):
-        out[name] = {
-            "sensitivity": float(tp[k] / pos[k]) if pos[k] > 0 else None,
-            "specificity": float((neg[k] - fp[k]) / neg[k]) if neg[k] > 0 else None,
-        }
-    return out
+    c = S.Counts.of(cm)
+    sens, spec = S.class_recall(c), S.class_specificity(c)
+    return {name: {"sensitivity": _number(sens[k]), "specificity": _number(spec[k])}
+            for k, name in enumerate(names)}  # fmt: skip
 
 
 def class_confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """``[K, K]`` counts, rows = true class, columns = predicted."""
-    return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
+    return S.confusion(y_true, y_pred, num_classes)
 
 
 def pixel_confusion(true: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
     """``[C, C]`` pixel counts (rows true) from integer masks of any equal shape."""
-    t = np.asarray(true, dtype=np.int64).ravel()
-    p = np.asarray(pred, dtype=np.int64).ravel()
-    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes
-    )
+    return S.confusion(true, pred, num_classes)
 
 
 def segmentation_metrics(cm: np.ndarray) -> dict:
-    """GAA, MA, mIoU and foreground Dice from a pixel confusion matrix ``cm: [C, C]`` (rows true).
+    """GAA, MA, mIoU, pooled foreground Dice and foreground IoU of a pixel confusion matrix
+    ``cm: [C, C]`` (rows true; the formulas of :mod:`awcl.evaluate.scores`), 0 where one is
+    undefined, and ``iou_per_class`` (0 for a class with an empty union).
 
-    GAA = correct pixels / all pixels; MA = mean over classes present in the truth of the
-    per-class pixel accuracy; mIoU = mean over classes with a non-empty union of
-    TP / (TP + FP + FN); Dice = mean over foreground classes (1..C-1) of 2TP / (2TP + FP + FN);
-    fg_iou = the IoU of the foreground classes only (mIoU counts the background, which reads
+    fg_iou is the IoU of the foreground classes only (mIoU counts the background, which reads
     ~0.4 even when no foreground pixel is found).
     """
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    true_n = cm.sum(axis=1)
-    pred_n = cm.sum(axis=0)
-    union = true_n + pred_n - tp
-    present = true_n > 0
-    acc_c = np.divide(tp, true_n, out=np.zeros_like(tp), where=present)
-    iou_c = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
-    dice_den = true_n + pred_n
-    dice_c = np.divide(2 * tp, dice_den, out=np.zeros_like(tp), where=dice_den > 0)
-    fg = np.arange(len(cm)) >= 1
-    fg_valid = fg & (dice_den > 0)
-    fg_union = fg & (union > 0)
-    total = cm.sum()
-    return {
-        "gaa": float(tp.sum() / total) if total else 0.0,
-        "ma": float(acc_c[present].mean()) if present.any() else 0.0,
-        "miou": float(iou_c[union > 0].mean()) if (union > 0).any() else 0.0,
-        "dice": float(dice_c[fg_valid].mean()) if fg_valid.any() else 0.0,
-        "fg_iou": float(iou_c[fg_union].mean()) if fg_union.any() else 0.0,
-        "iou_per_class": [float(v) for v in iou_c],
-    }
+    s = S.segmentation_scores(cm)
+    out = {k: float(np.nan_to_num(v)) for k, v in s.items()}
+    out["iou_per_class"] = [float(v) for v in S.class_iou(S.Counts.of(cm), 0.0)]
+    return out
+
+
+def metrics_of(kind: str, cm: np.ndarray) -> dict:
+    """The metrics of one confusion matrix of task kind ``kind`` (a test fold, a validation
+    epoch): :func:`class_metrics`, :func:`segmentation_metrics`, or for another kind its
+    formulas' values (None where undefined)."""
+    if kind == "classify":
+        return class_metrics(cm)
+    if kind == "segment":
+        return segmentation_metrics(cm)
+    return {k: _number(v) for k, v in S.scores(kind, cm).items()}
 
 
 def _boundary(m: np.ndarray) -> np.ndarray:
@@ -175,64 +147,6 @@ def frame_surface_metrics(
         return 0.0, 0.0
     v = np.asarray(vals)
     return float(v[:, 0].mean()), float(v[:, 1].mean())
-
-
-def ramanujan_circumference(a: float, b: float) -> float:
-    """Perimeter of an ellipse with semi-axes ``a``, ``b`` (Ramanujan's first approximation)."""
-    return math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))
-
-
-def outline_points(mask: np.ndarray) -> np.ndarray | None:
-    """Sub-pixel outline of the largest foreground component (holes filled), ``[P, 2]`` (x, y).
-
-    A pixel is foreground when its centre lies inside the object, so the true edge crosses
-    the segment between every inside/outside pair of 4-neighbours; its midpoint (the 0.5
-    iso-line of marching squares) is an unbiased estimate of where. Pixel-centre contours
-    (``cv2.findContours``) sit 0.5 px inside the edge instead and shrink every fitted ellipse
-    (-0.83 mm mean HC on HC18 at 112x144). None when there is no foreground.
-    """
-    fg = (np.asarray(mask) > 0).astype(np.uint8)
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-    if n <= 1:
-        return None
-    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    contours, _ = cv2.findContours(
-        (lab == biggest).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
-    )
-    comp = np.zeros((fg.shape[0] + 2, fg.shape[1] + 2), np.uint8)  # zero border: edges close
-    cv2.drawContours(comp, contours, -1, 1, thickness=cv2.FILLED, offset=(1, 1))
-    ys, xs = np.nonzero(comp[:, :-1] != comp[:, 1:])  # horizontal inside/outside pairs
-    yv, xv = np.nonzero(comp[:-1, :] != comp[1:, :])  # vertical pairs
-    x = np.concatenate([xs + 0.5, xv.astype(np.float64)]) - 1.0
-    y = np.concatenate([ys.astype(np.float64), yv + 0.5]) - 1.0
-    return np.column_stack([x, y])
-
-
-def fit_head_ellipse(
-    mask: np.ndarray, pixel_size_y: float = 1.0, pixel_size_x: float = 1.0
-) -> tuple[float, float] | None:
-    """Semi-axes of the ellipse fitted to the sub-pixel outline of the largest component.
-
-    ``mask: [H, W]`` (non-zero = head). Outline points (``outline_points``) are scaled to
-    physical units per axis before fitting, so an anisotropically resized mask gives the true
-    ellipse. Returns None when there is no component with at least 5 outline points.
-    """
-    pts = outline_points(mask)
-    if pts is None or len(pts) < 5:
-        return None
-    pts = (pts * np.array([pixel_size_x, pixel_size_y])).astype(np.float32)
-    _, (d1, d2), _ = cv2.fitEllipse(pts)
-    return d1 / 2.0, d2 / 2.0
-
-
-def head_circumference_mm(
-    mask: np.ndarray, pixel_size_y_mm: float, pixel_size_x_mm: float | None = None
-) -> float | None:
-    """HC in mm (Ramanujan) of the ellipse fitted to ``mask`` at the given pixel size(s)."""
-    axes = fit_head_ellipse(mask, pixel_size_y_mm, pixel_size_x_mm or pixel_size_y_mm)
-    if axes is None:
-        return None
-    return ramanujan_circumference(*axes)
 
 
 def head_circumference_errors(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from awcl.train import schedule
+from awcl.runtime import schedule
 
 OPTIMIZERS = ("sgd", "rmsprop_tf", "rmsprop_torch", "adam")
 

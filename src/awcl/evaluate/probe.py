@@ -45,14 +45,10 @@ from awcl.evaluate.config import FinetuneConfig
 from awcl.evaluate.fit import Engine, encode
 from awcl.evaluate.metrics import classification_metrics
 from awcl.evaluate.plots import plot_confusion
+from awcl.evaluate.records import class_fold_record, class_predictions
 from awcl.evaluate.selection import load_frames, select_classification, summarize_folds
-from awcl.evaluate.summary import (
-    class_fold_record,
-    class_predictions,
-    classification_summary,
-    fold_classification_metrics,
-)
-from awcl.evaluate.tasks import METRICS
+from awcl.evaluate.summary import classification_summary, fold_classification_metrics
+from awcl.evaluate.tasks import CLASSIFY
 from awcl.models import build_encoder, resolve_init
 
 log = logging.getLogger(__name__)
@@ -115,7 +111,9 @@ def _full_proba(proba: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
 
 
 def _macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
-    return classification_metrics(y, pred, k)["f1"]
+    """The validation score a probe's hyper-parameter is chosen by (the classification task
+    kind's selection metric, macro-F1)."""
+    return classification_metrics(y, pred, k)[CLASSIFY.selection]
 
 
 def knn_probe(
@@ -135,12 +133,12 @@ def knn_probe(
     for k in ks:
         clf = KNeighborsClassifier(n_neighbors=k).fit(a, y_fit)
         f1 = _macro_f1(y_val, clf.predict(v), num_classes)
-        scores.append({"k": k, "val_f1": f1})
+        scores.append({"k": k, CLASSIFY.selection_key: f1})
         if best is None or f1 > best[1]:
             best = (k, f1, clf)
     k, f1, clf = best  # type: ignore[misc]
     proba = _full_proba(clf.predict_proba(t), clf.classes_, num_classes)
-    return proba, {"k": k, "val_f1": f1}, scores
+    return proba, {"k": k, CLASSIFY.selection_key: f1}, scores
 
 
 def linear_probe(
@@ -160,12 +158,12 @@ def linear_probe(
             warnings.simplefilter("ignore", ConvergenceWarning)  # the last iterate is still scored
             clf.set_params(C=c).fit(a, y_fit)
         f1 = _macro_f1(y_val, clf.predict(v), num_classes)
-        scores.append({"C": c, "val_f1": f1})
+        scores.append({"C": c, CLASSIFY.selection_key: f1})
         if best is None or f1 > best[1]:
             best = (c, f1, copy.deepcopy(clf))
     c, f1, clf = best  # type: ignore[misc]
     proba = _full_proba(clf.predict_proba(t), clf.classes_, num_classes)
-    return proba, {"C": c, "val_f1": f1}, scores
+    return proba, {"C": c, CLASSIFY.selection_key: f1}, scores
 
 
 PROBE_FNS = {"knn": knn_probe, "linear-probe": linear_probe}
@@ -201,7 +199,7 @@ def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
     per_fold_extra = fold_classification_metrics(pred_df, names)  # balanced accuracy, AUROC
     for f in per_fold:
         f.update({k: per_fold_extra[f["fold"]].get(k) for k in ("balanced_accuracy", "auroc")})
-    mean, std = summarize_folds(per_fold, METRICS["classify"])
+    mean, std = summarize_folds(per_fold, CLASSIFY.metrics)
     pred_df.to_csv(out / "predictions.csv", index=False)
     pd.DataFrame(selection).to_csv(out / "selection.csv", index=False)
     plot_confusion(cm_total, names, out / "confusion_matrix.png")

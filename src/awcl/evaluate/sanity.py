@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from awcl.evaluate.metrics import balanced_accuracy, segmentation_metrics
+from awcl.evaluate.scores import segmentation_scores
 
 SEG_MARGIN = 0.02
 CLASS_MARGIN = 0.05
@@ -48,16 +49,16 @@ def segmentation_check(cm: np.ndarray) -> dict:
 
 def constant_mask_baseline(cm: np.ndarray) -> tuple[float, int]:
     """(pooled Dice, class) of the best constant mask "every pixel = class c" on the truth of
-    ``cm: [C, C]``, each scored by :func:`segmentation_metrics` as a run is."""
+    ``cm: [C, C]``, each scored by the pooled Dice a run is scored by (all background: 0)."""
     true_n = np.asarray(cm, dtype=np.float64).sum(1)
-    best, best_c = 0.0, 0  # all background: Dice 0
-    for c in range(1, len(true_n)):
-        const = np.zeros((len(true_n), len(true_n)))
-        const[:, c] = true_n
-        d = segmentation_metrics(const)["dice"]
-        if d is not None and d > best:
-            best, best_c = float(d), c
-    return best, best_c
+    n = len(true_n)
+    const = np.zeros((max(n - 1, 0), n, n))  # [c - 1]: every pixel predicted as class c
+    const[np.arange(n - 1), :, np.arange(1, n)] = true_n
+    dice = np.nan_to_num(segmentation_scores(const)["dice"]) if n > 1 else np.zeros(0)
+    best = int(np.argmax(dice)) if len(dice) else 0
+    if not len(dice) or dice[best] <= 0:
+        return 0.0, 0
+    return float(dice[best]), best + 1
 
 
 def classification_check(balanced_accuracy: float | None, num_classes: int) -> dict:
@@ -87,9 +88,13 @@ def check_metrics(metrics: dict) -> dict:
 
     Classification: the pooled balanced accuracy, else the pooled confusion's, else the fold
     mean (a present-but-None value falls through); chance from the pooled confusion's classes
-    present in the truth, else all ``classes``."""
+    present in the truth, else all ``classes``. A task kind without a trivial baseline here is
+    not checked (learned, with no score)."""
     if metrics.get("task") == "segment":
         return segmentation_check(np.asarray(metrics["confusion_matrix"]))
+    if metrics.get("task", "classify") != "classify":
+        return {"learned": True, "score": None, "baseline": None,
+                "reason": f"no trivial-baseline check for task kind {metrics.get('task')!r}"}  # fmt: skip
     cm = metrics.get("confusion_matrix")
     cm = np.asarray(cm, dtype=np.float64) if cm is not None else None
     candidates = ((metrics.get("pooled") or {}).get("balanced_accuracy"),

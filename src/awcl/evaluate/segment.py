@@ -17,21 +17,23 @@ from awcl.errors import AwclError, DataError
 from awcl.evaluate.config import FinetuneConfig
 from awcl.evaluate.fit import DownstreamModule, Engine, FoldResult, fit_fold
 from awcl.evaluate.heads import make_segmenter
-from awcl.evaluate.metrics import head_circumference_errors, pixel_confusion, segmentation_metrics
+from awcl.evaluate.metrics import head_circumference_errors, segmentation_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
+from awcl.evaluate.records import (
+    fold_rows,
+    frame_confusion,
+    frame_means,
+    segmentation_frame_columns,
+)
+from awcl.evaluate.scores import image_dice
 from awcl.evaluate.selection import (
     load_frames,
     make_folds,
     subsample_per_video,
     summarize_folds,
 )
-from awcl.evaluate.summary import (
-    fold_rows,
-    frame_means,
-    segmentation_frame_columns,
-    segmentation_summary,
-)
-from awcl.evaluate.tasks import METRICS
+from awcl.evaluate.summary import segmentation_summary
+from awcl.evaluate.tasks import SEGMENT
 from awcl.models import build_encoder
 
 log = logging.getLogger(__name__)
@@ -140,22 +142,23 @@ def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
     for fold in folds:
         res = _train_fold(cfg.for_fold(fold.index), frames, masks, fold, C, out, engine)
         pred, true = res.output, masks[fold.test].numpy()
-        cm = pixel_confusion(true, pred, C)
+        frame_cm = frame_confusion(true, pred, C)  # [n, C, C]: the fold's one pixel count
+        cm = frame_cm.sum(0)
         cm_total += cm
-        pf, met = _score_fold(cfg, sub, fold.index, fold.test, pred, true, cm, pixel_sizes)
+        pf, met = _score_fold(cfg, sub, fold.index, fold.test, pred, true, frame_cm, pixel_sizes)
         per_fold.append(
             {"fold": fold.index, "n_train": len(fold.train), "n_val": len(fold.val),
-             "n_test": len(fold.test), "best_epoch": res.best_epoch, "val_miou": res.best_val, **met,
+             "n_test": len(fold.test), "best_epoch": res.best_epoch, SEGMENT.selection_key: res.best_val, **met,
              "confusion_matrix": cm.tolist()}
         )
         history += res.history
         preds.append(pf)
     pred_df = pd.concat(preds)
-    mean, std = summarize_folds(per_fold, METRICS["segment"])
+    mean, std = summarize_folds(per_fold, SEGMENT.metrics)
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)
     pred_df.to_csv(out / "predictions.csv", index=False)
     plot_confusion(cm_total, names, out / "confusion_matrix.png", title="pixel confusion (all test folds)")
-    plot_curves(pd.DataFrame(history), out / "curves.png", score="val_miou")
+    plot_curves(pd.DataFrame(history), out / "curves.png", score=SEGMENT.selection_key)
     return {
         "task": "segment",
         "protocol": cfg.protocol,
@@ -179,24 +182,22 @@ def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
 
 
 def _score_fold(cfg: FinetuneConfig, sub: pd.DataFrame, index: int, test: np.ndarray, pred: np.ndarray,
-                true: np.ndarray, cm: np.ndarray,
+                true: np.ndarray, frame_cm: np.ndarray,
                 pixel_sizes: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None,
                 ) -> tuple[pd.DataFrame, dict]:
     """One test fold's per-frame table (predictions.csv rows) and its metrics.
 
-    ``pred, true: [n, H, W]`` class masks of the rows ``test`` of ``sub``; ``cm`` their pixel
-    confusion. Frame columns: Dice, per-class confusion, surface distances (in mm with pixel
-    sizes) and, with pixel sizes, head circumference (HC18).
+    ``pred, true: [n, H, W]`` class masks of the rows ``test`` of ``sub``; ``frame_cm: [n, C,
+    C]`` their per-frame pixel confusions. Frame columns: Dice, per-class confusion, surface
+    distances (in mm with pixel sizes) and, with pixel sizes, head circumference (HC18).
     """
-    C = cm.shape[0]
-    met = segmentation_metrics(cm)
+    C = frame_cm.shape[-1]
+    met = segmentation_metrics(frame_cm.sum(0))
     pf = fold_rows(sub, test, index, cfg.group)
-    inter = ((pred > 0) & (true > 0)).reshape(len(pred), -1).sum(1)
-    den = (pred > 0).reshape(len(pred), -1).sum(1) + (true > 0).reshape(len(pred), -1).sum(1)
-    pf["dice"] = np.where(den > 0, 2 * inter / np.maximum(den, 1), 1.0)
+    pf["dice"] = image_dice(frame_cm)  # per-image foreground Dice
     met["dice_per_image"] = float(pf["dice"].mean())  # the HC18 convention: mean over images
     spacing = (pixel_sizes[0][test], pixel_sizes[1][test]) if pixel_sizes else (None, None)
-    cols = segmentation_frame_columns(pred, true, C, *spacing)  # cm_<t>_<p>, hd95_/msd_<unit>
+    cols = segmentation_frame_columns(pred, true, C, *spacing, frame_cm=frame_cm)  # cm_<t>_<p>, hd95_/msd_<unit>
     pf = pf.assign(**cols)
     met.update(frame_means(cols))
     if pixel_sizes:

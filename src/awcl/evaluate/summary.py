@@ -12,7 +12,8 @@ groups); instead of copying rows, every metric is computed with each group weigh
 often it was drawn: confusion matrices are weighted sums of per-group matrices, frame means
 weighted means, and AUROC a weighted Mann-Whitney statistic over the sorted scores. All
 resamples are evaluated at once with numpy (a few seconds for 1000 resamples of thousands of
-frames). Intervals are the 2.5th and 97.5th percentiles.
+frames). Intervals are the 2.5th and 97.5th percentiles. The formulas are those of
+:mod:`awcl.evaluate.scores`, batched over the resamples' matrices.
 """
 
 from __future__ import annotations
@@ -21,21 +22,24 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from awcl.errors import AwclError
-from awcl.evaluate.metrics import (
-    class_confusion,
-    classification_metrics,
-    frame_surface_metrics,
-    sensitivity_specificity,
+from awcl.evaluate.metrics import sensitivity_specificity
+from awcl.evaluate.records import (  # noqa: F401  (re-exported: they were defined here)
+    class_fold_record,
+    class_predictions,
+    fold_rows,
+    frame_means,
+    segmentation_frame_columns,
 )
+from awcl.evaluate.scores import auroc, classification_scores, confusion, segmentation_scores
+from awcl.evaluate.tasks import CLASSIFY
 
-CLASS_METRICS = ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "auroc")
-SEG_CM_METRICS = ("gaa", "ma", "miou", "dice")
+CLASS_METRICS = CLASSIFY.metrics
+SEG_CM_METRICS = ("gaa", "ma", "miou", "fg_iou", "dice")  # the pooled dict's order
 _CHUNK = 200  # resamples evaluated together (bounds memory to ~_CHUNK x frames floats)
 
 
@@ -64,49 +68,6 @@ def _per_group_sum(values: np.ndarray, gidx: np.ndarray, n_groups: int) -> np.nd
 
 
 # ------------------------------------------------------------------ classification engine
-def _cm_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Metrics of ``cm: [B, K, K]`` (rows true), as scikit-learn computes them on rows:
-    macro precision/recall/F1 over all K classes (0 where undefined), balanced accuracy over
-    the classes present in the truth."""
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    true_n = cm.sum(axis=2)
-    pred_n = cm.sum(axis=1)
-    total = cm.sum(axis=(1, 2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        prec = np.where(pred_n > 0, tp / pred_n, 0.0)
-        rec = np.where(true_n > 0, tp / true_n, 0.0)
-        f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
-        present = true_n > 0
-        bal = np.where(present, rec, 0.0).sum(1) / present.sum(1)
-        acc = tp.sum(1) / total
-    return {"accuracy": acc, "precision": prec.mean(1), "recall": rec.mean(1), "f1": f1.mean(1),
-            "balanced_accuracy": np.where(present.any(1), bal, np.nan)}
-
-
-def _weighted_auroc(prob: np.ndarray, y: np.ndarray, wf: np.ndarray) -> np.ndarray:
-    """One-vs-rest macro AUROC under frame weights ``wf: [B, N]`` -> [B] (NaN: no class with
-    both positives and negatives). prob: [N, K], y: [N]."""
-    b = wf.shape[0]
-    aucs = np.full((b, prob.shape[1]), np.nan)
-    for k in range(prob.shape[1]):
-        order = np.argsort(prob[:, k], kind="stable")
-        s = prob[order, k]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # runs of tied scores
-        pos = (y[order] == k).astype(np.float64)
-        w = wf[:, order]
-        wp = np.add.reduceat(w * pos, starts, axis=1)  # [B, U] positive weight per score
-        wn = np.add.reduceat(w * (1 - pos), starts, axis=1)
-        below = np.cumsum(wn, axis=1) - wn  # negative weight strictly below each score
-        num = (wp * (below + 0.5 * wn)).sum(1)
-        den = wp.sum(1) * wn.sum(1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            aucs[:, k] = np.where(den > 0, num / den, np.nan)
-    out = np.full(b, np.nan)
-    ok = ~np.isnan(aucs).all(1)
-    out[ok] = np.nanmean(aucs[ok], axis=1)
-    return out
-
-
 def _parse_classification(df: pd.DataFrame, classes: list[str]):
     lookup = {c: i for i, c in enumerate(classes)}
     try:
@@ -125,15 +86,12 @@ def _classification_engine(df: pd.DataFrame, classes: list[str], group_col: str)
     """-> (G, f(W: [b, G]) -> {metric: [b]}) for one predictions table."""
     y, pred, prob = _parse_classification(df, classes)
     gidx, g = _group_index(df, group_col)
-    k = len(classes)
-    onehot = np.zeros((len(y), k, k))
-    onehot[np.arange(len(y)), y, pred] = 1.0
-    cm_g = _per_group_sum(onehot, gidx, g)  # [G, K, K]
+    cm_g = confusion(y, pred, len(classes), groups=gidx, n_groups=g).astype(np.float64)  # [G, K, K]
 
     def evaluate(w: np.ndarray) -> dict[str, np.ndarray]:
-        out = _cm_metrics(np.einsum("bg,gkl->bkl", w, cm_g))
+        out = classification_scores(np.einsum("bg,gkl->bkl", w, cm_g))
         if prob is not None:
-            out["auroc"] = _weighted_auroc(prob, y, w[:, gidx])
+            out["auroc"] = auroc(prob, y, w[:, gidx])
         return out
 
     return g, evaluate
@@ -180,21 +138,9 @@ def _segmentation_engine(df: pd.DataFrame, group_col: str):
     counts = {k: _per_group_sum((~np.isnan(v)).astype(np.float64), gidx, g) for k, v in frame.items()}
 
     def evaluate(w: np.ndarray) -> dict[str, np.ndarray]:
-        cm = np.einsum("bg,gkl->bkl", w, cm_g)
-        tp = np.diagonal(cm, axis1=1, axis2=2)
-        true_n, pred_n = cm.sum(2), cm.sum(1)
-        union = true_n + pred_n - tp
+        s = segmentation_scores(np.einsum("bg,gkl->bkl", w, cm_g))
+        out = {k: s[k] for k in SEG_CM_METRICS} | {k: v for k, v in s.items() if k not in SEG_CM_METRICS}
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = {
-                "gaa": tp.sum(1) / cm.sum((1, 2)),
-                "ma": np.nanmean(np.where(true_n > 0, tp / true_n, np.nan), axis=1),
-                "miou": np.nanmean(np.where(union > 0, tp / union, np.nan), axis=1),
-                "fg_iou": np.nanmean(np.where(union > 0, tp / union, np.nan)[:, 1:], axis=1),
-                "dice": np.nanmean(
-                    np.where((true_n + pred_n > 0)[:, 1:], (2 * tp / (true_n + pred_n))[:, 1:], np.nan),
-                    axis=1,
-                ),
-            }
             for k in frame:
                 n = w @ counts[k]
                 out[k] = np.where(n > 0, (w @ sums[k]) / n, np.nan)
@@ -280,11 +226,8 @@ def classification_summary(
         g, evaluate = _classification_engine(df, classes, group_col)
         pooled, intervals = _point_and_intervals(g, evaluate, n_boot, seed)
         y, pred, _ = _parse_classification(df, classes)
-        k = len(classes)
-        cm = np.zeros((k, k), dtype=np.int64)
-        np.add.at(cm, (y, pred), 1)
         out = {"pooled": pooled, "intervals": intervals,
-               "per_class": sensitivity_specificity(cm, classes)}
+               "per_class": sensitivity_specificity(confusion(y, pred, len(classes)), classes)}
         if "video_id" in df.columns and df.groupby(["fold", "video_id"]).size().max() > 1:
             out["video_level"] = {}
             for vote in ("majority", "mean_prob"):
@@ -314,74 +257,6 @@ def fold_classification_metrics(df: pd.DataFrame, classes: list[str]) -> dict[in
         g, evaluate = _classification_engine(part.assign(_all=0), classes, "_all")
         with _quiet():
             out[int(fold)] = {k: _clean(v[0]) for k, v in evaluate(np.ones((1, g))).items()}
-    return out
-
-
-def fold_rows(sub: pd.DataFrame, test: np.ndarray, fold: int, group: str) -> pd.DataFrame:
-    """The start of one fold's rows of predictions.csv: ``fold``, then the ids (and the
-    grouping column) of its test frames ``sub.iloc[test]``."""
-    pf = sub.iloc[test][list(dict.fromkeys(["frame_id", "video_id", "patient_id", group]))].copy()
-    pf.insert(0, "fold", fold)
-    return pf
-
-
-def class_fold_record(fold: Any, y_true: np.ndarray, pred: np.ndarray, n_classes: int, /,
-                      **extra: Any) -> tuple[dict[str, Any], np.ndarray]:
-    """One classification fold's entry of metrics.json ``folds`` (sizes, then ``extra``: what
-    was selected on validation, then the metrics) and its confusion matrix ``[K, K]``."""
-    met = classification_metrics(y_true, pred, n_classes)
-    cm = class_confusion(y_true, pred, n_classes)
-    record = {"fold": fold.index, "n_train": len(fold.train), "n_val": len(fold.val),
-              "n_test": len(fold.test), **extra, **met, "confusion_matrix": cm.tolist()}  # fmt: skip
-    return record, cm
-
-
-def class_predictions(sub: pd.DataFrame, test: np.ndarray, fold: int, group: str, names: list[str],
-                      y_true: np.ndarray, pred: np.ndarray, prob: np.ndarray) -> pd.DataFrame:
-    """One classification fold's rows of predictions.csv: ids, ``true`` and ``pred`` (class
-    names of ``y_true, pred: [T]``) and ``prob_<class>`` from ``prob: [T, K]``."""
-    pf = fold_rows(sub, test, fold, group)
-    pf["true"] = [names[i] for i in y_true]
-    pf["pred"] = [names[i] for i in pred]
-    for ci, n in enumerate(names):
-        pf[f"prob_{n}"] = prob[:, ci]
-    return pf
-
-
-def segmentation_frame_columns(
-    pred: np.ndarray, true: np.ndarray, num_classes: int,
-    spacing_y: np.ndarray | None = None, spacing_x: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Per-frame columns of a segmentation predictions table.
-
-    pred, true: [N, H, W] class masks; spacing_y/x: [N] pixel sizes in mm at the working size
-    (None: distances in pixels, columns ``*_px``). Returns ``cm_<t>_<p>`` pixel counts and
-    ``hd95_<unit>``, ``msd_<unit>`` (NaN where undefined).
-    """
-    n, c = len(pred), num_classes
-    flat = true.reshape(n, -1).astype(np.int64) * c + pred.reshape(n, -1).astype(np.int64)
-    counts = np.stack([np.bincount(f, minlength=c * c) for f in flat]) if n else np.zeros((0, c * c))
-    out = {f"cm_{t}_{p}": counts[:, t * c + p] for t in range(c) for p in range(c)}
-    unit = "mm" if spacing_y is not None else "px"
-    hd, msd = np.full(n, np.nan), np.full(n, np.nan)
-    for i in range(n):
-        sp = (float(spacing_y[i]), float(spacing_x[i])) if spacing_y is not None else (1.0, 1.0)
-        r = frame_surface_metrics(pred[i], true[i], c, sp)
-        if r is not None:
-            hd[i], msd[i] = r
-    out[f"hd95_{unit}"], out[f"msd_{unit}"] = hd, msd
-    return out
-
-
-def frame_means(columns: dict[str, np.ndarray]) -> dict:
-    """Fold-level means of the per-frame surface distances (None when all undefined) and
-    ``surface_failed``, the count of frames where they are undefined."""
-    out: dict = {}
-    for k, v in columns.items():
-        if k.startswith(("hd95_", "msd_")):
-            ok = np.isfinite(v)
-            out[k] = float(v[ok].mean()) if ok.any() else None
-            out["surface_failed"] = int((~ok).sum())
     return out
 
 

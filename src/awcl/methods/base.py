@@ -15,7 +15,7 @@ from torch import nn
 from awcl.data.pairs import FrameIndex, PairBatchSampler
 from awcl.losses import masked_contrastive_loss, positive_mask
 from awcl.models import FEATURE_DIM, ProjectionHead
-from awcl.train.distributed import gather_nograd, gather_with_grad, world
+from awcl.runtime.distributed import gather_nograd, gather_with_grad, world
 
 
 class Method:

@@ -2,6 +2,10 @@
 SimCLR, fine vs coarse) answered from the report's paired differences, a forest plot of every
 pairwise difference, and each pretraining run's compute (steps, views seen, schedule, kNN).
 
+With several backbones each question is answered within a backbone (``simclr@convnext_atto``
+against ``random@convnext_atto``); a row pretrained on a task's own data set (an init's declared
+data, :mod:`awcl.study.overlap`) is said to be so.
+
 Plain data in, plain data out (sentences, table rows, PNG bytes): ``awcl.study.report`` computes
 the paired differences (:func:`awcl.study.report.pairwise_tables`, one bootstrap) and wraps
 what this module returns into its sections.
@@ -16,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from awcl.methods import INITS, METHODS, STUDY_METHODS
+from awcl.study.names import split_row
 
 PROTOCOL_NAMES = {"full": "full fine-tuning", "partial": "partial fine-tuning", "knn": "kNN probe",
                   "linear-probe": "linear probe"}  # fmt: skip
@@ -80,48 +85,97 @@ def _pair(comps: list[Comparison], a: str, b: str) -> Comparison | None:
     return None
 
 
-def _vs_random(comps: list[Comparison]) -> str | None:
-    """One group's pretrained-vs-random clause: the best pretrained encoder and the tally."""
-    vs = [c for m in (*STUDY_METHODS[len(INITS):], "imagenet") if (c := _pair(comps, m, "random"))]
-    vs += [c for c in (_pair(comps, m, "random") for m in _others(comps)) if c is not None]
-    if not vs:
-        return None
-    best = min(vs, key=lambda c: c.diff) if vs[0].lower_better else max(vs, key=lambda c: c.diff)
-    up = sum(c.significant and c.a_better for c in vs)
-    down = sum(c.significant and not c.a_better for c in vs)
-    tally = f"; best of {len(vs)} pretrained, {up} significantly better than random, {down} worse"
-    return f"{_where(best)}: {best.text()}" + (tally if len(vs) > 1 else "")
+def _rows(comps: list[Comparison], backbones: dict[str, str] | None) -> list[dict[str, str]]:
+    """The rows one group compares, per backbone: {method or init name: row name}. A row's
+    backbone is ``backbones[row]`` when given (the report's, from the study's labels), else read
+    from its name (``simclr@convnext_atto``; untagged: ResNet-18)."""
+    out: dict[str, dict[str, str]] = {}
+    for name in dict.fromkeys(m for c in comps for m in (c.a, c.b)):
+        base, bb = split_row(name)
+        out.setdefault((backbones or {}).get(name, bb), {})[base] = name
+    return list(out.values())
 
 
-def _others(comps: list[Comparison]) -> list[str]:
-    """Methods of a group that are not study methods (custom names), pretrained by assumption."""
-    names = {m for c in comps for m in (c.a, c.b)}
-    return sorted(n for n in names if n not in STUDY_METHODS)
+def _vs_random(comps: list[Comparison], backbones: dict[str, str] | None = None) -> str | None:
+    """One group's pretrained-vs-random clause: per backbone, the best pretrained encoder (study
+    methods, ImageNet, inits and other names, pretrained by assumption) against random init of
+    the same backbone, and the tally."""
+    parts, first = [], None
+    for rows in _rows(comps, backbones):
+        if "random" not in rows:
+            continue
+        names = [m for m in (*STUDY_METHODS[len(INITS):], "imagenet") if m in rows]
+        names += sorted(b for b in rows if b not in STUDY_METHODS)
+        vs = [c for m in names if (c := _pair(comps, rows[m], rows["random"])) is not None]
+        if not vs:
+            continue
+        best = min(vs, key=lambda c: c.diff) if vs[0].lower_better else max(vs, key=lambda c: c.diff)
+        up = sum(c.significant and c.a_better for c in vs)
+        down = sum(c.significant and not c.a_better for c in vs)
+        tally = f"; best of {len(vs)} pretrained, {up} significantly better than random, {down} worse"
+        parts.append(best.text() + (tally if len(vs) > 1 else ""))
+        first = first or best
+    return f"{_where(first)}: " + "; ".join(parts) if first else None
 
 
-def _pairs_clause(comps: list[Comparison], pairs: list[tuple[str, str]]) -> str | None:
-    found = [c for a, b in pairs if (c := _pair(comps, a, b)) is not None]
+def _pairs_clause(comps: list[Comparison], pairs: list[tuple[str, str]],
+                  backbones: dict[str, str] | None = None) -> str | None:
+    """``a − b`` for each pair of names, within each backbone."""
+    found = [c for rows in _rows(comps, backbones) for a, b in pairs
+             if a in rows and b in rows and (c := _pair(comps, rows[a], rows[b])) is not None]  # fmt: skip
     if not found:
         return None
     return f"{_where(found[0])}: " + "; ".join(c.text() for c in found)
 
 
-def answer_paragraphs(comps: list[Comparison]) -> list[str]:
-    """The answer, one paragraph per question with a clause per task and protocol; a question
-    whose methods the study lacks is left out."""
+def _with_overlap(text: str, task: str, overlap: dict[tuple[str, str], str]) -> str:
+    """A clause naming a row pretrained on this task's data set, with that said."""
+    for (row, t), note in overlap.items():
+        if t == task and (f"{row} − " in text or f"− {row} =" in text):
+            text += f" — {note}"
+    return text
+
+
+def overlap_paragraph(comps: list[Comparison], overlap: dict[tuple[str, str], str]) -> str | None:
+    """**Data overlap.** Each compared row that was pretrained on a task's own data set
+    (:func:`awcl.study.overlap.overlap_marks`), or None."""
+    names = {m for c in comps for m in (c.a, c.b)}
+    tasks = list(dict.fromkeys(c.task for c in comps))
+    flagged = [f"{note} of task {t}" for t in tasks for (row, tt), note in overlap.items() if tt == t and row in names]
+    if not flagged:
+        return None
+    return ("**Data overlap.** " + "; ".join(flagged) + ": those rows are not transfer to unseen data, "
+            "and their differences above overstate it.")
+
+
+def answer_paragraphs(comps: list[Comparison], overlap: dict[tuple[str, str], str] | None = None,
+                      backbones: dict[str, str] | None = None) -> list[str]:
+    """The answer, one paragraph per question with a clause per task and protocol (per backbone
+    within it); a question whose methods the study lacks is left out.
+
+    ``overlap``: (row, task) -> note, for rows pretrained on a task's own data set
+    (:func:`awcl.study.overlap.overlap_marks`): said in the clauses that name them and in a last
+    paragraph. ``backbones``: row -> backbone (:func:`awcl.study.names.row_backbones`), so an
+    init is compared with random init of its own backbone; without it, names are read."""
     granular = [b for b, cls in METHODS.items() if cls.granular]
     fine_coarse = [(f"{b}-fine", f"{b}-coarse") for b in sorted(granular, key=lambda b: b != "awcl")]
+    awcl_simclr = [("awcl-fine", "simclr"), ("awcl-coarse", "simclr")]
     questions = [
-        ("Pretrained vs random", _vs_random),
-        ("AWCL vs SimCLR", lambda g: _pairs_clause(g, [("awcl-fine", "simclr"), ("awcl-coarse", "simclr")])),
-        ("Fine vs coarse", lambda g: _pairs_clause(g, fine_coarse[:1]) or _pairs_clause(g, fine_coarse[1:])),
-    ]
+        ("Pretrained vs random", lambda g: _vs_random(g, backbones)),
+        ("AWCL vs SimCLR", lambda g: _pairs_clause(g, awcl_simclr, backbones)),
+        ("Fine vs coarse", lambda g: (_pairs_clause(g, fine_coarse[:1], backbones)
+                                      or _pairs_clause(g, fine_coarse[1:], backbones))),
+    ]  # fmt: skip
     out = []
     groups = _groups(comps)
     for title, clause in questions:
-        parts = [p for g in groups.values() if (p := clause(g)) is not None]
+        parts = [_with_overlap(p, task, overlap or {}) for (task, _), g in groups.items()
+                 if (p := clause(g)) is not None]  # fmt: skip
         if parts:
             out.append(f"**{title}.** " + ". ".join(parts) + ".")
+    note = overlap_paragraph(comps, overlap or {})
+    if note:
+        out.append(note)
     return out
 
 

@@ -45,7 +45,17 @@ def _data_path(run: Run, inputs: dict[str, Path | str]) -> str:
 
 
 def _init(run: Run, inputs: dict[str, Path | str]) -> str:
-    return str(inputs["init"]) if "init" in inputs else str(run.config.get("init", "random"))
+    """The encoder to start from; an init's weights file is first checked against the layout
+    its study config declares (``inits.NAME.layout``)."""
+    if "init" in inputs:
+        return str(inputs["init"])
+    init = str(run.config.get("init", "random"))
+    layout = run.labels.get("layout")
+    if init != "random" and layout not in (None, "auto"):
+        from awcl.study.inits import check_layout
+
+        check_layout(init, str(layout), str(run.labels.get("init", run.name)))
+    return init
 
 
 def _finetune_values(c: dict[str, Any]) -> dict[str, Any]:
@@ -193,6 +203,7 @@ def embed_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
         label=c.get("granularity", "coarse"),
         max_frames=c.get("max_samples", 500),
         seed=c.get("seed", 0),
+        backbone=c.get("backbone"),  # a random or file init on another backbone than ResNet-18
     )
     res = embed(cfg)
     return {k: res[k] for k in ("num_frames", "plots") if k in res}

@@ -7,7 +7,8 @@ the variable ``scale`` (e.g. ``--set scale=paper``), then ``--set name=value`` (
 A value that is exactly ``${name}`` takes the variable's YAML value (a number, a list,
 ``null``); inside a longer string the variable is pasted as text.
 Every problem raises :class:`~awcl.errors.AwclError` with one line naming the file, the key
-and the bad value.
+and the bad value (:mod:`awcl.study.validate`). Data sets and tasks are parsed in
+:mod:`awcl.study.specs`, the ``backbones:`` and ``inits:`` axes in :mod:`awcl.study.inits`.
 """
 
 from __future__ import annotations
@@ -22,48 +23,38 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from awcl.backbones import DEFAULT_BACKBONE
 from awcl.config import describe, read_yaml, split_override
-from awcl.data.recipes import RECIPES as RECIPE_TABLE
-from awcl.data.store import GRANULARITIES
 from awcl.errors import AwclError
-from awcl.evaluate.tasks import PROBES, PROTOCOLS, TASKS
-from awcl.methods import INITS, LABEL_METHODS, STUDY_METHODS
+from awcl.methods import LABEL_METHODS
+from awcl.study.inits import InitSpec, parse_backbones, parse_inits
+from awcl.study.specs import (
+    ALL_PATIENTS,
+    METHODS,
+    PER_FOLD,
+    PRETRAIN_DATASET,
+    PRETRAINED,
+    PROBES,
+    RECIPES,
+    DatasetSpec,
+    TaskSpec,
+    parse_dataset,
+    parse_tasks,
+)
+from awcl.study.validate import Ctx, seed_list
+from awcl.study.validate import size as parse_size
 
-METHODS = STUDY_METHODS  # the names a study's ``methods:`` may list
-# Methods that need a pretraining run (random/imagenet are inits only).
-PRETRAINED = tuple(m for m in METHODS if m not in INITS)
-RECIPES = tuple(RECIPE_TABLE)  # the recipes a study can prepare data with
-ALL_PATIENTS = "all"  # train_patients value: the whole training part
-PRETRAIN_DATASET = "pretrain"  # a task's `dataset: pretrain` reuses the pretraining data
-# a task's pretrain_per_fold: which pretrained methods are pretrained once per outer fold of
-# the task, without that fold's test groups ("labels": those that train on labels)
-PER_FOLD = ("off", "labels", "all")
+__all__ = [
+    "ALL_PATIENTS", "LABEL_METHODS", "METHODS", "PER_FOLD", "PRETRAINED", "PRETRAIN_DATASET", "PROBES",
+    "RECIPES", "TOP_KEYS", "DatasetSpec", "EmbedSpec", "InitSpec", "PretrainSettings", "StudyConfig",
+    "TaskSpec", "builtin_config", "compose_raw", "load_config", "parse_config",
+]  # fmt: skip
 
 TOP_KEYS = frozenset(
     ("name", "pretrain_data", "methods", "tasks", "pretrain", "anatomy_ratios", "anatomy_ratio",
      "sweep_tasks", "sweep_methods", "seeds", "finetune_seeds", "imagenet_weights", "embed",
-     "scales")
+     "scales", "backbones", "inits")
 )  # fmt: skip
-
-
-@dataclass
-class DatasetSpec:
-    """A prepared dataset directory, a recipe that prepares one (cached in the study), or
-    the union of several such ``sources`` (a YAML list; ids qualified by source name)."""
-
-    path: str | None = None
-    recipe: str | None = None
-    src: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    sources: list[DatasetSpec] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        if self.sources:
-            return "+".join(s.label for s in self.sources)
-        if self.path:
-            return Path(self.path).name
-        return str(self.recipe)
 
 
 @dataclass
@@ -78,34 +69,6 @@ class PretrainSettings:
     size: list[int] | None = None  # [H, W]; None keeps the dataset's size
     lr: float = 1e-3
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TaskSpec:
-    """One downstream task: a dataset, classification or segmentation, and its protocols."""
-
-    name: str
-    dataset: DatasetSpec | str  # a DatasetSpec, or "pretrain"
-    task: str = "classify"
-    protocols: list[str] = field(default_factory=lambda: ["full"])
-    head: str | None = None
-    preset: str | None = None
-    epochs: int | None = 10  # None: the preset's own (the paper's) number of epochs
-    folds: int = 3
-    # label efficiency: fit on n patients of each training part; None = all of them (always
-    # included: the main tables use it)
-    train_patients: list[int | None] = field(default_factory=lambda: [None])
-    finetune_seeds: list[int] | None = None  # this task's downstream seeds (default: the study's)
-    classes: list[str] | None = None
-    granularity: str = "coarse"
-    extra: dict[str, Any] = field(default_factory=dict)
-    pretrain_per_fold: str = "off"  # one of PER_FOLD; needs dataset: pretrain
-
-    def per_fold(self, method: str) -> bool:
-        """Is ``method`` pretrained once per fold of this task (on its training groups)?"""
-        if self.pretrain_per_fold == "all":
-            return method in PRETRAINED
-        return self.pretrain_per_fold == "labels" and method in LABEL_METHODS
 
 
 @dataclass
@@ -135,10 +98,21 @@ class StudyConfig:
     embed: EmbedSpec = field(default_factory=EmbedSpec)
     vars: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the file it came from (for messages)
+    # every method is pretrained and evaluated on each backbone (awcl.study.inits)
+    backbones: list[str] = field(default_factory=lambda: [DEFAULT_BACKBONE])
+    inits: dict[str, InitSpec] = field(default_factory=dict)  # weights files compared as they are
+
+    @property
+    def default_encoders(self) -> bool:
+        """ResNet-18 only and no init: run names, labels and files as before the axes existed."""
+        return self.backbones == [DEFAULT_BACKBONE] and not self.inits
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("source", None)
+        if self.default_encoders:  # written as before
+            d.pop("backbones")
+            d.pop("inits")
         return _drop_empty_sources(d)
 
 
@@ -151,63 +125,10 @@ def _drop_empty_sources(obj: Any) -> Any:
     return obj
 
 
-# ------------------------------------------------------------------------- helpers
-class _Ctx:
-    """Carries the file name so every error names the file and the key."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def err(self, key: str, msg: str) -> AwclError:
-        return AwclError(f"{self.source}: {key}: {msg}")
-
-    def mapping(self, value: Any, key: str) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.err(key, f"expected a mapping, got {type(value).__name__} {value!r}")
-        return value
-
-    def check_keys(self, d: dict[str, Any], key: str, allowed: set[str]) -> None:
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            where = f"{key}.{unknown[0]}" if key else unknown[0]
-            raise self.err(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-
-    def integer(self, v: Any, key: str, minimum: int = 0) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise self.err(key, f"expected an integer >= {minimum}, got {v!r}")
-        return int(v)
-
-    def number(self, v: Any, key: str, lo: float | None = None, hi: float | None = None) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise self.err(key, f"expected a number, got {v!r}")
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise self.err(key, f"{v!r} is outside [{lo}, {hi}]")
-        return float(v)
-
-    def string(self, v: Any, key: str) -> str:
-        if not isinstance(v, str) or not v:
-            raise self.err(key, f"expected a non-empty string, got {v!r}")
-        return v
-
-    def choice(self, v: Any, key: str, choices: tuple[str, ...]) -> str:
-        if v not in choices:
-            raise self.err(key, f"{v!r} is not one of {', '.join(choices)}")
-        return str(v)
-
-    def str_list(self, v: Any, key: str) -> list[str]:
-        if isinstance(v, str):
-            v = [v]
-        if not isinstance(v, list) or not v:
-            raise self.err(key, f"expected a non-empty list, got {v!r}")
-        return [self.string(x, f"{key}[{i}]") for i, x in enumerate(v)]
-
-
 _ROOT = "__study__"  # the config sits under this key; its variables beside it (no clash)
 
 
-def compose_raw(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> tuple[dict[str, Any], dict[str, Any]]:
+def compose_raw(raw: dict[str, Any], overrides: list[str], ctx: Ctx) -> tuple[dict[str, Any], dict[str, Any]]:
     """Variables, scale preset and ``--set`` overrides, then ``${name}`` interpolation
     (awcl.config / OmegaConf). Returns the resolved config and its variables.
 
@@ -254,143 +175,27 @@ def compose_raw(raw: dict[str, Any], overrides: list[str], ctx: _Ctx) -> tuple[d
 
 
 # ------------------------------------------------------------------------- parsing
-def _dataset(v: Any, key: str, ctx: _Ctx, allow_pretrain: bool = False) -> DatasetSpec | str:
-    if isinstance(v, list):  # several sources: their union
-        if len(v) < 2:
-            raise ctx.err(key, f"a list of datasets needs at least two (got {v!r}); give one as is")
-        parts = [_dataset(x, f"{key}[{i}]", ctx) for i, x in enumerate(v)]
-        return DatasetSpec(sources=parts)  # type: ignore[arg-type]
-    if isinstance(v, str):
-        if allow_pretrain and v == PRETRAIN_DATASET:
-            return PRETRAIN_DATASET
-        return DatasetSpec(path=v)
-    d = ctx.mapping(v, key)
-    ctx.check_keys(d, key, {"path", "recipe", "src", "params"})
-    if bool(d.get("path")) == bool(d.get("recipe")):
-        raise ctx.err(key, "give either path: (a prepared dataset) or recipe: (to prepare one)")
-    if d.get("path"):
-        return DatasetSpec(path=ctx.string(d["path"], f"{key}.path"))
-    recipe = ctx.choice(d["recipe"], f"{key}.recipe", RECIPES)
-    src = d.get("src")
-    if RECIPE_TABLE[recipe].needs_src and not src:
-        raise ctx.err(f"{key}.src", f"recipe {recipe!r} needs src: (the downloaded data folder)")
-    params = ctx.mapping(d.get("params"), f"{key}.params")
-    return DatasetSpec(
-        recipe=recipe,
-        src=ctx.string(src, f"{key}.src") if src else None,
-        params=dict(params),
-    )
-
-
-def _size(v: Any, key: str, ctx: _Ctx) -> list[int] | None:
-    if v is None:
-        return None
-    if not isinstance(v, list) or len(v) != 2:
-        raise ctx.err(key, f"expected [H, W], got {v!r}")
-    return [ctx.integer(x, f"{key}[{i}]", 8) for i, x in enumerate(v)]
-
-
-def _task(v: Any, key: str, ctx: _Ctx) -> TaskSpec:
-    d = ctx.mapping(v, key)
-    allowed = {
-        "name", "dataset", "task", "protocols", "head", "preset", "epochs", "folds",
-        "classes", "granularity", "extra", "train_patients", "finetune_seeds", "pretrain_per_fold",
-    }  # fmt: skip
-    ctx.check_keys(d, key, allowed)
-    if "name" not in d:
-        raise ctx.err(f"{key}.name", "missing")
-    if "dataset" not in d:
-        raise ctx.err(f"{key}.dataset", "missing (a path, a recipe mapping, or 'pretrain')")
-    t = TaskSpec(
-        name=ctx.string(d["name"], f"{key}.name"),
-        dataset=_dataset(d["dataset"], f"{key}.dataset", ctx, allow_pretrain=True),
-    )
-    t.task = ctx.choice(d.get("task", t.task), f"{key}.task", TASKS)
-    t.protocols = ctx.str_list(d.get("protocols", t.protocols), f"{key}.protocols")
-    for i, p in enumerate(t.protocols):
-        ctx.choice(p, f"{key}.protocols[{i}]", PROTOCOLS)
-    if len(set(t.protocols)) != len(t.protocols):
-        raise ctx.err(f"{key}.protocols", f"duplicates in {t.protocols}")
-    if t.task != "classify" and set(t.protocols) & set(PROBES):
-        raise ctx.err(f"{key}.protocols", f"{', '.join(PROBES)} are classification probes (task is {t.task})")
-    t.head = ctx.string(d["head"], f"{key}.head") if d.get("head") is not None else None
-    t.preset = ctx.string(d["preset"], f"{key}.preset") if d.get("preset") is not None else None
-    epochs = d.get("epochs", t.epochs)
-    t.epochs = None if epochs in (None, "preset") else ctx.integer(epochs, f"{key}.epochs", 1)
-    t.folds = ctx.integer(d.get("folds", t.folds), f"{key}.folds", 2)
-    if d.get("classes") is not None:
-        t.classes = ctx.str_list(d["classes"], f"{key}.classes")
-    t.granularity = ctx.choice(d.get("granularity", t.granularity), f"{key}.granularity", GRANULARITIES)
-    t.extra = dict(ctx.mapping(d.get("extra"), f"{key}.extra"))
-    if "train_patients" in t.extra:
-        raise ctx.err(f"{key}.extra.train_patients", "set it as the task's train_patients: [n, ..., all]")
-    if d.get("train_patients") is not None:
-        tp = d["train_patients"]
-        tp = tp if isinstance(tp, list) else [tp]
-        if not tp:
-            raise ctx.err(f"{key}.train_patients", "expected a non-empty list such as [2, 4, 8, all]")
-        values: list[int | None] = []
-        for i, v in enumerate(tp):
-            values.append(None if v == ALL_PATIENTS else ctx.integer(v, f"{key}.train_patients[{i}]", 1))
-        if len(set(values)) != len(values):
-            raise ctx.err(f"{key}.train_patients", f"duplicates in {tp}")
-        # the whole training part is always run: the main tables use it
-        t.train_patients = [*sorted(v for v in values if v is not None), None]
-    t.finetune_seeds = _seed_list(d.get("finetune_seeds"), f"{key}.finetune_seeds", ctx)
-    per_fold = d.get("pretrain_per_fold", "off")
-    if per_fold is None or isinstance(per_fold, bool):  # true: the label-using methods
-        per_fold = "labels" if per_fold else "off"
-    t.pretrain_per_fold = ctx.choice(per_fold, f"{key}.pretrain_per_fold", PER_FOLD)
-    return t
-
-
-def _seed_list(v: Any, key: str, ctx: _Ctx) -> list[int] | None:
-    """None, an integer or a non-empty list of distinct integers >= 0."""
-    if v is None:
-        return None
-    if isinstance(v, int) and not isinstance(v, bool):
-        v = [v]
-    if not isinstance(v, list) or not v:
-        raise ctx.err(key, f"expected a non-empty list of integers, got {v!r}")
-    seeds = [ctx.integer(s, f"{key}[{i}]", 0) for i, s in enumerate(v)]
-    if len(set(seeds)) != len(seeds):
-        raise ctx.err(key, f"duplicates in {v}")
-    return seeds
-
-
-def _pretrain_settings(raw: dict[str, Any], ctx: _Ctx) -> PretrainSettings:
+def _pretrain_settings(raw: dict[str, Any], ctx: Ctx) -> PretrainSettings:
     p = ctx.mapping(raw.get("pretrain"), "pretrain")
     ctx.check_keys(p, "pretrain", {"epochs", "batch_size", "size", "lr", "extra"})
     return PretrainSettings(
         epochs=ctx.integer(p.get("epochs", 10), "pretrain.epochs", 1),
         batch_size=ctx.integer(p.get("batch_size", 32), "pretrain.batch_size", 2),
-        size=_size(p.get("size"), "pretrain.size", ctx),
+        size=parse_size(p.get("size"), "pretrain.size", ctx),
         lr=ctx.number(p.get("lr", 1e-3), "pretrain.lr", 0.0),
         extra=dict(ctx.mapping(p.get("extra"), "pretrain.extra")),
     )
 
 
-def _methods(raw: dict[str, Any], ctx: _Ctx) -> list[str]:
+def _methods(raw: dict[str, Any], ctx: Ctx) -> list[str]:
     methods = ctx.str_list(raw["methods"], "methods")
     for i, m in enumerate(methods):
         ctx.choice(m, f"methods[{i}]", METHODS)
-    if len(set(methods)) != len(methods):
-        raise ctx.err("methods", f"duplicates in {methods}")
+    ctx.unique(methods, "methods")
     return methods
 
 
-def _tasks(raw: dict[str, Any], ctx: _Ctx) -> list[TaskSpec]:
-    tasks_raw = raw["tasks"]
-    if not isinstance(tasks_raw, list) or not tasks_raw:
-        raise ctx.err("tasks", f"expected a non-empty list of tasks, got {tasks_raw!r}")
-    tasks = [_task(t, f"tasks[{i}]", ctx) for i, t in enumerate(tasks_raw)]
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise ctx.err("tasks", f"task names must be unique, got {names}")
-    return tasks
-
-
-def _ratios(raw: dict[str, Any], ctx: _Ctx) -> tuple[list[float], float]:
+def _ratios(raw: dict[str, Any], ctx: Ctx) -> tuple[list[float], float]:
     """The anatomy ratios swept (the main one always among them) and the main one."""
     ratios_raw = raw.get("anatomy_ratios", [0.5])
     if not isinstance(ratios_raw, list) or not ratios_raw:
@@ -400,7 +205,7 @@ def _ratios(raw: dict[str, Any], ctx: _Ctx) -> tuple[list[float], float]:
     return sorted({*ratios, main}), main
 
 
-def _sweep(raw: dict[str, Any], names: list[str], methods: list[str], ctx: _Ctx) -> tuple[list[str] | None, list[str] | None]:
+def _sweep(raw: dict[str, Any], names: list[str], methods: list[str], ctx: Ctx) -> tuple[list[str] | None, list[str] | None]:
     """``sweep_tasks`` (task names) and ``sweep_methods`` (awcl methods listed)."""
     sweep_tasks = None
     if raw.get("sweep_tasks") is not None:
@@ -417,7 +222,7 @@ def _sweep(raw: dict[str, Any], names: list[str], methods: list[str], ctx: _Ctx)
     return sweep_tasks, sweep_methods
 
 
-def _embed(raw: dict[str, Any], names: list[str], ctx: _Ctx) -> EmbedSpec:
+def _embed(raw: dict[str, Any], names: list[str], ctx: Ctx) -> EmbedSpec:
     e = ctx.mapping(raw.get("embed"), "embed")
     ctx.check_keys(e, "embed", {"task", "max_samples", "enabled"})
     embed = EmbedSpec(
@@ -432,7 +237,7 @@ def _embed(raw: dict[str, Any], names: list[str], ctx: _Ctx) -> EmbedSpec:
 
 def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None = None) -> StudyConfig:
     """Validate a raw (YAML-loaded) config; ``overrides`` are ``--set`` items."""
-    ctx = _Ctx(source)
+    ctx = Ctx(source)
     if not isinstance(raw, dict):
         raise AwclError(f"{source}: a study config must be a YAML mapping, got {type(raw).__name__}")
     raw, variables = compose_raw(raw, overrides or [], ctx)
@@ -441,13 +246,13 @@ def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None
         if req not in raw:
             raise ctx.err(req, "missing")
     methods = _methods(raw, ctx)
-    tasks = _tasks(raw, ctx)
+    tasks = parse_tasks(raw, ctx)
     names = [t.name for t in tasks]
     ratios, main_ratio = _ratios(raw, ctx)
     sweep_tasks, sweep_methods = _sweep(raw, names, methods, ctx)
-    seeds = _seed_list(raw.get("seeds", [0]), "seeds", ctx)
+    seeds = seed_list(raw.get("seeds", [0]), "seeds", ctx)
     weights = raw.get("imagenet_weights")
-    pretrain_data = _dataset(raw["pretrain_data"], "pretrain_data", ctx)
+    pretrain_data = parse_dataset(raw["pretrain_data"], "pretrain_data", ctx)
     for i, t in enumerate(tasks):
         if t.pretrain_per_fold != "off" and t.dataset not in (PRETRAIN_DATASET, pretrain_data):
             raise ctx.err(f"tasks[{i}].pretrain_per_fold", "per-fold pretraining needs the task to "
@@ -463,11 +268,13 @@ def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None
         sweep_tasks=sweep_tasks,
         sweep_methods=sweep_methods,
         seeds=seeds or [0],
-        finetune_seeds=_seed_list(raw.get("finetune_seeds"), "finetune_seeds", ctx),
+        finetune_seeds=seed_list(raw.get("finetune_seeds"), "finetune_seeds", ctx),
         imagenet_weights=ctx.string(weights, "imagenet_weights") if weights else None,
         embed=_embed(raw, names, ctx),
         vars=dict(variables),
         source=source,
+        backbones=parse_backbones(raw, ctx),
+        inits=parse_inits(raw, METHODS, ctx),
     )
 
 

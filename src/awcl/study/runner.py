@@ -1,4 +1,5 @@
-"""Expand a study config into a grid of runs, run each once, cache by config hash, resume.
+"""Run a study's grid of runs (planned by :mod:`awcl.study.grid`) once each, cache by config
+hash, resume.
 
 Every run (preparing a dataset, a pretraining, a downstream fine-tuning, an embedding) lives
 in ``DIR/runs/<kind>-<name>-<hash>/``; the hash covers the run's resolved config and the
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,11 @@ from awcl.atomic import sweep_temps, write_atomic, write_json_atomic
 from awcl.evaluate.tasks import TASKS, headline_metric
 from awcl.locking import dir_lock
 from awcl.study.backends import real_executors
-from awcl.study.config import (
-    LABEL_METHODS,
-    PRETRAIN_DATASET,
-    PROBES,
-    DatasetSpec,
-    StudyConfig,
-    TaskSpec,
-)
+from awcl.study.config import StudyConfig
+from awcl.study.grid import Plan, plan_study
 from awcl.study.launch import Serial
-from awcl.study.runs import DONE, FOLD_TRAIN, MERGE, RUN_SUBDIR, Executors, Run, RunFn, execute
+from awcl.study.overlap import overlap_index
+from awcl.study.runs import DONE, RUN_SUBDIR, Executors, Run, RunFn, execute
 
 __all__ = [
     "DONE", "INDEX", "RUN_SUBDIR", "Executors", "Plan", "Run", "RunFn", "StudyResult", "execute",
@@ -46,289 +42,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INDEX = "study.json"
-
-
-@dataclass
-class Plan:
-    runs: list[Run]
-    notes: list[str]
-
-
-# ------------------------------------------------------------------------ planning
-def _abs(p: str | None) -> str | None:
-    return str(Path(p).expanduser().resolve()) if p else None
-
-
-def _data_run(spec: DatasetSpec) -> Run | str:
-    """A prepared dataset path (str) or the run that prepares it."""
-    if spec.path:
-        return _abs(spec.path)  # type: ignore[return-value]
-    cfg = {"recipe": spec.recipe, "src": _abs(spec.src), "params": spec.params}
-    return Run("data", str(spec.recipe), cfg, labels={"recipe": spec.recipe}, weight=2.0)
-
-
-def _method_config(method: str, ratio: float | None, seed: int, cfg: StudyConfig) -> dict[str, Any]:
-    base, _, gran = method.partition("-")
-    p = cfg.pretrain
-    out: dict[str, Any] = {
-        "method": base,
-        "epochs": p.epochs,
-        "batch_size": p.batch_size,
-        "size": p.size,
-        "lr": p.lr,
-        "seed": seed,
-    }
-    if gran:
-        out["granularity"] = gran
-    if ratio is not None:
-        out["anatomy_ratio"] = ratio
-    out.update(p.extra)
-    return out
-
-
-def _sweep_protocol(task: TaskSpec) -> str:
-    return "full" if "full" in task.protocols else task.protocols[0]
-
-
-
-def _link(config: dict[str, Any], **refs: Any) -> dict[str, Run]:
-    """Each ref that is a Run becomes a dependency; a plain value goes into ``config``."""
-    deps: dict[str, Run] = {}
-    for name, ref in refs.items():
-        if isinstance(ref, Run):
-            deps[name] = ref
-        else:
-            config[name] = ref
-    return deps
-
-def _finetune_run(task: TaskSpec, protocol: str, method: str, ratio: float | None, seed: int,
-                  ft_seed: int, n: int | None, main: bool, data: Run | str, init: Run | str | list[Run],
-                  per_seed: bool) -> Run:
-    """One downstream run: ``task``/``protocol`` on the encoder ``init`` (a list: one encoder per
-    fold, ``init0``, ``init1``, ...), downstream seed ``ft_seed``, fitted on ``n`` training
-    patients per fold (None: all)."""
-    tcfg: dict[str, Any] = {
-        "task": task.task,
-        "protocol": protocol,
-        "head": task.head,
-        "preset": task.preset,
-        "epochs": task.epochs,
-        "folds": task.folds,
-        "classes": task.classes,
-        "granularity": task.granularity,
-        "seed": ft_seed,
-        **task.extra,
-    }
-    if n is not None:  # absent for "all", so existing runs keep their cache keys
-        tcfg["train_patients"] = n
-    if isinstance(init, list):  # per-fold pretraining: fold k's encoder is dependency init<k>
-        tcfg["fold_inits"] = len(init)
-        deps = _link(tcfg, data=data, **{f"init{k}": r for k, r in enumerate(init)})
-    else:
-        deps = _link(tcfg, data=data, init=init)
-    labels = {
-        "method": method, "ratio": ratio, "seed": seed, "ft_seed": ft_seed, "task": task.name,
-        "task_kind": task.task, "protocol": protocol, "main": main, "train_patients": n,
-    }  # fmt: skip
-    probe = protocol in PROBES
-    cost = 0.3 * task.folds if probe else (task.epochs or 50) * task.folds * (1.0 if protocol == "full" else 0.4)
-    cost *= 1.5 if task.task == "segment" else 1.0
-    if n is not None and not probe:
-        cost *= 0.6  # fewer training frames per epoch
-    name = f"{method}{'' if ratio is None else f'-r{ratio:g}'}-{task.name}-{protocol}"
-    name += f"-n{n}" if n is not None else ""
-    name += f"-s{ft_seed}" if per_seed else ""
-    return Run("finetune", name, tcfg, labels, deps, cost)
-
-
-Encoder = tuple[str, float | None, int, Run | str]  # (method, ratio, seed, init: 'random', weights path or Run)
-
-
-@dataclass
-class _Grid:
-    """The runs planned so far, keyed by config hash: a run that several others need (a
-    dataset, an encoder) is planned once."""
-
-    out: Path
-    runs: dict[str, Run] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    pre_data: Run | str | None = None  # the pretraining dataset, once resolved
-
-    def add(self, run: Run) -> Run:
-        if run.key not in self.runs:
-            run.dir = self.out / "runs" / run.dirname
-            self.runs[run.key] = run
-        return self.runs[run.key]
-
-    def data_ref(self, spec: DatasetSpec | str) -> Run | str:
-        """A dataset as a path or the (planned) run that prepares it."""
-        if spec == PRETRAIN_DATASET:
-            return self.pre_data  # type: ignore[return-value]
-        if isinstance(spec, DatasetSpec) and spec.sources:  # union of several sources
-            parts = [self.data_ref(s) for s in spec.sources]
-            mcfg = {"recipe": MERGE, "names": [s.label for s in spec.sources],
-                    "paths": [None if isinstance(p, Run) else p for p in parts]}  # fmt: skip
-            deps = {f"source{i}": p for i, p in enumerate(parts) if isinstance(p, Run)}
-            return self.add(Run("data", MERGE, mcfg, {"recipe": MERGE}, deps, weight=1.0))
-        ref = _data_run(spec)  # type: ignore[arg-type]
-        return self.add(ref) if isinstance(ref, Run) else ref
-
-
-def plan_study(cfg: StudyConfig, out: Path) -> Plan:
-    """Expand ``cfg`` into runs in dependency order (data, pretrain, then downstream)."""
-    grid = _Grid(out)
-    grid.pre_data = grid.data_ref(cfg.pretrain_data)
-    encoders: list[Encoder] = []
-    for seed in cfg.seeds:
-        for method in cfg.methods:
-            encoders += _encoders(cfg, grid, method, seed)
-    _plan_finetunes(cfg, grid, encoders)
-    if cfg.embed.enabled:
-        _plan_embeds(cfg, grid, encoders)
-    order = {"data": 0, "pretrain": 1, "finetune": 2, "embed": 3}
-    ordered = sorted(grid.runs.values(), key=lambda r: order[r.kind])  # stable within a kind
-    return Plan(ordered, grid.notes)
-
-
-def _encoders(cfg: StudyConfig, grid: _Grid, method: str, seed: int) -> list[Encoder]:
-    """The encoders of one method and seed: random init, ImageNet weights (a note when the
-    file is missing), or a pretraining per anatomy ratio."""
-    if method == "random":
-        return [(method, None, seed, "random")]
-    if method == "imagenet":
-        w = cfg.imagenet_weights
-        if not w or not Path(w).is_file():
-            note = (
-                f"imagenet skipped: weights file {w!r} not found"
-                if w
-                else "imagenet skipped: no imagenet_weights file given in the config"
-            )
-            if note not in grid.notes:
-                grid.notes.append(note)
-            return []
-        return [(method, None, seed, _abs(w))]  # type: ignore[list-item]
-    swept = method.startswith("awcl") and (cfg.sweep_methods is None or method in cfg.sweep_methods)
-    ratios = cfg.anatomy_ratios if swept else [None]
-    if method.startswith("awcl") and not swept:
-        ratios = [cfg.anatomy_ratio]
-    encoders: list[Encoder] = []
-    for r in ratios:
-        mcfg = _method_config(method, r, seed, cfg)
-        deps = {"data": grid.pre_data} if isinstance(grid.pre_data, Run) else {}
-        if isinstance(grid.pre_data, str):
-            mcfg["data"] = grid.pre_data
-        labels = {"method": method, "seed": seed, "ratio": r}
-        # planned (grid.add) only where used: a method pretrained per fold for every task that
-        # reads it needs no pretraining on the whole data
-        run = Run("pretrain", method if r is None else f"{method}-r{r:g}", mcfg, labels, deps,
-                  _pretrain_weight(method, cfg))
-        encoders.append((method, r, seed, run))
-    return encoders
-
-
-def _pretrain_weight(method: str, cfg: StudyConfig, share: float = 1.0) -> float:
-    return cfg.pretrain.epochs * (3.0 if method != "uscl" else 2.0) * share
-
-
-# The task settings (finetune config keys, ``extra`` included) that decide its folds; a fold's
-# pretraining data is cut with exactly these (awcl.evaluate.folds.SPLIT_FIELDS, by study name).
-SPLIT_KEYS = ("task", "folds", "classes", "granularity", "seed", "label", "group", "split",
-              "val_fraction", "max_per_video")  # fmt: skip
-
-
-def _fold_count(task: TaskSpec) -> int:
-    return 1 if task.extra.get("split") == "fixed" else task.folds
-
-
-def _fold_encoders(cfg: StudyConfig, grid: _Grid, task: TaskSpec, ft_seed: int, per_seed: bool,
-                   enc: Encoder) -> list[Run]:
-    """Per-fold pretraining: for each outer fold k of ``task`` (downstream seed ``ft_seed``), a
-    data run keeping only the groups outside fold k's test part (the split the fine-tuning
-    run makes, computed by the same code) and ``enc``'s pretraining on it."""
-    method, _, _, init = enc
-    assert isinstance(init, Run)
-    split = {k: v for k, v in {**task.extra, "task": task.task, "folds": task.folds,
-                                "classes": task.classes, "granularity": task.granularity,
-                                "seed": ft_seed}.items() if k in SPLIT_KEYS}  # fmt: skip
-    base = grid.pre_data
-    n = _fold_count(task)
-    tag = f"-s{ft_seed}" if per_seed else ""
-    runs = []
-    for k in range(n):
-        scfg: dict[str, Any] = {"recipe": FOLD_TRAIN, "split": split, "fold": k}
-        deps = _link(scfg, data=base)
-        labels = {"recipe": FOLD_TRAIN, "task": task.name, "fold": k, "ft_seed": ft_seed}
-        sub = grid.add(Run("data", f"{task.name}-f{k}{tag}", scfg, labels, deps, weight=0.5))
-        mcfg = {k2: v for k2, v in init.config.items() if k2 != "data"}
-        plabels = {**init.labels, "fold": k, "fold_of": task.name, "ft_seed": ft_seed}
-        name = f"{init.name}-{task.name}-f{k}{tag}"
-        runs.append(grid.add(Run("pretrain", name, mcfg, plabels, {"data": sub},
-                                 _pretrain_weight(method, cfg, (n - 1) / n if n > 1 else 0.8))))
-    return runs
-
-
-def _uses_own_labels(cfg: StudyConfig, task: TaskSpec) -> bool:
-    return task.dataset == PRETRAIN_DATASET or task.dataset == cfg.pretrain_data
-
-
-def _plan_finetunes(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> None:
-    """Every task and protocol on the main encoders; the swept (non-main) ratios only on the
-    sweep tasks' sweep protocol."""
-    sweep = set(cfg.sweep_tasks) if cfg.sweep_tasks is not None else {t.name for t in cfg.tasks}
-    for enc in encoders:
-        method, ratio, seed, init = enc
-        main = ratio is None or ratio == cfg.anatomy_ratio
-        for task in cfg.tasks:
-            data = grid.data_ref(task.dataset)
-            per_fold = task.per_fold(method)
-            if method in LABEL_METHODS and not per_fold and _uses_own_labels(cfg, task):
-                _note(grid, f"{method} is pretrained with the labels of {task.name}'s own data, its "
-                      "test folds included; set the task's pretrain_per_fold: labels")  # fmt: skip
-            for protocol in task.protocols:
-                if not main and not (task.name in sweep and protocol == _sweep_protocol(task)):
-                    continue
-                # label efficiency (train_patients) only for the main encoders
-                counts = task.train_patients if main else [None]
-                ft_seeds = task.finetune_seeds or cfg.finetune_seeds
-                for ft_seed in ft_seeds or [seed]:
-                    ref: Run | str | list[Run] = init
-                    if per_fold:
-                        ref = _fold_encoders(cfg, grid, task, ft_seed, ft_seeds is not None, enc)
-                    elif isinstance(init, Run):
-                        ref = grid.add(init)
-                    for n in counts:
-                        grid.add(_finetune_run(task, protocol, method, ratio, seed, ft_seed, n, main,
-                                               data, ref, per_seed=ft_seeds is not None))
-
-
-def _note(grid: _Grid, text: str) -> None:
-    if text not in grid.notes:
-        grid.notes.append(text)
-
-
-def _plan_embeds(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> None:
-    """A t-SNE embedding per main encoder of the first seed, on the embed task's data."""
-    names = [t.name for t in cfg.tasks]
-    etask_name = cfg.embed.task or next((t.name for t in cfg.tasks if t.task == "classify"), names[0])
-    etask = cfg.tasks[names.index(etask_name)]
-    data = grid.data_ref(etask.dataset)
-    for enc in encoders:
-        method, ratio, seed, init = enc
-        if seed != cfg.seeds[0] or not (ratio is None or ratio == cfg.anatomy_ratio):
-            continue
-        if etask.per_fold(method):  # the first fold's encoder (no pretraining on all the data)
-            ft_seeds = etask.finetune_seeds or cfg.finetune_seeds
-            init = _fold_encoders(cfg, grid, etask, (ft_seeds or [seed])[0], ft_seeds is not None, enc)[0]
-        elif isinstance(init, Run):
-            init = grid.add(init)
-        ecfg: dict[str, Any] = {
-            "max_samples": cfg.embed.max_samples,
-            "granularity": etask.granularity,
-            "seed": seed,
-        }
-        deps = _link(ecfg, data=data, init=init)
-        labels = {"method": method, "ratio": ratio, "seed": seed, "task": etask.name}
-        grid.add(Run("embed", f"{method}-{etask.name}", ecfg, labels, deps, 1.0))
 
 
 # ------------------------------------------------------------------------ running
@@ -380,6 +93,8 @@ def write_index(cfg: StudyConfig, plan: Plan, out: Path) -> None:
             for r in plan.runs
         ],
     }  # fmt: skip
+    if cfg.inits:  # which init was pretrained on which task's data (awcl.study.overlap)
+        index["overlap"] = overlap_index(cfg)
     write_json_atomic(out / INDEX, index, indent=2, sort_keys=True, default=str)
     write_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

@@ -38,6 +38,7 @@ from awcl.data.recipes._common import (
 )
 from awcl.data.store import DEFAULT_SIZE, DatasetWriter
 from awcl.errors import DataError
+from awcl.geometry import head_circumference_mm, outline_points
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ RELEASE = (
 MASK_CLASSES = {0: "background", 1: "head"}
 # The release draws each head as a ~2.8 px wide outline whose centre line is the ellipse of
 # the table's HC. Filled copies are that outline filled to its OUTER edge: measured with
-# awcl.evaluate.metrics.outline_points on the 999 filled masks, their edge lies 1.40 px
+# awcl.geometry.outline_points on the 999 filled masks, their edge lies 1.40 px
 # (sd 0.07) outside the table's ellipse, as a cv2 2-px outline filled the same way does.
 FILLED_EDGE_OFFSET_PX = 1.4
 _NAME = re.compile(r"^(\d+)_(?:(\d+))?HC\.png$", re.IGNORECASE)
@@ -105,8 +106,6 @@ def annotated_ellipse(
     the ellipse, so a fit to all its pixels is its centre line; a filled annotation's sub-pixel
     edge is fitted and moved ``filled_edge_offset_px`` inwards (see FILLED_EDGE_OFFSET_PX).
     """
-    from awcl.evaluate.metrics import outline_points
-
     binary = (ann > 127).astype(np.uint8)
     filled = fill_annotation(ann)
     if int(binary.sum()) < 0.5 * int(filled.sum()):  # an outline (closed or not)
@@ -147,11 +146,9 @@ def hc_from_mask(mask: np.ndarray, pixel_size_y_mm: float, pixel_size_x_mm: floa
     mask: [H, W], non-zero = head (at any scale; pass that scale's per-axis pixel size, e.g.
     the manifest's ``pixel_size_y_mm``/``pixel_size_x_mm``). The sub-pixel outline is
     converted to mm before fitting, so anisotropic resizing is undone exactly. It is
-    ``awcl.evaluate.metrics.head_circumference_mm``, the measure the segmentation task
+    ``awcl.geometry.head_circumference_mm``, the measure the segmentation task
     reports, so reference and predicted HC agree by construction.
     """
-    from awcl.evaluate.metrics import head_circumference_mm
-
     if not (np.asarray(mask) > 0).any():
         raise ValueError("mask is empty")
     hc = head_circumference_mm(mask, pixel_size_y_mm, pixel_size_x_mm)
