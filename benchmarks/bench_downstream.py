@@ -39,10 +39,10 @@ Stated differences (the reference is plain on purpose):
 - optimiser: Adam at ``--ref-lr`` (1e-3) without weight decay for every task; awcl uses its
   preset's (Task III: Adam 1e-3 with L2 1e-3 on conv/linear weights; Task I: SGD 0.01,
   momentum 0.9, weight decay 5e-4);
-- selection metric for segmentation: awcl's engine keeps the epoch with the best validation
-  mIoU (``val_miou``), the reference the best validation per-image Dice, the headline.
-  ``--ref-select awcl`` makes the reference select on validation mIoU as awcl does. For
-  classification both select on validation macro-F1;
+- selection metric: none now. Both sides keep the epoch with the best validation headline:
+  per-image Dice for segmentation (awcl's engine selected on pooled mIoU before 2026-12-04;
+  ``--ref-select miou`` makes the reference use that older rule) and macro-F1 for
+  classification;
 - precision: ``--ref-precision auto`` trains the reference at the precision awcl's engine
   chooses on this machine (bf16 autocast + channels_last where the CPU has native bf16), so
   neither side gets a speed advantage; this is the only awcl call the reference's training
@@ -344,7 +344,7 @@ class RefSettings:
     noise_std: float = 0.0
     bf16: bool = False
     channels_last: bool = False
-    select: str = "headline"  # "headline" | "awcl" (segmentation: val mIoU as awcl's engine)
+    select: str = "headline"  # "headline" | "miou" (segmentation: pooled val mIoU, the old rule)
 
 
 def reference_settings(p: Preset, ref_lr: float, weight_decay: float, bf16: bool,
@@ -473,7 +473,7 @@ class RefFold:
 def selection_score(task: str, select: str, true: np.ndarray, pred: np.ndarray, k: int) -> float:
     """The reference's validation score of one epoch (the headline, or awcl's engine metric)."""
     if task == "segment":
-        if select == "awcl":
+        if select == "miou":
             return mean_iou(confusion(true, pred, k))
         return float(per_image_dice(pred, true).mean())
     return float(macro_f1(confusion(true, pred, k)))
@@ -645,10 +645,11 @@ def awcl_val_predictions(cfg: FinetuneConfig, data: Data, run: Path, metrics: di
                 preds.append(out.to(torch.uint8 if data.task == "segment" else torch.int64))
         pred = torch.cat(preds).numpy()
         true = data.y[f.val].numpy()
-        tables.append(frame_table(data.task, f.index, np.asarray(f.val), data.groups, true, pred))
+        table = frame_table(data.task, f.index, np.asarray(f.val), data.groups, true, pred)
+        tables.append(table)
         rec = records.get(f.index, {})
-        if data.task == "segment" and rec.get("val_miou") is not None:
-            diffs.append(abs(mean_iou(confusion(true, pred, k)) - rec["val_miou"]))
+        if data.task == "segment" and rec.get("val_dice_per_image") is not None:
+            diffs.append(abs(float(table["dice"].mean()) - rec["val_dice_per_image"]))
         elif data.task == "classify" and rec.get("val_f1") is not None:
             diffs.append(abs(float(macro_f1(confusion(true, pred, k))) - rec["val_f1"]))
     val = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
@@ -697,7 +698,7 @@ def run_awcl(cfg: FinetuneConfig, data: Data, label: str, cfg_o: dict, pre_o: di
         "folds_match_reference": bool(sizes_ok),
         "max_val_score_recomputation_diff": max(val_diffs) if val_diffs else None,
         "max_test_dice_recomputation_diff": dice_diff if data.task == "segment" else None,
-        "selection_metric": "val_miou" if data.task == "segment" else "val_f1",
+        "selection_metric": "val_dice_per_image" if data.task == "segment" else "val_f1",
         "learned": m.get("learned"),
     }  # fmt: skip
     return Side(label, val, test, [r["best_epoch"] for r in sorted(m["folds"], key=lambda r: r["fold"])],
@@ -849,9 +850,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--ref-weight-decay", type=float, default=0.0, help="reference Adam weight decay")
     ap.add_argument("--ref-precision", default="auto", choices=["auto", "32", "bf16"],
                     help="auto: the precision awcl's engine chooses on this machine")
-    ap.add_argument("--ref-select", default="headline", choices=["headline", "awcl"],
+    ap.add_argument("--ref-select", default="headline", choices=["headline", "miou"],
                     help="reference's validation score: the headline metric, or awcl's engine "
-                         "metric (segmentation: mIoU)")
+                         "metric before 2026-12-04 (segmentation: pooled mIoU)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="group bootstrap resamples (0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-awcl", action="store_true", help="reference only")

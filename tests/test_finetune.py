@@ -145,3 +145,49 @@ def test_cli_bad_input_one_line(cls_data, tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("awcl: error:")
+
+
+def test_segmentation_epoch_is_kept_on_validation_per_image_dice(seg_data, tmp_path):
+    """The epoch a segmentation fold keeps is the best on the headline metric (per-image Dice)
+    of its validation part, not pooled mIoU; the history's per-image Dice is the plain mean
+    over validation images of 2|A∩B| / (|A| + |B|) (1 where both are empty)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from awcl.evaluate.fit import DownstreamModule, Optim
+    from awcl.evaluate.heads import UNet
+    from awcl.models import Encoder
+
+    out = tmp_path / "seg"
+    rc = main(["finetune", "--data", str(seg_data), "--out", str(out), "--task", "segment",
+               "--epochs", "3", "--batch-size", "8", "--folds", "2", "--precision", "32-true"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    hist = pd.read_csv(out / "history.csv")
+    for f in m["folds"]:
+        h = hist[hist.fold == f["fold"]]
+        assert f["best_epoch"] == int(h.epoch.iloc[int(np.argmax(h.val_dice_per_image.to_numpy()))])
+
+    # the validation reduction against a per-image loop
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(5, 8, 8, generator=g) > 0.6).long()
+    y[0] = 0  # an image with no foreground in the truth
+    logits = torch.randn(5, 2, 8, 8, generator=g)
+    logits[0, 1] = -10.0  # ... nor in the prediction: Dice 1
+    mod = DownstreamModule(UNet(Encoder(), 2), "segment", 2, Optim("sgd", 0.1, 0.9, 0.0),
+                           (torch.zeros(5, 8, 8, dtype=torch.uint8), y.to(torch.uint8)), fold=None,
+                           batch_size=5, augment_cfg=None, channels_last=False, seed=0)  # fmt: skip
+    mod._val = []
+    mod.forward = lambda x: logits  # type: ignore[method-assign]
+    mod.validation_step((torch.zeros(5, 1, 8, 8), y), 0)
+    cms = torch.cat([v[0] for v in mod._val]).numpy()
+    from awcl.evaluate.scores import image_dice
+
+    pred = logits.argmax(1)
+    plain = []
+    for i in range(5):
+        a, b = y[i].bool(), pred[i].bool()
+        s = int(a.sum() + b.sum())
+        plain.append(1.0 if s == 0 else 2 * int((a & b).sum()) / s)
+    assert image_dice(cms).tolist() == pytest.approx(plain)

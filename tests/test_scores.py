@@ -252,7 +252,7 @@ def test_task_kinds_declare_headline_selection_and_table_once():
         assert HEADLINE[name] == headline_metric(name) == kind.headline
         assert task_kind(name) is kind and kind.selection in kind.monitor
         assert set(S.FORMULAS[name]) <= set(kind.metrics), name  # every formula's value is written
-    assert [task_kind(k).selection_key for k in TASKS] == ["val_f1", "val_miou"]
+    assert [task_kind(k).selection_key for k in TASKS] == ["val_f1", "val_dice_per_image"]
     with pytest.raises(ValueError, match="unknown task kind"):
         headline_metric("detect")
 

@@ -3,7 +3,7 @@
 Every downstream loop (classification full/partial, segmentation full/partial) is one
 :class:`DownstreamModule` fitted by a trainer from :func:`awcl.runtime.trainer.build_trainer`:
 devices (CPU, one or more GPUs), the precision chosen for the hardware, a checkpoint of the
-best validation epoch (the task kind's selection metric, ``val_f1`` macro-F1 / ``val_miou``:
+best validation epoch (the task kind's selection metric, ``val_f1`` macro-F1 / ``val_dice_per_image``:
 :class:`awcl.evaluate.tasks.TaskKind`, computed by :mod:`awcl.evaluate.scores`), progress bar,
 TensorBoard and CSV logs. The test part of the fold is predicted once, with the best epoch's weights.
 
@@ -34,7 +34,7 @@ from awcl import _compat  # noqa: F401  (before lightning/torchvision)
 from awcl.evaluate.augment import BatchAugmentConfig, augment
 from awcl.evaluate.metrics import metrics_of
 from awcl.evaluate.optim import Optim, build_optimizer, build_schedule, head_lr
-from awcl.evaluate.scores import confusion
+from awcl.evaluate.scores import confusion, image_dice
 from awcl.evaluate.tasks import task_kind
 from awcl.runtime.inputs import to_input
 from awcl.runtime.precision import Choice
@@ -169,8 +169,11 @@ class DownstreamModule(L.LightningModule):
         out = self(x).float()
         if self.kind == "classify":
             self._val.append((out.cpu(), y.cpu()))
-        else:  # pixel confusion on the device: [C, C] counts
-            self._val.append((confusion(y, out.argmax(1), self.num_classes).cpu(), y.new_zeros(0).cpu()))
+        else:  # per-image pixel confusion on the device: [B, C, C] counts (per-image Dice)
+            b = y.shape[0]
+            groups = torch.arange(b, device=y.device)
+            cms = confusion(y, out.argmax(1), self.num_classes, groups=groups, n_groups=b)
+            self._val.append((cms.cpu(), y.new_zeros(0).cpu()))
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or not self._val:
@@ -183,10 +186,13 @@ class DownstreamModule(L.LightningModule):
             cm = confusion(y, logits.argmax(1), self.num_classes)
             row["val_loss"] = float(F.cross_entropy(logits, y.long()))
         else:
-            cm = sum(v[0] for v in self._val)
+            per_image = torch.cat([v[0] for v in self._val])  # [N, C, C]
+            cm = per_image.sum(0)
             row["val_loss"] = float("nan")
         # the task kind's validation metrics, the selection metric first (the checkpoint's)
         kind, vm = task_kind(self.kind), metrics_of(self.kind, cm.numpy())
+        if self.kind == "segment":  # the headline, per-image Dice (the selection metric)
+            vm["dice_per_image"] = float(image_dice(per_image.numpy()).mean())
         row.update({f"val_{m}": vm[m] for m in kind.monitor})
         for m in sorted(kind.monitor, key=lambda m: m != kind.selection):
             self.log(f"val_{m}", vm[m], prog_bar=m == kind.selection)

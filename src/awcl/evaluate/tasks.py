@@ -57,8 +57,8 @@ SEGMENT = TaskKind(
              "hd95_px", "msd_px", "hc_mae_mm", "hc_fail_rate", "hc_mae_vs_gt_ellipse_mm"),
     table=("dice_per_image", "dice", "fg_iou", "hc_mae_mm", "hc_fail_rate", "miou", "hd95_mm", "gaa", "ma"),
     headline="dice_per_image",
-    selection="miou",
-    monitor=("miou", "dice"),
+    selection="dice_per_image",  # the epoch is kept on the headline (was pooled mIoU)
+    monitor=("dice_per_image", "miou", "dice"),
 )  # fmt: skip
 KINDS: dict[str, TaskKind] = {k.name: k for k in (CLASSIFY, SEGMENT)}
 
