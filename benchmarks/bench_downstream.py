@@ -989,8 +989,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
               f"checkpoints within {w['max_val_score_recomputation_diff']} of its engine's "
               f"({w['selection_metric']})")
     if winner is not None and ref is not None:
-        print(f"  selection: awcl on validation {'mIoU' if task == 'segment' else 'macro-F1'}; reference on "
-              f"validation {'mIoU' if (task == 'segment' and s.select == 'awcl') else key}")
+        print(f"  selection: awcl on validation {w['selection_metric'].removeprefix('val_')}; reference on "
+              f"validation {'miou' if (task == 'segment' and s.select == 'miou') else key}")
     if winner is not None and ref is not None:
         diff = winner[1]["test"] - ref["test"]
         ok = winner[1]["test"] >= ref["test"] - 0.01
