@@ -5,7 +5,7 @@ The estimate is work / throughput:
 
 * **throughput**: images per second of one ResNet-18 training step (forward + backward +
   update) at the run's frame size and thread count, as the precision probe measured it on this
-  CPU (``awcl.train.precision``, cached in ``precision.json``), for the precision the run will
+  CPU (``awcl.runtime.precision``, cached in ``precision.json``), for the precision the run will
   use. A size the probe has not timed is scaled by pixel count from the nearest timed size on
   the same CPU and thread count (said so), or reported as *not timed yet* (``--time`` times it
   once, a few seconds per size, and caches it like any run would).
@@ -102,7 +102,7 @@ class Rates:
         return self._memo[key]
 
     def _lookup(self, size: tuple[int, int], threads: int, precision: str) -> tuple[float, str] | None:
-        from awcl.train import precision as prec
+        from awcl.runtime import precision as prec
 
         entry = prec._read_cache().get(prec._cache_key(size, threads))
         if entry is None and self.probe:
@@ -122,7 +122,7 @@ class Rates:
     @staticmethod
     def _scaled(size: tuple[int, int], threads: int, precision: str) -> tuple[float, str] | None:
         """The nearest timed size of this CPU and thread count, scaled by pixel count."""
-        from awcl.train import precision as prec
+        from awcl.runtime import precision as prec
 
         cpu = prec.describe_cpu()
         same = [e for e in prec._read_cache().values()
@@ -138,7 +138,7 @@ class Rates:
 
 def _rate(entry: dict[str, Any], precision: str) -> float:
     """img/s of the candidate a run uses: the probe's choice under ``auto``, else the named one."""
-    from awcl.train.precision import cpu_features, decide
+    from awcl.runtime.precision import cpu_features, decide
 
     rates = entry["rates"]
     if precision not in ("auto", None):
@@ -290,8 +290,8 @@ def _estimate_run(run: Run, rates: Rates) -> Estimate:
 def estimate_study(cfg: StudyConfig, out: str | os.PathLike, probe: bool = False) -> PlanEstimate:
     """Every run :func:`~awcl.study.runner.plan_study` makes for ``cfg`` in ``out``, with its
     estimated seconds (finished runs are marked by ``run.done`` and not counted)."""
+    from awcl.runtime.precision import describe_cpu
     from awcl.study.runner import plan_study
-    from awcl.train.precision import describe_cpu
 
     plan = plan_study(cfg, Path(out))
     rates = Rates(probe)

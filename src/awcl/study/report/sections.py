@@ -96,6 +96,10 @@ class ReportContext:
         return list(dict.fromkeys(self.df[self.df.kind == "finetune"].task.dropna()))
 
     @cached_property
+    def overlap(self) -> dict[tuple[str, str], str]:  # inits pretrained on a task's own data set
+        return overlap_marks(self.data.index)
+
+    @cached_property
     def flags(self) -> list[dict[str, Any]]:
         """Degenerate and not-learned runs, flagged in the transfer tables."""
         return degenerate_runs(self.preds) + not_learned_runs(self.preds)
@@ -117,7 +121,7 @@ def answer_section(ctx: ReportContext) -> Section:
     stopped below their step-0 kNN value, the forest plot, and each method's compute."""
     s = Section(ANSWER_TITLE)
     found = ctx.pairwise.found
-    paras = answer_paragraphs(found, overlap_marks(ctx.data.index), row_backbones(ctx.data.index))
+    paras = answer_paragraphs(found, ctx.overlap, row_backbones(ctx.data.index))
     if paras:
         s.blocks.append("The paper's questions on this data, read from the pairwise differences (headline "
                         "metric, all folds and seeds pooled): difference [95% paired-bootstrap interval over "
@@ -171,7 +175,7 @@ def _row_notes(ctx: ReportContext, protocol: str) -> dict[str, str]:
     """Method -> the notes column of a transfer table: degenerate-classifier warnings and the
     inits pretrained on a task's own data set ("pretrained on this data set")."""
     notes = dict(degenerate_notes(ctx.flags, protocol))
-    for row, task in overlap_marks(ctx.data.index):
+    for row, task in ctx.overlap:
         if task in ctx.tasks:
             text = f"{task}: pretrained on this data set"
             notes[row] = f"{notes[row]}; {text}" if notes.get(row) else text
