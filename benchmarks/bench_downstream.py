@@ -256,6 +256,68 @@ def bootstrap_interval(task: str, table: pd.DataFrame, k: int, n: int, seed: int
     return float(lo), float(hi)
 
 
+def paired_difference_interval(task: str, a: pd.DataFrame, b: pd.DataFrame, k: int, n: int, seed: int
+                               ) -> tuple[float, float] | None:
+    """95 % interval of headline(a) − headline(b) over the same frames (rows matched on
+    ``fold, row``), the groups resampled together for both sides: a paired group bootstrap."""
+    if n <= 0 or len(a) == 0:
+        return None
+    m = a.merge(b, on=["fold", "row", "group"], suffixes=("_a", "_b"), validate="one_to_one")
+    if len(m) != len(a) or len(m) != len(b):
+        raise SystemExit("paired interval: the two sides' test frames differ")
+    codes, uniq = pd.factorize(m["group"].astype(str), sort=True)
+    g = len(uniq)
+    w = np.random.default_rng(seed).multinomial(g, np.full(g, 1.0 / g), size=n).astype(np.float64)
+    if task == "segment":
+        c = np.bincount(codes, minlength=g).astype(np.float64)
+        sa = np.bincount(codes, weights=m["dice_a"].to_numpy(np.float64), minlength=g)
+        sb = np.bincount(codes, weights=m["dice_b"].to_numpy(np.float64), minlength=g)
+        vals = ((w @ sa) - (w @ sb)) / np.maximum(w @ c, 1e-12)
+    else:
+        def per(side: str) -> np.ndarray:
+            cm = np.zeros((g, k, k))
+            np.add.at(cm, (codes, m[f"true_{side}"].to_numpy(np.int64), m[f"pred_{side}"].to_numpy(np.int64)), 1.0)
+            return np.einsum("bg,gkl->bkl", w, cm)
+        vals = macro_f1(per("a")) - macro_f1(per("b"))
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def save_tables(where: str | None, name: str, side: Side) -> None:
+    """Write a side's per-frame validation and test tables as ``NAME-val.csv`` / ``NAME-test.csv``
+    (through a temporary file, then renamed), so a later run can pair against them."""
+    if not where:
+        return
+    d = Path(where)
+    d.mkdir(parents=True, exist_ok=True)
+    for part, table in (("val", side.val), ("test", side.test)):
+        tmp = d / f".{name}-{part}.csv.tmp"
+        table.to_csv(tmp, index=False)
+        tmp.replace(d / f"{name}-{part}.csv")
+    (d / f".{name}-info.json.tmp").write_text(json.dumps({"best_epochs": side.best_epochs, "wall_s": side.wall_s}))
+    (d / f".{name}-info.json.tmp").replace(d / f"{name}-info.json")
+
+
+def load_reference_tables(where: str, data: Data) -> Side:
+    """The reference side of an earlier run of this benchmark (``--tables``), checked to hold
+    exactly this run's validation and test frames, fold by fold."""
+    d = Path(where)
+    try:
+        val = pd.read_csv(d / "reference-val.csv", dtype={"group": str})
+        test = pd.read_csv(d / "reference-test.csv", dtype={"group": str})
+        info = json.loads((d / "reference-info.json").read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--reference-tables {where}: cannot read the reference tables ({e})") from None
+    for f in data.folds:
+        for part, table, rows in (("val", val, f.val), ("test", test, f.test)):
+            have = np.sort(table.loc[table["fold"] == f.index, "row"].to_numpy())
+            if not np.array_equal(have, np.sort(np.asarray(rows))):
+                raise SystemExit(f"--reference-tables {where}: fold {f.index}'s {part} frames differ from "
+                                 "this run's (other data, folds, frames per video or seed)")
+    return Side("reference", val, test, list(info["best_epochs"]), float(info["wall_s"]),
+                {"reused_from": str(d.resolve())})
+
+
 def fold_headlines(task: str, table: pd.DataFrame, k: int) -> list[float]:
     return [headline_of(task, t, k) for _, t in table.groupby("fold", sort=True)]
 
@@ -857,6 +919,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-awcl", action="store_true", help="reference only")
     ap.add_argument("--skip-reference", action="store_true", help="awcl only (e.g. --candidates)")
+    ap.add_argument("--tables", default=None, metavar="DIR",
+                    help="also write each side's per-frame validation/test tables here (CSV)")
+    ap.add_argument("--reference-tables", default=None, metavar="DIR",
+                    help="reuse the reference side written by an earlier --tables run on the same "
+                         "data, folds and frames (checked) instead of training it again")
     ap.add_argument("--estimate", action="store_true", help="print the estimated wall time and exit")
     ap.add_argument("--no-estimate", action="store_true", help="skip the timed estimate at start")
     ap.add_argument("--budget-min", type=float, default=25.0,
@@ -927,26 +994,33 @@ def main(argv: Sequence[str] | None = None) -> dict:
             return res
 
     # (a) awcl: every candidate, the winner decided on validation only
-    awcl_rows: list[tuple[str, dict]] = []
+    awcl_rows: list[tuple[str, dict, Side]] = []
     winner = None
     if not args.skip_awcl:
         for spec, (cfg_o, pre_o) in zip(specs, parsed, strict=True):
             print(f"awcl [{spec}] ...", flush=True)
             side = run_awcl(cfg, data, spec, cfg_o, pre_o)
+            save_tables(args.tables, "awcl-" + "".join(c if c.isalnum() or c in "-_.=" else "_" for c in spec), side)
             summ = summarise(side, task, k, args.bootstrap, args.seed)
-            awcl_rows.append((spec, summ))
+            awcl_rows.append((spec, summ, side))
             print(f"  awcl [{spec}]: val {summ['val']:.4f}  (test held back)  best epochs "
                   f"{summ['best_epochs']}  {summ['wall_s']} s", flush=True)
         winner = max(awcl_rows, key=lambda r: (r[1]["val"] if r[1]["val"] == r[1]["val"] else -1.0))
-        res["awcl_candidates"] = {spec: summ for spec, summ in awcl_rows}
+        res["awcl_candidates"] = {spec: summ for spec, summ, _ in awcl_rows}
         res["awcl_winner_on_validation"] = winner[0]
 
     # (b) the plain reference on the same frames, folds and validation parts
-    ref = None
-    if not args.skip_reference:
+    ref = ref_side = None
+    if args.reference_tables:
+        print(f"reference: reused from {args.reference_tables} (same frames and folds, checked)", flush=True)
+        ref_side = load_reference_tables(args.reference_tables, data)
+    elif not args.skip_reference:
         print(f"reference (torchvision ResNet-18 + Adam {s.lr:g}, {'bf16' if s.bf16 else 'fp32'}) ...",
               flush=True)
-        side = run_reference(data, s, args.seed, args.verbose)
+        ref_side = run_reference(data, s, args.seed, args.verbose)
+        save_tables(args.tables, "reference", ref_side)
+    if ref_side is not None:
+        side = ref_side
         ref = summarise(side, task, k, args.bootstrap, args.seed)
         res["reference"] = ref
 
@@ -954,12 +1028,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print()
     if len(awcl_rows) > 1:
         print(f"awcl candidates on VALIDATION ({key}, pooled over the folds' validation parts):")
-        for spec, summ in awcl_rows:
+        for spec, summ, _ in awcl_rows:
             print(f"  {spec:32s} val {fmt_ci(summ['val'], summ['val_ci'])}  folds "
                   f"{np.round(summ['val_folds'], 3).tolist()}")
         print(f"winner on validation: {winner[0]} (ties go to the first listed)")
         print("their TEST figures, for the record (not used to choose):")
-        for spec, summ in awcl_rows:
+        for spec, summ, _ in awcl_rows:
             print(f"  {spec:32s} test {fmt_ci(summ['test'], summ['test_ci'])}")
         print()
     name = {"segment": "segmentation", "classify": "classification"}[task]
@@ -994,10 +1068,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if winner is not None and ref is not None:
         diff = winner[1]["test"] - ref["test"]
         ok = winner[1]["test"] >= ref["test"] - 0.01
+        ci = paired_difference_interval(task, winner[2].test, ref_side.test, k, args.bootstrap, args.seed)
         res["difference_test"] = diff
+        res["difference_test_ci"] = ci
         res["awcl_ge_reference_minus_0.01"] = bool(ok)
         print(f"awcl ≥ reference − 0.01 on test: {'yes' if ok else 'no'} "
-              f"(awcl − reference = {diff:+.4f}; validation: {winner[1]['val'] - ref['val']:+.4f})")
+              f"(awcl − reference = {fmt_ci(diff, ci)}, paired bootstrap over {cfg.group}; "
+              f"validation: {winner[1]['val'] - ref['val']:+.4f})")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2, default=str))
     return res

@@ -200,8 +200,58 @@ def test_main_reference_only(bench, tmp_path, capsys, monkeypatch):
     ds = make_class_dataset(tmp_path / "c", patients_per_class=4, frames=3)
     res = bench.main(["classify", "--data", str(ds), "--skip-awcl", "--ref-precision", "32",
                       "--no-estimate", "--epochs", "1", "--folds", "2", "--bootstrap", "50",
-                      "--max-per-video", "2", "--json", str(tmp_path / "r.json")])
+                      "--max-per-video", "2", "--json", str(tmp_path / "r.json"),
+                      "--tables", str(tmp_path / "tables")])
     out = capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == [
+        "reference-info.json", "reference-test.csv", "reference-val.csv"]
     assert "validation (selection)" in out and "test (reported)" in out
     assert res["frames"] == 3 * 4 * 2 and 0 <= res["reference"]["test"] <= 1
     assert res["reference"]["val_ci"] is not None and (tmp_path / "r.json").is_file()
+
+
+def test_paired_difference_interval_against_a_resampling_loop(bench):
+    """The vectorised paired bootstrap equals a plain loop that resamples the groups once per
+    draw and scores both sides on the same draw; identical sides give exactly zero."""
+    rng = np.random.default_rng(5)
+    n, k = 48, 3
+    base = pd.DataFrame({"fold": np.repeat([0, 1], n // 2), "row": np.arange(n),
+                         "group": rng.integers(0, 10, n).astype(str), "true": rng.integers(0, k, n)})
+    a = base.assign(pred=rng.integers(0, k, n))
+    b = base.assign(pred=np.where(rng.random(n) < 0.6, base["true"], rng.integers(0, k, n)))
+    lo, hi = bench.paired_difference_interval("classify", a, b, k, 200, 0)
+    groups = sorted(set(base["group"]))
+    w = np.random.default_rng(0).multinomial(len(groups), np.full(len(groups), 1 / len(groups)), size=200)
+    vals = []
+    for draw in w:  # per draw: each group's rows repeated as often as it was drawn
+        idx = np.concatenate([np.repeat(np.flatnonzero(base["group"] == g), c) for g, c in zip(groups, draw)])
+        vals.append(f1_score(a["true"][idx], a["pred"][idx], labels=range(k), average="macro", zero_division=0)
+                    - f1_score(b["true"][idx], b["pred"][idx], labels=range(k), average="macro", zero_division=0))
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(vals, [2.5, 97.5])), abs=1e-9)
+    assert bench.paired_difference_interval("classify", a, a, k, 100, 0) == (0.0, 0.0)
+    seg = base[["fold", "row", "group"]].assign(dice=rng.random(n))
+    assert bench.paired_difference_interval("segment", seg, seg.assign(dice=seg.dice - 0.1), 2, 100, 0
+                                            ) == pytest.approx((0.1, 0.1))
+    with pytest.raises(SystemExit, match="test frames differ"):
+        bench.paired_difference_interval("segment", seg, seg.iloc[1:], 2, 100, 0)
+
+
+def test_reference_tables_round_trip_and_refuse_other_folds(bench, tmp_path):
+    ds = make_class_dataset(tmp_path / "c", patients_per_class=4, frames=3)
+    cfg = FinetuneConfig(data=str(ds), out="", task="classify", init="random", folds=2, epochs=1,
+                         seed=0, bootstrap=0, max_per_video=2)
+    data = bench.select_data(cfg, open_dataset(ds))
+
+    def table(rows, fold):
+        return pd.DataFrame({"fold": fold, "row": rows, "group": data.groups[rows].astype(str),
+                             "true": 0, "pred": 0})
+
+    val = pd.concat([table(f.val, f.index) for f in data.folds])
+    test = pd.concat([table(f.test, f.index) for f in data.folds])
+    bench.save_tables(str(tmp_path / "t"), "reference", bench.Side("reference", val, test, [1, 1], 2.5))
+    side = bench.load_reference_tables(str(tmp_path / "t"), data)
+    assert side.best_epochs == [1, 1] and len(side.test) == len(test)
+    pd.testing.assert_frame_equal(side.test.reset_index(drop=True), test.reset_index(drop=True), check_dtype=False)
+    test.iloc[:1].to_csv(tmp_path / "t" / "reference-test.csv", index=False)  # another run's frames
+    with pytest.raises(SystemExit, match="frames differ"):
+        bench.load_reference_tables(str(tmp_path / "t"), data)

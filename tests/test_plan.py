@@ -126,3 +126,12 @@ def test_estimate_run_names_what_it_cannot_plan(tmp_path, cache):
     e = estimate_run(pre, Rates())
     assert e.seconds is None and e.why == "data not prepared yet"
     assert 0 < FORWARD < 1  # a forward pass is cheaper than a training step
+
+
+def test_demo_plan_lists_its_runs_and_runs_nothing(tmp_path, cache, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--fast", "--out", str(out), "--plan", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("study demo-fast:") and "pretrain simclr" in text and "estimated total" in text
+    assert not (out / "runs").exists()
+    assert main(["demo", "--fast", "--out", str(out), "--time"]) == 2  # --time goes with --plan

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from awcl.errors import AwclError
 from awcl.options import positive_int
 from awcl.study.config import load_config
-from awcl.study.demo import DEFAULT_OUT, run_demo
+from awcl.study.demo import DEFAULT_OUT, demo_config, run_demo
 from awcl.study.report import summary_text, write_report
 from awcl.study.runner import run_study
 
@@ -109,10 +109,27 @@ def _report(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    if args.plan:
+        return _plan(args, demo_config(args.fast, args.set))
+    if args.prepare or args.time:
+        raise AwclError("--prepare and --time go with --plan")
     with _quiet(getattr(args, "verbose", False)):
         run_demo(args.out, fast=args.fast, overrides=args.set, progress=not args.no_progress)
     _finish(args.out, t0)
     return 0
+
+
+def _plan_options(p: argparse.ArgumentParser) -> None:
+    pl = p.add_argument_group("sizing a study first")
+    pl.add_argument("--plan", action="store_true",
+                    help="list every run the study would make (cached ones marked) with its estimated "
+                    "time on this machine, and the total; runs nothing")
+    pl.add_argument("--prepare", action="store_true",
+                    help="with --plan: prepare the datasets first (the data runs, cached as in a "
+                    "study) so the estimate counts their real frames")
+    pl.add_argument("--time", action="store_true",
+                    help="with --plan: time the training step once at each frame size not timed on "
+                    "this machine yet (the precision probe, seconds per size, cached)")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,16 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="set a variable (data_root=../shared/data) or a key (pretrain.epochs=5, "
                    "tasks.0.epochs=70); repeatable")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    pl = p.add_argument_group("sizing a study first")
-    pl.add_argument("--plan", action="store_true",
-                    help="list every run the study would make (cached ones marked) with its estimated "
-                    "time on this machine, and the total; runs nothing")
-    pl.add_argument("--prepare", action="store_true",
-                    help="with --plan: prepare the datasets first (the data runs, cached as in a "
-                    "study) so the estimate counts their real frames")
-    pl.add_argument("--time", action="store_true",
-                    help="with --plan: time the training step once at each frame size not timed on "
-                    "this machine yet (the precision probe, seconds per size, cached)")  # fmt: skip
+    _plan_options(p)
     g = p.add_argument_group("where runs execute (results and cache keys are the same)")
     g.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                    help="runs at once: local processes, each pinned to its share of the cores "
@@ -170,4 +178,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--fast", action="store_true", help="a smaller smoke version (tiny frames, 1 epoch)")
     d.add_argument("--set", action="append", default=[], metavar="K=V", help="override a demo setting or variable (e.g. pre_epochs=8, scale=paper)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _plan_options(d)
     d.set_defaults(func=_demo)

@@ -43,6 +43,14 @@ def demo_config_path() -> Path:
     return path
 
 
+def demo_config(fast: bool = False, overrides: list[str] | None = None):
+    """The demo's study config (``fast``: the smoke version; ``overrides``: ``--set`` items)."""
+    cfg = load_config(demo_config_path(), [*(FAST_OVERRIDES if fast else []), *(overrides or [])])
+    if fast:
+        cfg.name = "demo-fast"
+    return cfg
+
+
 def run_demo(
     out: str | os.PathLike = DEFAULT_OUT,
     fast: bool = False,
@@ -51,8 +59,6 @@ def run_demo(
     progress: bool = True,
 ) -> ReportFiles:
     """Run (or resume) the demo study in ``out`` and write its report."""
-    cfg = load_config(demo_config_path(), [*(FAST_OVERRIDES if fast else []), *(overrides or [])])
-    if fast:
-        cfg.name = "demo-fast"
+    cfg = demo_config(fast, overrides)
     run_study(cfg, out, executors=executors, progress=progress)
     return write_report(out)
