@@ -965,7 +965,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     choice = None
     if not args.skip_awcl or args.ref_precision == "auto":
-        choice = cfg.engine((int(hx), int(wx))).choice  # awcl's precision for this machine
+        choice = cfg.runtime((int(hx), int(wx))).choice  # awcl's precision for this machine
     bf16 = {"32": False, "bf16": True}.get(args.ref_precision, bool(choice and choice.precision.startswith("bf16")))
     cl = bool(choice and choice.channels_last) if args.ref_precision == "auto" else bf16
     s = reference_settings(cfg.resolved_preset(), args.ref_lr, args.ref_weight_decay, bf16, cl,

@@ -32,9 +32,9 @@ from awcl.evaluate.fit import DownstreamModule, Optim
 from awcl.evaluate.heads import Classifier, make_head
 from awcl.models import Encoder
 from awcl.options import parse_size
+from awcl.runtime.precision import Choice, choose, cpu_candidates, describe_cpu
+from awcl.runtime.trainer import build_trainer, quiet_fit
 from awcl.train.engine import to_input
-from awcl.train.precision import Choice, choose, cpu_candidates, describe_cpu
-from awcl.train.trainer import build_trainer, quiet_fit
 
 
 def step_timer(warmup: int):

@@ -46,7 +46,7 @@ import awcl  # noqa: F401  (torchvision shim)
 from _timing import steps_per_second  # benchmarks/_timing.py
 from awcl.data.store import DatasetWriter
 from awcl.options import parse_size
-from awcl.train.precision import Choice
+from awcl.runtime.precision import Choice
 
 
 def synthetic_dataset(out: Path, n: int, size: tuple[int, int]) -> Path:
@@ -188,7 +188,7 @@ def bench_reference(data: Path, size, args) -> float:
 
 def candidates(args) -> list[tuple[str, str, bool | None]]:
     """(label, precision, channels_last) rows to measure; 'auto' is what a user gets."""
-    from awcl.train.precision import cpu_candidates
+    from awcl.runtime.precision import cpu_candidates
 
     if torch.cuda.is_available():
         rows = [("bf16-mixed+cl", "bf16-mixed", True), ("16-mixed+cl", "16-mixed", True)]
@@ -200,7 +200,7 @@ def candidates(args) -> list[tuple[str, str, bool | None]]:
 
 
 def machine_lines() -> list[str]:
-    from awcl.train.precision import describe_cpu
+    from awcl.runtime.precision import describe_cpu
 
     lines = [f"cpu: {describe_cpu()}"]
     if torch.cuda.is_available():

@@ -16,7 +16,7 @@ if "AWCL_CACHE_DIR" not in os.environ:
     os.environ["AWCL_CACHE_DIR"] = tempfile.mkdtemp(prefix="awcl-test-cache-")
     atexit.register(shutil.rmtree, os.environ["AWCL_CACHE_DIR"], True)
 
-# Pseudonyms are keyed by a secret (awcl.data.secret): tests use a throw-away one, never the
+# Pseudonyms are keyed by a secret (awcl.secret): tests use a throw-away one, never the
 # user's ~/.config/awcl/secret. One per session, so subprocesses agree with the test process.
 os.environ.pop("AWCL_SECRET", None)
 os.environ["AWCL_SECRET_FILE"] = os.path.join(tempfile.mkdtemp(prefix="awcl-test-secret-"), "secret")

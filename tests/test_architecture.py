@@ -111,8 +111,8 @@ def test_cycle_finder_finds_a_planted_cycle():
 # name that matches wins ("awcl" itself is only the package's __init__).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("shared", ("awcl", "awcl._compat", "awcl.errors", "awcl.logs", "awcl.options", "awcl.atomic",
-                "awcl.locking", "awcl.secret", "awcl.config", "awcl.config_env", "awcl.backbones",
-                "awcl.geometry")),
+                "awcl.locking", "awcl.secret", "awcl.config", "awcl.config_checks", "awcl.config_env",
+                "awcl.config_flags", "awcl.backbones", "awcl.geometry")),
     ("data", ("awcl.data",)),
     ("models", ("awcl.losses", "awcl.models")),
     ("runtime", ("awcl.runtime",)),

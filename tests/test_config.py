@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from awcl.cli import build_parser
-from awcl.config import build, compose, fields, flag_name
+from awcl.config import build, compose, fields
+from awcl.config_checks import flag_name
 from awcl.errors import AwclError
 from awcl.evaluate.cli import embed_config, finetune_config
 from awcl.evaluate.config import FinetuneConfig

@@ -65,7 +65,7 @@ def _study_grouped_by_video(out: Path) -> Path:
         rec = {"kind": "finetune", "name": method, "labels": labels,
                "result": {"task": "classify", "group": "video_id", "folds": []}}  # fmt: skip
         (d / "DONE").write_text(json.dumps(rec))
-        runs.append({"dir": d.name})
+        runs.append({"dir": d.name, "kind": "finetune"})
     (out / "study.json").write_text(json.dumps({"runs": runs}))
     return out
 
@@ -111,7 +111,7 @@ def test_finetune_record_keeps_group_and_learned(tmp_path, monkeypatch):
     run = Run("finetune", "x", {"task": "classify", "protocol": "full", "data": str(tmp_path)})
     run.dir = tmp_path / "r"
     res = finetune_run(run, {})
-    assert res["group"] == "video_id" and res["learned"]["learned"] is False
+    assert res.group == "video_id" and res.learned["learned"] is False
 
 
 # ------------------------------------------------------------------ bug 3: the trivial baselines
@@ -150,7 +150,8 @@ def test_multiclass_segmentation_baseline_is_a_constant_predictors_score():
 # ------------------------------------------------------------------ bug 4: one headline metric
 def test_runner_and_report_use_the_same_headline(tmp_path):
     from awcl.evaluate.tasks import TASKS, headline_metric
-    from awcl.study.report import pairwise_tables
+    from awcl.study.records import FinetuneResult
+    from awcl.study.report import Results, pairwise_tables
     from awcl.study.runner import headline
     from awcl.study.runs import Run
 
@@ -158,10 +159,10 @@ def test_runner_and_report_use_the_same_headline(tmp_path):
         from awcl.evaluate.tasks import METRICS
 
         folds = [{m: 0.5 for m in METRICS[kind]}]
-        line = headline(Run("finetune", "x", {}, {"task_kind": kind}), {"folds": folds})
+        line = headline(Run("finetune", "x", {}, {"task_kind": kind}), FinetuneResult(folds=folds))
         assert line.startswith(headline_metric(kind) + " ")
     preds = load_two_methods(tmp_path)
-    tables, _, _ = pairwise_tables(preds, pd.DataFrame(), ["cls"])
+    tables, _, _ = pairwise_tables(Results(predictions=preds))
     assert tables and tables[0].header[1] == "macro-F1" and headline_metric("classify") == "f1"
 
 
@@ -197,9 +198,9 @@ def test_param_groups_take_the_encoder_explicitly():
 
 def test_fit_logs_the_heads_lr(tmp_path):
     """Task II: encoder at 0.01, head at 0.1; the history's lr is the head's."""
-    from awcl.evaluate.fit import DownstreamModule, Engine, fit_fold
+    from awcl.evaluate.fit import DownstreamModule, RuntimeOptions, fit_fold
     from awcl.evaluate.optim import Optim
-    from awcl.train.precision import Choice
+    from awcl.runtime.precision import Choice
 
     torch.manual_seed(0)
     n = 12
@@ -210,7 +211,7 @@ def test_fit_logs_the_heads_lr(tmp_path):
     optim = Optim("sgd", 0.1, 0.9, 0.0, warmup=0.0, encoder_lr_scale=0.1)
     module = DownstreamModule(model, "classify", 2, optim, (x, y), fold, batch_size=4, augment_cfg=None,
                               channels_last=False, seed=0, encoder=model.encoder)  # fmt: skip
-    fit_fold(module, tmp_path, Engine(Choice("32-true", False, "test", "cpu")), max_epochs=1)
+    fit_fold(module, tmp_path, RuntimeOptions(Choice("32-true", False, "test", "cpu")), max_epochs=1)
     assert module.history[-1]["lr"] == pytest.approx(0.1)
 
 

@@ -17,7 +17,7 @@ from awcl.errors import AwclError
 from awcl.models import build_encoder, save_encoder
 from awcl.study.config import parse_config
 from awcl.study.runner import run_study
-from awcl.train.export import ExportConfig, export_run, t_interval
+from awcl.train.export import ExportConfig, export_run
 from awcl.train.pretrain import pretrain
 from test_pretrain import cfg_for, make_tiny
 from test_study import Calls, base_raw
@@ -117,6 +117,9 @@ def test_export_refuses_to_replace_other_folders(run, tmp_path):
 
 
 def test_model_card_lists_the_studys_downstream_results(tmp_path):
+    """The card's numbers of a study encoder are the report's: the same value and interval."""
+    from awcl.study.report import write_report
+
     calls = Calls()
     ex = calls.executors()
     stand_in = ex.pretrain
@@ -131,22 +134,26 @@ def test_model_card_lists_the_studys_downstream_results(tmp_path):
     study = tmp_path / "study"
     run_study(parse_config(base_raw()), study, ex, progress=False, echo=lambda s: None)
     pre = next((study / "runs").glob("pretrain-simclr-*"))
-    card = (export_run(ExportConfig(str(pre), str(tmp_path / "exp"))) / "MODEL_CARD.md").read_text()
+    assert main(["export", str(pre), "--out", str(tmp_path / "exp")]) == 0  # the command reads the study
+    card = (tmp_path / "exp" / "MODEL_CARD.md").read_text()
     section = card.split("## Downstream results")[1].split("## Intended use")[0]
     rows = [line for line in section.splitlines() if line.startswith("| cls") or line.startswith("| seg")]
     # cls full + partial, seg full; accuracy and macro_f1 each
     assert len(rows) == 6, section
-    rec = json.loads(next((study / "runs").glob("finetune-simclr-cls-full-*")).joinpath("DONE").read_text())
+    # cls accuracy: pooled predictions with a patient-bootstrap interval, as the report's cell
+    md = write_report(study).markdown.read_text()
+    table = md.split("## Transfer table (full fine-tuning)")[1].split("\n## ")[0]
+    header = next(line for line in table.splitlines() if line.startswith("| method |")).split(" | ")
+    cell = next(line for line in table.splitlines() if line.startswith("| simclr |")).split(" | ")[
+        header.index("cls: accuracy")]
+    row = next(r for r in rows if r.startswith("| cls | full | all | accuracy |")).split(" | ")
+    value, (lo, hi) = float(row[4]), (float(x) for x in row[5].split(" (")[0].strip("[]").split(", "))
+    assert cell == f"{value:.3f} [{lo:.3f}, {hi:.3f}]" and "(test patients)" in row[5]
+    # seg (no predictions from the stand-in): mean ± std over folds, as the report's cell
+    rec = json.loads(next((study / "runs").glob("finetune-simclr-seg-full-*")).joinpath("DONE").read_text())
     acc = [f["accuracy"] for f in rec["result"]["folds"]]
-    lo, hi = t_interval(acc)
-    assert f"| cls | full | accuracy | {np.mean(acc):.4f} ± {np.std(acc):.4f} | [{lo:.4f}, {hi:.4f}] | 2 |" in section
-
-
-def test_t_interval_matches_scipy():
-    from scipy import stats
-
-    v = [0.7, 0.8, 0.75, 0.9]
-    lo, hi = t_interval(v)
-    ref = stats.t.interval(0.95, len(v) - 1, loc=np.mean(v), scale=stats.sem(v))
-    assert np.allclose((lo, hi), ref)
-    assert t_interval([0.5]) is None
+    seg = next(r for r in rows if r.startswith("| seg | full | all | accuracy |"))
+    assert f"| {np.mean(acc):.4f} ± {np.std(acc, ddof=1):.4f} | n/a | 2 |" in seg
+    # the Python API without the study's reader: no results, said so
+    alone = (export_run(ExportConfig(str(pre), str(tmp_path / "exp2"))) / "MODEL_CARD.md").read_text()
+    assert "None recorded" in alone.split("## Downstream results")[1]

@@ -470,7 +470,7 @@ def _old_public_salt_id(value: str) -> str:
 
 
 def test_patient_ids_are_keyed_and_cannot_be_brute_forced(monkeypatch, tmp_path: Path):
-    from awcl.data import secret
+    from awcl import secret
 
     secret._cache.clear()
     monkeypatch.setenv("AWCL_SECRET_FILE", str(tmp_path / "cfg" / "secret"))

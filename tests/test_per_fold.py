@@ -55,13 +55,13 @@ def test_planning_per_fold_only_for_label_methods(tmp_path):
     raw["methods"] = ["random", "simclr", "awcl-coarse", "uscl", "supervised-coarse"]
     raw["tasks"][0]["pretrain_per_fold"] = "labels"
     plan = plan_study(parse_config(raw), tmp_path)
-    cls = {r.labels["method"]: r for r in plan.runs if r.kind == "finetune" and r.labels["task"] == "cls"
-           and r.labels["protocol"] == "full" and r.labels["ratio"] in (None, 0.5)}  # fmt: skip
+    cls = {r.labels.method: r for r in plan.runs if r.kind == "finetune" and r.labels.task == "cls"
+           and r.labels.protocol == "full" and r.labels.ratio in (None, 0.5)}  # fmt: skip
     for m in ("awcl-coarse", "uscl", "supervised-coarse"):
         assert sorted(cls[m].deps) == ["data", "init0", "init1"] and cls[m].config["fold_inits"] == 2
         for k in (0, 1):
             pre = cls[m].deps[f"init{k}"]
-            assert pre.kind == "pretrain" and pre.labels["fold"] == k
+            assert pre.kind == "pretrain" and pre.labels.fold == k
             sub = pre.deps["data"]
             assert sub.config["recipe"] == "fold-train" and sub.config["fold"] == k
             # the split is cut with the task's own split settings and downstream seed
@@ -94,11 +94,11 @@ def test_no_test_fold_frame_or_label_reaches_fold_pretraining(tmp_path):
     groups = src.manifest["patient_id"].astype(str)
     checked = 0
     for proto in ("full", "partial", "knn"):
-        ft = next(r for r in runs.values() if r.kind == "finetune" and r.labels["method"] == "awcl-coarse"
-                  and r.labels["protocol"] == proto)  # fmt: skip
+        ft = next(r for r in runs.values() if r.kind == "finetune" and r.labels.method == "awcl-coarse"
+                  and r.labels.protocol == proto)  # fmt: skip
         preds = pd.read_csv(ft.output / "predictions.csv", dtype=str)
-        result = ft.record()["result"]
-        assert [f["shared_groups"] for f in result["fold_pretraining"]] == [0, 0]
+        result = ft.record().result
+        assert [f["shared_groups"] for f in result.fold_pretraining] == [0, 0]
         for k in (0, 1):
             test = preds[preds.fold == str(k)]  # the test part of fold k, as the run split it
             test_groups = set(test.patient_id)
@@ -125,9 +125,9 @@ def test_no_test_fold_frame_or_label_reaches_fold_pretraining(tmp_path):
             checked += 1
     assert checked == 6
     # label-free simclr: one pretraining on all the data, fine-tuned with `init`
-    simclr = next(r for r in runs.values() if r.kind == "finetune" and r.labels["method"] == "simclr"
-                  and r.labels["protocol"] == "full")  # fmt: skip
-    assert "init" in simclr.deps and "fold_pretraining" not in simclr.record()["result"]
+    simclr = next(r for r in runs.values() if r.kind == "finetune" and r.labels.method == "simclr"
+                  and r.labels.protocol == "full")  # fmt: skip
+    assert "init" in simclr.deps and simclr.record().result.fold_pretraining is None
     again = run_study(cfg, tmp_path, progress=False, echo=lambda s: None)
     assert again.computed == []
 

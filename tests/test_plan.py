@@ -13,10 +13,10 @@ import yaml
 
 from awcl.cli import main
 from awcl.data.store import open_dataset
+from awcl.runtime import precision
 from awcl.study.config import parse_config
 from awcl.study.plan import FACTOR, FORWARD, START_S, Rates, estimate_run, estimate_study, plan_text
 from awcl.study.runner import plan_study, run_study
-from awcl.train import precision
 from test_launch import STAND_INS
 from test_per_fold import per_fold_config
 from test_study import base_raw

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from awcl.errors import AwclError
-from awcl.train import precision as P
+from awcl.runtime import precision as P
 
 AVX2 = {"avx2": True, "avx512": False, "avx512_bf16": False, "amx": False}
 AMX = {"avx2": True, "avx512": True, "avx512_bf16": True, "amx": True}
@@ -124,8 +124,8 @@ def test_lightning_hardware_banner_is_dropped(tmp_path, caplog) -> None:
     import lightning as L
     import torch
 
-    from awcl.train.precision import Choice
-    from awcl.train.trainer import build_trainer
+    from awcl.runtime.precision import Choice
+    from awcl.runtime.trainer import build_trainer
 
     class Tiny(L.LightningModule):
         def __init__(self):

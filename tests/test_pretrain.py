@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,9 @@ def test_resume_reaches_same_weights(tiny: Path, tmp_path: Path, uninterrupted: 
     assert [int(r["epoch"]) for r in h] == [0, 1, 2]
     assert [int(r["step"]) for r in h] == [0, 4, 8]
     assert [r["knn_acc"] for r in h] == [r["knn_acc"] for r in ref]
+    # both granularities' curves (coarse, and fine on the same features) survive the resume
+    assert "knn_acc_fine" in (resumed / "monitor.csv").read_text().splitlines()[0]
+    assert (resumed / "monitor.csv").read_text() == (uninterrupted / "monitor.csv").read_text()
     if where == "epoch":  # a whole epoch redone: identical epoch losses
         assert [r["loss"] for r in h] == [r["loss"] for r in ref]
 
@@ -304,3 +308,41 @@ def test_monitor_granularity_is_the_same_task_for_every_method(tiny: Path, tmp_p
     assert first[0] == first[1]
     with pytest.raises(AwclError, match="monitor-granularity"):
         PretrainConfig(monitor_granularity="organ")
+
+
+def test_knn_vote_matches_a_per_query_loop() -> None:
+    """The monitor's vote (top-k cosine neighbours, weights exp(sim / 0.1)) against a plain
+    loop over queries; frames without a label at a granularity (-1) take no part."""
+    from awcl.train.callbacks import KnnMonitor
+
+    rng = np.random.default_rng(0)
+    mon = KnnMonitor("unused", np.arange(30), np.zeros(30, int), np.arange(12), np.zeros(12, int), (8, 8), k=5)
+    sim = torch.from_numpy(rng.uniform(-1, 1, (12, 30)).astype(np.float32))
+    by, qy = rng.integers(-1, 4, 30), rng.integers(-1, 4, 12)
+    right = total = 0
+    for q in range(12):
+        if qy[q] < 0:
+            continue
+        cand = [(float(sim[q, b]), by[b]) for b in range(30) if by[b] >= 0]
+        votes: dict[int, float] = {}
+        for s, y in sorted(cand, reverse=True)[:5]:
+            votes[y] = votes.get(y, 0.0) + math.exp(s / 0.1)
+        right += max(votes, key=votes.get) == qy[q]
+        total += 1
+    assert mon.knn_accuracy(sim, by, qy) == pytest.approx(right / total)
+
+
+def test_monitor_scores_the_other_granularity_on_the_same_frames(tiny: Path, tmp_path: Path) -> None:
+    """With the fine views monitored, the coarse anatomy is scored on the same bank and queries
+    at every point; its curve goes to monitor.csv and its step-0 and final values and
+    crossover to summary.json."""
+    run = pretrain(cfg_for(tiny, tmp_path / "r", method="simclr", max_steps=3, monitor_fraction=0.25,
+                           monitor_granularity="fine", monitor_every_n_steps=1))
+    rows = list(csv.DictReader(open(run / "monitor.csv")))
+    assert list(rows[0]) == ["step", "knn_acc", "knn_acc_coarse"]
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
+    s = json.loads((run / "summary.json").read_text())
+    assert s["knn_granularity"] == "fine" and set(s["knn_other"]) == {"coarse"}
+    other = s["knn_other"]["coarse"]
+    assert other["init"] == pytest.approx(float(rows[0]["knn_acc_coarse"]))
+    assert other["final"] == pytest.approx(float(rows[-1]["knn_acc_coarse"]))

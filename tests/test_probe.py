@@ -198,7 +198,7 @@ def test_probe_features_computed_once_per_encoder(cls_data, tmp_path, monkeypatc
     calls = []
     real = probe.encode_frozen
     monkeypatch.setattr(probe, "encode_frozen",
-                        lambda cfg, frames, engine: calls.append(cfg.seed) or real(cfg, frames, engine))
+                        lambda cfg, frames, runtime: calls.append(cfg.seed) or real(cfg, frames, runtime))
     probe._CACHE.clear()
     kw = dict(data=str(cls_data), folds=2, init="random")
     a = finetune(FinetuneConfig(out=str(tmp_path / "a"), protocol="knn", seed=0, **kw))

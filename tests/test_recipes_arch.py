@@ -40,7 +40,7 @@ class Tossed(SimCLR):
 TASK_MODULE = '''"""A throwaway downstream task (tests/test_recipes_arch.py)."""
 
 
-def run_tossed(cfg, ds, out, get_engine):
+def run_tossed(cfg, ds, out, get_runtime):
     raise NotImplementedError("the recipe test runs stand-in executors")
 '''
 
@@ -78,7 +78,7 @@ def finetune(run, inputs):
     run.output.mkdir(parents=True)
     if run.config["task"] == "tossedkind":
         return {"folds": [{"tossed_score": 0.25 + 0.1 * f, "tossed_extra": 1.0} for f in range(run.config["folds"])]}
-    right = SHARE[run.labels["method"]]
+    right = SHARE[run.labels.method]
     pred = pd.DataFrame([{"fold": f, "frame_id": f"f{f}p{p}:{i}", "video_id": f"f{f}p{p}", "patient_id": f"f{f}p{p}",
                           "true": "ab"[p % 2], "pred": "ab"[(p % 2) ^ (p >= round(10 * right))]}
                          for f in range(run.config["folds"]) for p in range(10) for i in range(3)])
@@ -139,7 +139,7 @@ def follow_recipes(pkg: Path) -> None:
     fin = pkg / "evaluate" / "finetune.py"
     edit(fin, r"(\n(\s*)elif cfg\.task == \"classify\":\n)",
          r'\n\2elif cfg.task == "tossedkind":\n\2    from awcl.evaluate.tossed import run_tossed\n'
-         r"\2    metrics = run_tossed(cfg, ds, run.tmp, get_engine)\1", "task: dispatch")
+         r"\2    metrics = run_tossed(cfg, ds, run.tmp, get_runtime)\1", "task: dispatch")
 
 
 def table(md: str, title: str) -> list[list[str]]:

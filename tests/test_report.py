@@ -11,7 +11,7 @@ import pytest
 
 from awcl.errors import AwclError
 from awcl.study.config import parse_config
-from awcl.study.report import lower_is_better, transfer_table, write_report
+from awcl.study.report import Results, lower_is_better, transfer_table, write_report
 from awcl.study.runner import Executors, run_study
 from test_study import Calls, base_raw
 
@@ -111,7 +111,7 @@ def test_lower_is_better_bolds_minimum():
     })  # fmt: skip
     assert lower_is_better("hc_mae_mm") and not lower_is_better("dice")
     assert lower_is_better("hd95_mm") and lower_is_better("msd_px") and not lower_is_better("auroc")
-    t = transfer_table(df, "full", ["seg"])
+    t = transfer_table(Results(df), "full")
     assert t is not None and t.bold == {(1, 1)}
     assert t.rows[1][1] == "1.500 ± 0.707"
 
@@ -151,11 +151,11 @@ def designed_executors(correct: dict[str, float], collapse: set[str] = frozenset
     base = calls.executors()
 
     def pretrain(run, inputs):
-        return {**base.pretrain(run, inputs), **(pretrained or {}).get(run.labels["method"], {})}
+        return {**base.pretrain(run, inputs), **(pretrained or {}).get(run.labels.method, {})}
 
     def finetune(run, inputs):
         run.output.mkdir(parents=True)
-        m = run.labels["method"]
+        m = run.labels.method
         rows = []
         for f in range(run.config["folds"]):
             for p in range(10):

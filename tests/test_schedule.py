@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from awcl.runtime.schedule import warmup_cosine, warmup_steps
 from awcl.train.pretrain import crossover_step, pretrain
-from awcl.train.schedule import warmup_cosine, warmup_steps
 from test_pretrain import cfg_for, make_tiny
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
+from awcl import secret
 from awcl.cli import main
 from awcl.config import compose
-from awcl.data import secret
 from awcl.data.store import DatasetWriter, merge_datasets, open_dataset
 from awcl.errors import AwclError, DataError
 from awcl.train.pretrain import PretrainConfig

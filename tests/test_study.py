@@ -144,7 +144,7 @@ class Calls:
         def embed(run, inputs):
             self._tick(run)
             cv2.imwrite(str(run.output / "tsne.png"), np.full((20, 20, 3), 128, np.uint8))
-            return {"tsne": "tsne.png"}
+            return {"plots": ["tsne.png"]}
 
         return Executors(data, pretrain, finetune, embed)
 
@@ -169,7 +169,7 @@ def test_imagenet_skipped_with_note(tmp_path):
     raw["imagenet_weights"] = str(tmp_path / "missing.pth")
     plan = plan_study(parse_config(raw), tmp_path)
     assert any("imagenet skipped" in n for n in plan.notes)
-    assert not any(r.labels.get("method") == "imagenet" for r in plan.runs)
+    assert not any(r.kind != "data" and r.labels.method == "imagenet" for r in plan.runs)
 
 
 def test_cache_and_resume(tmp_path):
@@ -279,23 +279,23 @@ def test_plan_label_efficiency_probes_and_downstream_seeds(tmp_path):
     raw["anatomy_ratios"] = [0.2, 0.5]
     raw["tasks"][0].update(protocols=["knn", "full"], train_patients=[2, 4, "all"], finetune_seeds=[0, 1, 2])
     plan = plan_study(parse_config(raw), tmp_path)
-    ft = [r for r in plan.runs if r.kind == "finetune" and r.labels["task"] == "cls"]
-    main = [r for r in ft if r.labels["main"]]
+    ft = [r for r in plan.runs if r.kind == "finetune" and r.labels.task == "cls"]
+    main = [r for r in ft if r.labels.main]
     # 3 main encoders x 2 protocols x 3 downstream seeds x 3 patient counts
     assert len(main) == 3 * 2 * 3 * 3
-    assert {r.labels["train_patients"] for r in main} == {2, 4, None}
-    assert {r.labels["ft_seed"] for r in main} == {0, 1, 2}
-    assert all(r.config["seed"] == r.labels["ft_seed"] for r in ft)
-    assert all(("train_patients" in r.config) == (r.labels["train_patients"] is not None) for r in ft)
+    assert {r.labels.train_patients for r in main} == {2, 4, None}
+    assert {r.labels.ft_seed for r in main} == {0, 1, 2}
+    assert all(r.config["seed"] == r.labels.ft_seed for r in ft)
+    assert all(("train_patients" in r.config) == (r.labels.train_patients is not None) for r in ft)
     # the ratio sweep (awcl-coarse at r=0.2) only on the whole training part, sweep protocol only
-    sweep = [r for r in ft if not r.labels["main"]]
-    assert sweep and {r.labels["train_patients"] for r in sweep} == {None}
-    assert {r.labels["protocol"] for r in sweep} == {"full"}
+    sweep = [r for r in ft if not r.labels.main]
+    assert sweep and {r.labels.train_patients for r in sweep} == {None}
+    assert {r.labels.protocol for r in sweep} == {"full"}
     # the same encoder, seed and patient count give the same subset: methods share the config
-    rand = {(r.labels["ft_seed"], r.labels["train_patients"], r.labels["protocol"]): r.config for r in main
-            if r.labels["method"] == "random"}
-    simc = {(r.labels["ft_seed"], r.labels["train_patients"], r.labels["protocol"]): r.config for r in main
-            if r.labels["method"] == "simclr"}
+    rand = {(r.labels.ft_seed, r.labels.train_patients, r.labels.protocol): r.config for r in main
+            if r.labels.method == "random"}
+    simc = {(r.labels.ft_seed, r.labels.train_patients, r.labels.protocol): r.config for r in main
+            if r.labels.method == "simclr"}
     assert rand.keys() == simc.keys()
     assert all({k: v for k, v in rand[k].items() if k != "init"} == simc[k] for k in rand)
     assert len({r.key for r in plan.runs}) == len(plan.runs)

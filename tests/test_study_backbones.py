@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -56,7 +57,7 @@ def axes_raw(weights: Path, pretrained_on: list[str] | None = None) -> dict:
 
 # ------------------------------------------------------------------ planning
 def _plan_view(plan) -> list[tuple]:
-    return [(r.dirname, json.dumps(r.labels, sort_keys=True, default=str)) for r in plan.runs]
+    return [(r.dirname, json.dumps(asdict(r.labels), sort_keys=True, default=str)) for r in plan.runs]
 
 
 def test_default_study_unchanged(tmp_path):
@@ -66,7 +67,7 @@ def test_default_study_unchanged(tmp_path):
     explicit = parse_config({**base_raw(), "backbones": ["resnet18"], "inits": {}})
     assert plain.backbones == ["resnet18"] and plain.default_encoders and explicit.default_encoders
     assert _plan_view(plan_study(plain, tmp_path)) == _plan_view(plan_study(explicit, tmp_path))
-    assert not any("backbone" in r.labels or "backbone" in r.config for r in plan_study(plain, tmp_path).runs)
+    assert not any(getattr(r.labels, "backbone", None) is not None or "backbone" in r.config for r in plan_study(plain, tmp_path).runs)
     assert "backbones" not in plain.to_dict() and "inits" not in plain.to_dict()
     run_study(plain, tmp_path / "s", Calls().executors(), progress=False, echo=lambda s: None)
     index = json.loads((tmp_path / "s" / "study.json").read_text())
@@ -86,17 +87,17 @@ def test_two_backbones_and_an_init_plan(tmp_path):
     assert set(pre) == {"simclr", "simclr@convnext_atto"}
     assert "backbone" not in pre["simclr"].config and pre["simclr@convnext_atto"].config["backbone"] == CONVNEXT
     ft = [r for r in plan.runs if r.kind == "finetune"]
-    rows = {r.labels["method"] for r in ft}
+    rows = {r.labels.method for r in ft}
     assert rows == {"random", "simclr", "random@convnext_atto", "simclr@convnext_atto", "mae"}
     assert len(ft) == 5 * 3  # each encoder: cls full + partial, seg full
-    by = {(r.labels["method"], r.labels["task"], r.labels["protocol"]): r for r in ft}
+    by = {(r.labels.method, r.labels.task, r.labels.protocol): r for r in ft}
     assert by[("random@convnext_atto", "seg", "full")].config["backbone"] == CONVNEXT
     assert "backbone" not in by[("simclr@convnext_atto", "seg", "full")].config  # its encoder.pt says
     init_run = by[("mae", "cls", "full")]
     assert init_run.config["init"] == str(w.resolve()) and init_run.config["backbone"] == VIT
-    assert init_run.labels | {"backbone": VIT, "init": "mae", "layout": "mae"} == init_run.labels
-    assert {r.labels["backbone"] for r in ft} == {"resnet18", CONVNEXT, VIT}
-    emb = {r.labels["method"]: r for r in plan.runs if r.kind == "embed"}
+    assert (init_run.labels.backbone, init_run.labels.init, init_run.labels.layout) == (VIT, "mae", "mae")
+    assert {r.labels.backbone for r in ft} == {"resnet18", CONVNEXT, VIT}
+    emb = {r.labels.method: r for r in plan.runs if r.kind == "embed"}
     assert set(emb) == rows and emb["random@convnext_atto"].config["backbone"] == CONVNEXT
     # adding a backbone re-uses every ResNet-18 run of the default study (same dirs)
     default = {r.dirname for r in plan_study(parse_config({**base_raw(), "methods": ["random", "simclr"]}), tmp_path).runs}
@@ -180,7 +181,7 @@ def test_planted_overlap_is_flagged_everywhere(tmp_path):
     """An init declaring the downstream data set (the phantom recipe): overlap.py, the study's
     notes, study.json, and the answer paragraph (from the report's own paired differences)."""
     from awcl.study.report import (
-        load_predictions,
+        load_results,
         load_study,
         pairwise_tables,
         results_table,
@@ -218,7 +219,7 @@ def test_planted_overlap_is_flagged_everywhere(tmp_path):
     assert "cls: pretrained on this data set" in report
 
     found: list[Comparison] = []
-    pairwise_tables(load_predictions(data), table, ["cls", "seg"], found)
+    pairwise_tables(load_results(data), found)
     paras = answer_paragraphs(found, marks)  # names only: mae counts as a ResNet-18 row
     text = "\n".join(paras)
     assert "simclr@convnext_atto − random@convnext_atto" in text or "random@convnext_atto − simclr" in text

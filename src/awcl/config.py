@@ -8,42 +8,47 @@ rest, once, for all of them:
   ``config.yaml`` < dotted overrides (``--set a.b=v``) < command-line flags;
 - ``${name}`` interpolation (typed when a value is exactly ``${name}``, text inside a
   longer string);
-- type checking and conversion against the field annotations;
+- type checking and conversion against the field annotations, nested config dataclasses
+  included (a study's tasks, data sets, inits);
 - unknown keys are errors.
 
 Every problem becomes one :class:`~awcl.errors.AwclError` line that names the source (the
-file, ``--set`` or the flag) and the key. The command-line flags of a config are generated
-from the same fields (:func:`add_flags`), so a setting is declared once.
+file, ``--set`` or the flag) and the key. The values checks of ``__post_init__`` (ranges,
+choices) are in :mod:`awcl.config_checks`. The command-line flags of a config are generated
+from the same fields (:mod:`awcl.config_flags`), so a setting is declared once.
 
 Field metadata (set with :func:`option`) drives the flags: ``help``, ``choices``,
 ``flag`` (a different flag name), ``parse`` (turns typed text such as ``224x288`` into the
 field's value; also applied to YAML values), ``repeat`` (a repeatable flag building a
-list) and ``cli=False`` (no flag).
+list), ``cli=False`` (no flag) and ``internal`` (set by the program, not a config key).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import functools
 import os
 import re
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import Container, OmegaConf
 from omegaconf.errors import (
     ConfigKeyError,
     GrammarParseError,
     InterpolationKeyError,
     InterpolationResolutionError,
+    MissingMandatoryValue,
     OmegaConfBaseException,
 )
 
+from awcl.config_checks import ConfigError
 from awcl.config_env import ENV_DENIED, ENV_PREFIX  # noqa: F401  (re-exported; importing it registers oc.env)
 from awcl.errors import AwclError
-from awcl.options import cli_type
 
 T = TypeVar("T")
 
@@ -58,10 +63,12 @@ def option(
     parse: Callable[[Any], Any] | None = None,
     repeat: bool = False,
     cli: bool = True,
+    internal: bool = False,
 ) -> Any:
-    """A dataclass field together with what its command-line flag needs."""
+    """A dataclass field together with what its command-line flag needs. ``internal``: set by
+    the program, not a key of a config file (:func:`build` refuses it)."""
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None,
-            "flag": flag, "parse": parse, "repeat": repeat, "cli": cli}  # fmt: skip
+            "flag": flag, "parse": parse, "repeat": repeat, "cli": cli, "internal": internal}  # fmt: skip
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -71,31 +78,9 @@ def fields(schema: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(schema)}
 
 
-def check_ranges(obj: Any, ranges: Mapping[str, tuple[float | None, float | None]],
-                 strict: Iterable[str] = ()) -> None:
-    """Numeric bounds of a config, checked where every source (flag, YAML, --set, study)
-    meets: ``name -> (lo, hi)`` inclusive, or exclusive of ``lo`` for the names in
-    ``strict`` (lr > 0). None values (``use the default``) are not checked."""
-    strict = set(strict)
-    for name, (lo, hi) in ranges.items():
-        v = getattr(obj, name)
-        if v is None or isinstance(v, bool):
-            continue
-        f = fields(type(obj))[name]
-        if lo is not None and (v <= lo if name in strict else v < lo):
-            raise AwclError(f"{flag_name(f)} {v!r}: must be {'>' if name in strict else '>='} {lo:g}")
-        if hi is not None and v > hi:
-            raise AwclError(f"{flag_name(f)} {v!r}: must be <= {hi:g}")
-
-
-def check_choices(obj: Any) -> None:
-    """Every field of ``obj`` declared with ``choices`` holds one of them (or None): the
-    check the flag gets from argparse, for YAML, ``--set`` and the Python API too."""
-    for f in dataclasses.fields(obj):
-        choices = f.metadata.get("choices")
-        v = getattr(obj, f.name)
-        if choices and v is not None and v not in choices:
-            raise AwclError(f"{flag_name(f)} {v!r} is not one of {', '.join(choices)}")
+def config_keys(schema: type) -> dict[str, dataclasses.Field]:
+    """The fields a config file may set: all but those marked ``internal``."""
+    return {f.name: f for f in dataclasses.fields(schema) if not f.metadata.get("internal")}
 
 
 # ------------------------------------------------------------------------ reading
@@ -158,32 +143,106 @@ def resolve(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
         raise _error(err, _source_of(err, layers)) from None
 
 
-def build(schema: type[T], values: Mapping[str, Any], source: str = "config") -> T:
+def build(schema: type[T], values: Mapping[str, Any] | None, source: str = "config", key: str = "") -> T:
     """``schema`` from plain ``values``: field ``parse`` hooks, OmegaConf's type checks and
-    conversion, unknown keys rejected, then the dataclass's own ``__post_init__`` checks."""
+    conversion, unknown keys rejected, then the dataclass's own ``__post_init__`` checks.
+
+    A field holding config dataclasses (``DatasetSpec``, ``list[TaskSpec]``,
+    ``dict[str, InitSpec]``, ``DatasetSpec | str`` given as a mapping) is built the same way,
+    one level down: ``key`` is the path of ``values`` in the file (``tasks[0]``), so every
+    error names the whole path (``my.yaml: tasks[0].folds: ...``).
+    """
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise _at(source, key, f"expected a mapping, got {type(values).__name__} {values!r}")
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
-    known = fields(schema)
+    known = config_keys(schema)
     for k in values:
         if k not in known:
-            raise AwclError(f"{source}: unknown key {k!r} (allowed: {', '.join(known)})")
-    parsed: dict[str, Any] = {}
+            raise AwclError(f"{source}: unknown key {_path(key, k)!r} (allowed: {', '.join(known)})")
+    hints = _hints(schema)
+    nested: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for k, v in values.items():
         hook = known[k].metadata.get("parse")
         if hook is not None and v is not None:
             try:
                 v = hook(v)
             except AwclError as err:
-                raise AwclError(f"{source}: {k}: {err}") from None
-        parsed[k] = list(v) if isinstance(v, tuple) else v
+                raise _located(err, source, _path(key, k)) from None
+        built = _nested(hints.get(k), v, source, _path(key, k))
+        if built is not _FLAT:
+            nested[k] = built
+        else:
+            _check_container(hints.get(k), v, source, _path(key, k))
+            flat[k] = list(v) if isinstance(v, tuple) else v
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(schema), parsed)
-        obj = OmegaConf.to_object(typed)
-    except AwclError as err:
-        msg = str(err)
-        raise AwclError(msg if msg.startswith(f"{source}:") else f"{source}: {msg}") from None
+        typed = OmegaConf.merge(OmegaConf.structured(schema), flat)
+        kwargs = {k: _plain(typed, k) for k, f in fields(schema).items() if f.init and k not in nested}
     except OmegaConfBaseException as err:
-        raise _error(err, source) from None
-    return obj  # type: ignore[return-value]
+        raise _error(err, source, key) from None
+    except ConfigError as err:
+        raise _located(err, source, key) from None
+    try:
+        return schema(**kwargs, **nested)
+    except AwclError as err:
+        raise _located(err, source, key) from None
+
+
+_FLAT = object()  # _nested: not a value of config dataclasses; OmegaConf types it
+
+
+@functools.cache
+def _hints(schema: type) -> dict[str, Any]:
+    """The resolved annotations of ``schema`` (none if a name in them cannot be resolved:
+    then OmegaConf alone types every field)."""
+    try:
+        return typing.get_type_hints(schema)
+    except (NameError, TypeError):
+        return {}
+
+
+def _nested(tp: Any, v: Any, source: str, key: str) -> Any:
+    """``v`` built into the config dataclasses ``tp`` declares (one, a list, a mapping of
+    them, or one of a union given as a mapping), else ``_FLAT``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, v, source, key)
+    if origin is list and args and dataclasses.is_dataclass(args[0]):
+        if not isinstance(v, list):
+            raise _at(source, key, f"expected a list, got {v!r}")
+        return [_nested(args[0], x, source, f"{key}[{i}]") for i, x in enumerate(v)]
+    if origin is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
+        if v is not None and not isinstance(v, Mapping):
+            raise _at(source, key, f"expected a mapping, got {type(v).__name__} {v!r}")
+        return {k: _nested(args[1], x, source, _path(key, str(k))) for k, x in (v or {}).items()}
+    if origin in (typing.Union, types.UnionType) and isinstance(v, Mapping):
+        classes = [a for a in args if dataclasses.is_dataclass(a)]
+        if len(classes) == 1:
+            return build(classes[0], v, source, key)
+    return _FLAT
+
+
+def _check_container(tp: Any, v: Any, source: str, key: str) -> None:
+    """A mapping or a list where the annotation wants one (OmegaConf's merge would fail
+    without naming the key)."""
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    kinds = {typing.get_origin(a) or a for a in (typing.get_args(tp) if union else (tp,))} - {type(None)}
+    if v is None or len(kinds) != 1:
+        return
+    if kinds == {dict} and not isinstance(v, Mapping):
+        raise _at(source, key, f"expected a mapping, got {type(v).__name__} {v!r}")
+    if kinds <= {list, tuple} and not isinstance(v, (list, tuple)):
+        raise _at(source, key, f"expected a list, got {v!r}")
+
+
+def _plain(typed: Any, k: str) -> Any:
+    """Field ``k`` of a typed OmegaConf config as plain values (dataclasses built)."""
+    if OmegaConf.is_missing(typed, k):
+        raise ConfigError(k, "missing")
+    v = typed[k]
+    return OmegaConf.to_object(v) if isinstance(v, Container) else v
 
 
 def compose(
@@ -197,7 +256,7 @@ def compose(
 
     Interpolation sees every setting, defaults included (``proj_hidden: ${proj_dim}``).
     """
-    all_layers: list[tuple[str, Mapping[str, Any]]] = [("defaults", _defaults(schema))]
+    all_layers: list[tuple[str, Mapping[str, Any]]] = [("defaults", defaults(schema))]
     all_layers += [(s, {str(k).replace("-", "_"): v for k, v in d.items()}) for s, d in layers]
     if overrides:
         all_layers.append(("--set", dotlist(overrides)))
@@ -207,7 +266,7 @@ def compose(
     return build(schema, resolve(all_layers), source=source)
 
 
-def _defaults(schema: type) -> dict[str, Any]:
+def defaults(schema: type) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, f in fields(schema).items():
         if f.default is not dataclasses.MISSING:
@@ -257,112 +316,36 @@ def describe(err: OmegaConfBaseException) -> tuple[str, str, str | None]:
         msg = f"bad interpolation ({msg})"
     elif isinstance(err, ConfigKeyError):
         msg = f"unknown key ({msg})"
+    elif isinstance(err, MissingMandatoryValue):
+        msg = "missing"
     return key, msg, None
 
 
-def _error(err: OmegaConfBaseException, source: str) -> AwclError:
-    """An OmegaConf exception as one line: ``source: key: problem``."""
-    key, msg, _ = describe(err)
-    return AwclError(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
+def _error(err: OmegaConfBaseException, source: str, key: str = "") -> AwclError:
+    """An OmegaConf exception as one line: ``source: key: problem`` (``key``: the path of the
+    config the exception's key is relative to)."""
+    sub, msg, _ = describe(err)
+    return _at(source, _path(key, sub), msg)
 
 
-# ------------------------------------------------------------------------ command line
-def flag_name(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+def _at(source: str, key: str, problem: str) -> AwclError:
+    return AwclError(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
 
 
-def add_flags(parser: argparse.ArgumentParser, schema: type) -> None:
-    """One flag per field of ``schema`` (except metadata ``cli=False``).
-
-    Flags default to ``None`` (= not given), so a config file or a saved run config is not
-    overridden by a flag the user did not type. Help shows the dataclass default.
-    """
-    defaults = _defaults(schema)
-    for name, f in fields(schema).items():
-        meta = f.metadata
-        if not meta.get("cli", True):
-            continue
-        d = defaults.get(name, dataclasses.MISSING)
-        text = meta.get("help", "")
-        kind = _kind(f)
-        kw: dict[str, Any] = {"dest": name, "default": None}
-        if kind == "flag":  # bool, default False: --name
-            kw["action"] = "store_true"
-        elif kind == "negate":  # bool, default True: --no-name
-            parser.add_argument("--no-" + name.replace("_", "-"), action="store_false", **kw,
-                                help=text or f"turn {name} off")  # fmt: skip
-            continue
-        elif kind == "optional-bool":
-            kw["action"] = argparse.BooleanOptionalAction
-        else:
-            kw["type"] = _cli_parse(meta.get("parse"), kind)
-            if meta.get("choices"):
-                kw["choices"] = list(meta["choices"])
-            if meta.get("repeat"):
-                kw["action"] = "append"
-        if d not in (dataclasses.MISSING, None) and kind != "flag" and "default" not in text:
-            text = f"{text} (default: {_show(d)})"
-        elif d is dataclasses.MISSING:
-            text = f"{text} (required)"
-        parser.add_argument(flag_name(f), help=text, **kw)
+def _path(*parts: str) -> str:
+    """``("tasks[0]", "folds")`` -> ``"tasks[0].folds"`` (empty parts skipped, ``[i]`` appended)."""
+    out = ""
+    for p in parts:
+        if p:
+            out = f"{out}{p}" if not out or p.startswith("[") else f"{out}.{p}"
+    return out
 
 
-def add_config_flags(parser: argparse.ArgumentParser, schema: type) -> None:
-    """``--config FILE`` and ``--set KEY=VALUE`` for a command whose flags come from ``schema``."""
-    name = schema.__name__
-    parser.add_argument("--config", help=f"YAML file of {name} keys (${{key}} interpolation; flags override it)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (YAML value), e.g. --set seed=1; after --config, before flags")
-
-
-def from_args(schema: type[T], args: argparse.Namespace, required: Mapping[str, str], *,
-              cli_defaults: Mapping[str, Any] | None = None, saved: Path | None = None,
-              flags: Mapping[str, Any] | None = None, ignore: Iterable[str] = ()) -> T:
-    """A command's config: defaults (``cli_defaults`` over the schema's) < ``--config`` YAML
-    (keys in ``ignore`` dropped) < ``saved`` (a run's config.yaml) < ``--set`` < ``flags``
-    (default: the flags given). Each field of ``required`` must end up non-empty, else its
-    message is the error."""
-    layers: list[tuple[str, Mapping[str, Any]]] = [
-        ("defaults", {**{k: "" for k in required}, **(cli_defaults or {})})]
-    if args.config:
-        skip = set(ignore)
-        layers.append((args.config, {k: v for k, v in read_yaml(args.config).items() if k not in skip}))
-    if saved is not None:
-        layers.append((str(saved), read_yaml(saved)))
-    cfg = compose(schema, layers, args.set, flag_values(args, schema) if flags is None else flags)
-    for key, message in required.items():
-        if not getattr(cfg, key):
-            raise AwclError(message)
-    return cfg
-
-
-def flag_values(args: argparse.Namespace, schema: type) -> dict[str, Any]:
-    """The fields of ``schema`` the user gave a flag for (``None`` = not given)."""
-    given = {name: getattr(args, name, None) for name in fields(schema)}
-    return {k: v for k, v in given.items() if v is not None}
-
-
-def _kind(f: dataclasses.Field) -> str:
-    ann = str(f.type).replace(" ", "")
-    if ann == "bool":
-        return "negate" if f.default is True else "flag"
-    if ann in ("bool|None", "Optional[bool]"):
-        return "optional-bool"
-    for base in ("int", "float"):
-        if ann in (base, f"{base}|None", f"Optional[{base}]"):
-            return base
-    return "str"
-
-
-def _cli_parse(parse: Callable[[Any], Any] | None, kind: str) -> Callable[[str], Any]:
-    if parse is not None:
-        return cli_type(parse)  # an AwclError becomes argparse's usage error naming the flag
-    return {"int": int, "float": float}.get(kind, str)
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, (list, tuple)):
-        return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) or "none"
-    if v == "":
-        return "''"
-    return str(v)
+def _located(err: AwclError, source: str, key: str) -> AwclError:
+    """A check's error with the source and the key's path (kept if it has them already)."""
+    msg = str(err)
+    if msg.startswith(f"{source}:"):
+        return err
+    if isinstance(err, ConfigError):
+        return _at(source, _path(key, err.key), err.problem)
+    return _at(source, key, msg)

@@ -15,8 +15,8 @@ from awcl.data.store import PreparedDataset
 from awcl.evaluate.config import FinetuneConfig
 from awcl.evaluate.fit import (
     DownstreamModule,
-    Engine,
     FoldResult,
+    RuntimeOptions,
     cpu_threads,
     encode,
     fit_fold,
@@ -32,10 +32,10 @@ from awcl.models import build_encoder, encoder_dim
 log = logging.getLogger(__name__)
 
 
-def frozen_features(cfg: FinetuneConfig, frames: torch.Tensor, engine: Engine,
+def frozen_features(cfg: FinetuneConfig, frames: torch.Tensor, runtime: RuntimeOptions,
                     batch: int = 64) -> torch.Tensor:
     """Maps of the frozen encoder for every frame, computed once for all folds, on the
-    engine's device at its precision.
+    runtime's device at its precision.
 
     Returns ``[N, 512, 1, 1]`` (pooled; linear/fc2 heads) or ``[N, 512, h, w]`` (sononet);
     the encoder's ``out_dim`` channels.
@@ -43,7 +43,7 @@ def frozen_features(cfg: FinetuneConfig, frames: torch.Tensor, engine: Engine,
     torch.manual_seed(cfg.seed)  # the same (random) encoder for every fold
     encoder = build_encoder(cfg.init, cfg.backbone, tuple(frames.shape[-2:]))
     pooled = cfg.resolved_head != "sononet"
-    return encode(encoder, frames, engine,
+    return encode(encoder, frames, runtime,
                   lambda enc, x: _pool(last_feature_map(enc, x, pooled), pooled), batch)
 
 
@@ -52,7 +52,7 @@ def _pool(f: torch.Tensor, pooled: bool) -> torch.Tensor:
 
 
 def _fold_module(cfg: FinetuneConfig, frames: torch.Tensor, y: np.ndarray, fold, K: int,
-                 engine: Engine, cached: torch.Tensor | None) -> DownstreamModule:
+                 runtime: RuntimeOptions, cached: torch.Tensor | None) -> DownstreamModule:
     """The Lightning module of one fold: encoder + head (full) or head on cached maps."""
     p = cfg.resolved_preset()
     torch.manual_seed(cfg.seed + fold.index)
@@ -75,26 +75,26 @@ def _fold_module(cfg: FinetuneConfig, frames: torch.Tensor, y: np.ndarray, fold,
             x = (x - mu) / sd
         return DownstreamModule(head, data=(x, yt), augment_cfg=None, channels_last=False, **common)
     model = Classifier(build_encoder(cfg.init, cfg.backbone, size), head)
-    if engine.choice.channels_last:
+    if runtime.choice.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return DownstreamModule(model, data=(frames, yt), augment_cfg=p.augment,
-                            channels_last=engine.choice.channels_last, encoder=model.encoder, **common)
+                            channels_last=runtime.choice.channels_last, encoder=model.encoder, **common)
 
 
 def _train_fold(cfg: FinetuneConfig, frames: torch.Tensor, y: np.ndarray, fold, K: int,
-                out: Path, engine: Engine, cached: torch.Tensor | None = None) -> FoldResult:
+                out: Path, runtime: RuntimeOptions, cached: torch.Tensor | None = None) -> FoldResult:
     """Train on ``fold.train``, select the epoch by val macro-F1, predict ``fold.test`` once."""
     p = cfg.resolved_preset()
-    module = _fold_module(cfg, frames, y, fold, K, engine, cached)
+    module = _fold_module(cfg, frames, y, fold, K, runtime, cached)
     # head only on a CPU: one thread is faster (the work is too small to share)
-    threads = 1 if cfg.protocol == "partial" and engine.accelerator == "cpu" else None
+    threads = 1 if cfg.protocol == "partial" and runtime.accelerator == "cpu" else None
     with cpu_threads(threads):
-        return fit_fold(module, out, engine, p.epochs, p.iterations or -1)
+        return fit_fold(module, out, runtime, p.epochs, p.iterations or -1)
 
 
 def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
-                    get_engine: Callable[[], Engine]) -> dict:
-    """``get_engine`` resolves the device and precision once the data have been checked."""
+                    get_runtime: Callable[[], RuntimeOptions]) -> dict:
+    """``get_runtime`` resolves the device and precision once the data have been checked."""
     sel = select_classification(cfg, ds)
     rows, sub, y, names, folds, warnings = sel.rows, sel.sub, sel.y, sel.names, sel.folds, sel.warnings
     log.info("%d frames, %d classes (%s), %d fold(s)", len(rows), len(names), ", ".join(names), len(folds))
@@ -102,14 +102,14 @@ def run_classification(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
     K = len(names)
     per_fold, history, preds = [], [], []
     cm_total = np.zeros((K, K), dtype=np.int64)
-    engine = get_engine()
+    runtime = get_runtime()
     partial = cfg.protocol == "partial"
-    cached = frozen_features(cfg, frames, engine) if partial and cfg.fold_inits is None else None
+    cached = frozen_features(cfg, frames, runtime) if partial and cfg.fold_inits is None else None
     for fold in folds:
         fcfg = cfg.for_fold(fold.index)  # per-fold pretraining: the fold's own encoder
         if partial and cfg.fold_inits is not None:
-            cached = frozen_features(fcfg, frames, engine)
-        res = _train_fold(fcfg, frames, y, fold, K, out, engine, cached)
+            cached = frozen_features(fcfg, frames, runtime)
+        res = _train_fold(fcfg, frames, y, fold, K, out, runtime, cached)
         logits, hist, best_epoch, best_val = res.output, res.history, res.best_epoch, res.best_val
         pred = logits.argmax(1)
         yt = y[fold.test]

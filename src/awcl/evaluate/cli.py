@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from awcl.config import add_config_flags, add_flags, flag_values, from_args
+from awcl.config_flags import add_config_flags, add_flags, flag_values, from_args
 from awcl.errors import AwclError
 from awcl.evaluate.config import DERIVED_KEYS, FinetuneConfig
 from awcl.evaluate.embed import EmbedConfig

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from awcl.backbones import BACKBONE_HELP, check_backbone
-from awcl.config import check_choices, check_ranges, option
+from awcl.config import option
+from awcl.config_checks import check_choices, check_ranges
 from awcl.errors import AwclError
 from awcl.evaluate.augment import BatchAugmentConfig
-from awcl.evaluate.fit import Engine
+from awcl.evaluate.fit import RuntimeOptions
 from awcl.evaluate.heads import HEADS
 from awcl.evaluate.optim import OPTIMIZERS, Optim
 from awcl.evaluate.tasks import PROBES, PROTOCOLS, TASKS
@@ -121,7 +122,7 @@ class FinetuneConfig:
     dice_loss: bool = option(False, help="segmentation: add soft Dice to CE")
     seed: int = option(0, help="random seed (folds, head init, sampling)")
     threads: int | None = option(None, help="torch CPU threads (default: all cores)")
-    # engine (awcl.runtime.trainer / awcl.runtime.precision)
+    # runtime (awcl.runtime.trainer / awcl.runtime.precision)
     precision: str = option("auto", help="auto (fastest safe for this hardware) | 32-true | bf16-mixed | 16-mixed")
     channels_last: bool | None = option(None, help="NHWC memory format (default: with the precision choice)")
     accelerator: str = option("auto", help="auto | cpu | gpu")
@@ -175,9 +176,9 @@ class FinetuneConfig:
             return self
         return replace(self, init=str(self.fold_inits[index]), fold_inits=None)
 
-    def engine(self, size: tuple[int, int]) -> Engine:
+    def runtime(self, size: tuple[int, int]) -> RuntimeOptions:
         """Device, precision (chosen for this hardware at frame ``size``) and trainer options."""
         accelerator = resolve_accelerator(self.accelerator)
         choice = choose(self.precision, accelerator, size, channels_last=self.channels_last)
-        return Engine(choice, accelerator, self.devices, self.strategy, self.progress,
-                      self.keep_checkpoints)
+        return RuntimeOptions(choice, accelerator, self.devices, self.strategy, self.progress,
+                              self.keep_checkpoints)

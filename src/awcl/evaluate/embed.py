@@ -17,7 +17,7 @@ from awcl.config import option
 from awcl.data.store import open_dataset
 from awcl.errors import AwclError
 from awcl.evaluate.finetune import RunDir, load_frames, subsample_per_video
-from awcl.evaluate.fit import Engine, encode
+from awcl.evaluate.fit import RuntimeOptions, encode
 from awcl.evaluate.plots import plot_tsne
 from awcl.locking import out_lock
 from awcl.models import build_encoder
@@ -50,18 +50,18 @@ class EmbedConfig:
 
 
 def extract_features(encoder, frames: torch.Tensor, batch: int = 64,
-                     engine: Engine | None = None) -> np.ndarray:
+                     runtime: RuntimeOptions | None = None) -> np.ndarray:
     """``frames: uint8 [N,H,W]`` -> penultimate features ``[N, 512]`` float32, on the
-    engine's device and precision (default: chosen for this machine)."""
-    if engine is None:
-        engine = engine_for("auto", "auto", tuple(frames.shape[-2:]))
-    return encode(encoder, frames, engine, batch=batch).numpy()
+    runtime's device and precision (default: chosen for this machine)."""
+    if runtime is None:
+        runtime = runtime_for("auto", "auto", tuple(frames.shape[-2:]))
+    return encode(encoder, frames, runtime, batch=batch).numpy()
 
 
-def engine_for(precision: str, accelerator: str, size: tuple[int, int]) -> Engine:
-    """An inference engine: the device and the precision chosen for it at ``size``."""
+def runtime_for(precision: str, accelerator: str, size: tuple[int, int]) -> RuntimeOptions:
+    """An inference runtime: the device and the precision chosen for it at ``size``."""
     acc = resolve_accelerator(accelerator)
-    return Engine(choose(precision, acc, size), acc)
+    return RuntimeOptions(choose(precision, acc, size), acc)
 
 
 def _column(m, name: str) -> str:
@@ -93,8 +93,8 @@ def _embed(cfg: EmbedConfig) -> dict:
     torch.manual_seed(cfg.seed)  # a 'random' init is reproducible too
     encoder = build_encoder(cfg.init, cfg.backbone, tuple(cfg.size) if cfg.size else tuple(ds.size))
     frames = load_frames(ds, rows, cfg.size)
-    engine = engine_for(cfg.precision, cfg.accelerator, tuple(frames.shape[-2:]))
-    feats = extract_features(encoder, frames, cfg.batch_size, engine)
+    runtime = runtime_for(cfg.precision, cfg.accelerator, tuple(frames.shape[-2:]))
+    feats = extract_features(encoder, frames, cfg.batch_size, runtime)
     run = RunDir(cfg.out)
     try:
         np.save(run.tmp / "features.npy", feats.astype(np.float32))

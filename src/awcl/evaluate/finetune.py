@@ -28,7 +28,7 @@ from awcl.data.store import open_dataset
 from awcl.errors import DataError
 from awcl.evaluate.classify import run_classification
 from awcl.evaluate.config import PRESETS, PROBES, PROTOCOLS, TASKS, FinetuneConfig, Preset
-from awcl.evaluate.fit import Engine
+from awcl.evaluate.fit import RuntimeOptions
 from awcl.evaluate.probe import run_probe
 from awcl.evaluate.sanity import check_metrics
 from awcl.evaluate.segment import run_segmentation
@@ -78,9 +78,9 @@ def _finetune(cfg: FinetuneConfig) -> dict:
         raise DataError(f"{ds.root}: manifest has no grouping column {cfg.group!r}")
 
     @functools.cache
-    def get_engine() -> Engine:
+    def get_runtime() -> RuntimeOptions:
         """Resolved once the data have been checked (choosing may time a few steps)."""
-        e = cfg.engine(tuple(cfg.size) if cfg.size else tuple(ds.size))
+        e = cfg.runtime(tuple(cfg.size) if cfg.size else tuple(ds.size))
         log.info("precision %s%s on %s: %s", e.choice.precision,
                  " + channels_last" if e.choice.channels_last else "", e.choice.device,
                  e.choice.reason)
@@ -90,25 +90,25 @@ def _finetune(cfg: FinetuneConfig) -> dict:
     t0 = time.time()
     try:
         if cfg.protocol in PROBES:
-            metrics = run_probe(cfg, ds, run.tmp, get_engine)
+            metrics = run_probe(cfg, ds, run.tmp, get_runtime)
         elif cfg.task == "classify":
-            metrics = run_classification(cfg, ds, run.tmp, get_engine)
+            metrics = run_classification(cfg, ds, run.tmp, get_runtime)
         else:
-            metrics = run_segmentation(cfg, ds, run.tmp, get_engine)
+            metrics = run_segmentation(cfg, ds, run.tmp, get_runtime)
         metrics["elapsed_s"] = round(time.time() - t0, 2)
         metrics["learned"] = check_metrics(metrics)
         if not metrics["learned"]["learned"]:
             # the stored warning names no path: the same run elsewhere writes the same record
             log.warning("%s: %s", cfg.out, metrics["learned"]["reason"])
             metrics.setdefault("warnings", []).append(metrics["learned"]["reason"])
-        engine = get_engine()
+        runtime = get_runtime()
         metrics["environment"] = {
             "torch": torch.__version__,
             "python": platform.python_version(),
             "threads": torch.get_num_threads(),
-            "accelerator": engine.accelerator,
-            "devices": str(engine.devices),
-            **engine.choice.to_dict(),
+            "accelerator": runtime.accelerator,
+            "devices": str(runtime.devices),
+            **runtime.choice.to_dict(),
         }
         (run.tmp / "config.yaml").write_text(yaml.safe_dump(config_record(cfg), sort_keys=False))
         (run.tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -229,8 +229,10 @@ def cpu_threads(n: int | None):
 
 
 @dataclass
-class Engine:
-    """Where and how folds are trained (from the fine-tuning config and the precision choice)."""
+class RuntimeOptions:
+    """Where and how folds run: the device and precision options (awcl.runtime's precision
+    choice, accelerator, devices, strategy), the progress bar and checkpoint keeping; from the
+    fine-tuning config (``FinetuneConfig.runtime``)."""
 
     choice: Choice
     accelerator: str = "cpu"
@@ -240,31 +242,31 @@ class Engine:
     keep_checkpoints: bool = False
 
 
-def device_of(engine: Engine) -> torch.device:
-    return torch.device("cuda") if engine.accelerator in ("gpu", "cuda") else torch.device("cpu")
+def device_of(runtime: RuntimeOptions) -> torch.device:
+    return torch.device("cuda") if runtime.accelerator in ("gpu", "cuda") else torch.device("cpu")
 
 
 @torch.no_grad()
-def encode(encoder: nn.Module, frames: torch.Tensor, engine: Engine,
+def encode(encoder: nn.Module, frames: torch.Tensor, runtime: RuntimeOptions,
            fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
            batch: int = 64) -> torch.Tensor:
     """``frames: uint8 [N, H, W]`` -> ``fn(encoder, x)`` per batch (default the pooled
-    ``[N, 512]`` features), float32 on the CPU; run on the engine's device and precision."""
-    dev = device_of(engine)
-    cl = engine.choice.channels_last
+    ``[N, 512]`` features), float32 on the CPU; run on the runtime's device and precision."""
+    dev = device_of(runtime)
+    cl = runtime.choice.channels_last
     encoder = encoder.eval().to(dev)
     if cl:
         encoder = encoder.to(memory_format=torch.channels_last)
     out = []
     for s in range(0, len(frames), batch):
         x = to_input(frames[s : s + batch].to(dev), cl)
-        with engine.choice.autocast(dev.type):
+        with runtime.choice.autocast(dev.type):
             f = fn(encoder, x) if fn is not None else encoder(x)
         out.append(f.float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def fit_fold(module: DownstreamModule, out: Path, engine: Engine, max_epochs: int,
+def fit_fold(module: DownstreamModule, out: Path, runtime: RuntimeOptions, max_epochs: int,
              max_steps: int = -1) -> FoldResult:
     """Fit ``module`` on its fold, keep the best validation epoch, predict the test part once.
 
@@ -286,10 +288,10 @@ def fit_fold(module: DownstreamModule, out: Path, engine: Engine, max_epochs: in
     ]
     steps_per_epoch = max(1, -(-len(module.fold.train) // module.batch_size))
     trainer = build_trainer(
-        Path(out), engine.choice, accelerator=engine.accelerator, devices=engine.devices,
-        strategy=engine.strategy, max_epochs=max_epochs if max_steps < 0 else -1,
+        Path(out), runtime.choice, accelerator=runtime.accelerator, devices=runtime.devices,
+        strategy=runtime.strategy, max_epochs=max_epochs if max_steps < 0 else -1,
         max_steps=max_steps, callbacks=[ckpt], loggers=loggers,
-        log_every_n_steps=max(1, min(50, steps_per_epoch)), progress=engine.progress,
+        log_every_n_steps=max(1, min(50, steps_per_epoch)), progress=runtime.progress,
         use_distributed_sampler=False,  # the module shards the training part itself
     )
     with quiet_fit():
@@ -300,7 +302,7 @@ def fit_fold(module: DownstreamModule, out: Path, engine: Engine, max_epochs: in
             module.load_state_dict(state)
         test = DataLoader(Rows(module.x, module.y, module.fold.test), batch_size=64, shuffle=False)
         output = torch.cat(trainer.predict(module, dataloaders=test)).numpy()
-    if not engine.keep_checkpoints:
+    if not runtime.keep_checkpoints:
         shutil.rmtree(ckdir, ignore_errors=True)
         with contextlib.suppress(OSError):
             ckdir.parent.rmdir()  # only when no other fold kept anything

@@ -42,7 +42,7 @@ from threadpoolctl import threadpool_limits
 from awcl import _compat  # noqa: F401
 from awcl.data.store import PreparedDataset
 from awcl.evaluate.config import FinetuneConfig
-from awcl.evaluate.fit import Engine, encode
+from awcl.evaluate.fit import RuntimeOptions, encode
 from awcl.evaluate.metrics import classification_metrics
 from awcl.evaluate.plots import plot_confusion
 from awcl.evaluate.records import class_fold_record, class_predictions
@@ -79,27 +79,27 @@ def _feature_key(cfg: FinetuneConfig, ds: PreparedDataset, rows: np.ndarray) -> 
 
 
 def cached_features(cfg: FinetuneConfig, ds: PreparedDataset, rows: np.ndarray,
-                    engine: Engine) -> np.ndarray:
+                    runtime: RuntimeOptions) -> np.ndarray:
     """:func:`encode` of the frames ``rows`` of ``ds``, reusing this process's recent result
     for the same encoder file (path, mtime, size) or random seed, frames and size."""
     key = _feature_key(cfg, ds, rows)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    feats = encode_frozen(cfg, load_frames(ds, rows, cfg.size), engine)
+    feats = encode_frozen(cfg, load_frames(ds, rows, cfg.size), runtime)
     _CACHE[key] = feats
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return feats
 
 
-def encode_frozen(cfg: FinetuneConfig, frames: torch.Tensor, engine: Engine) -> np.ndarray:
+def encode_frozen(cfg: FinetuneConfig, frames: torch.Tensor, runtime: RuntimeOptions) -> np.ndarray:
     """Pooled features of the frozen encoder: uint8 ``[N, H, W]`` -> float32 ``[N, 512]``,
-    in eval mode on the engine's device and precision. The encoder is seeded by ``cfg.seed``
+    in eval mode on the runtime's device and precision. The encoder is seeded by ``cfg.seed``
     so a random init is the same encoder for every fold (and the partial protocol's)."""
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg.init, cfg.backbone, tuple(frames.shape[-2:]))
-    feats = encode(encoder, frames, engine, batch=128)
+    feats = encode(encoder, frames, runtime, batch=128)
     return feats.numpy() if len(feats) else np.zeros((0, encoder.out_dim), np.float32)
 
 
@@ -170,22 +170,22 @@ PROBE_FNS = {"knn": knn_probe, "linear-probe": linear_probe}
 
 
 def run_probe(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
-              get_engine: Callable[[], Engine]) -> dict:
+              get_runtime: Callable[[], RuntimeOptions]) -> dict:
     """Run a probe protocol on every fold; write its files into ``out``; return the metrics
     dict (classification schema: ``folds``, ``mean``, ``std``, ``confusion_matrix``, ...).
-    ``get_engine`` gives the device and precision for the frozen encoder's features."""
+    ``get_runtime`` gives the device and precision for the frozen encoder's features."""
     sel = select_classification(cfg, ds)
     rows, sub, y, groups, names, folds, warns = (
         sel.rows, sel.sub, sel.y, sel.groups, sel.names, sel.folds, sel.warnings)
     K = len(names)
     log.info("%s probe: %d frames, %d classes, %d fold(s)", cfg.protocol, len(rows), K, len(folds))
-    feats = cached_features(cfg, ds, rows, get_engine()) if cfg.fold_inits is None else None
+    feats = cached_features(cfg, ds, rows, get_runtime()) if cfg.fold_inits is None else None
     fit_predict = PROBE_FNS[cfg.protocol]
     per_fold, preds, selection = [], [], []
     cm_total = np.zeros((K, K), dtype=np.int64)
     for fold in folds:
         if cfg.fold_inits is not None:  # per-fold pretraining: the fold's own encoder
-            feats = cached_features(cfg.for_fold(fold.index), ds, rows, get_engine())
+            feats = cached_features(cfg.for_fold(fold.index), ds, rows, get_runtime())
         proba, chosen, scores = _probe_fold(fit_predict, feats, y, fold, K)
         pred = proba.argmax(1)
         yt = y[fold.test]

@@ -15,7 +15,7 @@ import torch
 from awcl.data.store import PreparedDataset
 from awcl.errors import AwclError, DataError
 from awcl.evaluate.config import FinetuneConfig
-from awcl.evaluate.fit import DownstreamModule, Engine, FoldResult, fit_fold
+from awcl.evaluate.fit import DownstreamModule, FoldResult, RuntimeOptions, fit_fold
 from awcl.evaluate.heads import make_segmenter
 from awcl.evaluate.metrics import head_circumference_errors, segmentation_metrics
 from awcl.evaluate.plots import plot_confusion, plot_curves
@@ -61,23 +61,23 @@ def load_masks(ds: PreparedDataset, rows: np.ndarray, size: tuple[int, int] | No
 
 
 def _train_fold(cfg: FinetuneConfig, frames: torch.Tensor, masks: torch.Tensor, fold, C: int,
-                out: Path, engine: Engine) -> FoldResult:
+                out: Path, runtime: RuntimeOptions) -> FoldResult:
     """U-Net on ``fold.train`` (encoder frozen in the partial protocol), best epoch by val
     mIoU; returns the predicted test masks ``[n, H, W]`` uint8."""
     p = cfg.resolved_preset()
     torch.manual_seed(cfg.seed + fold.index)
     model = make_segmenter(build_encoder(cfg.init, cfg.backbone, tuple(frames.shape[-2:])), C)
-    if engine.choice.channels_last:
+    if runtime.choice.channels_last:
         model = model.to(memory_format=torch.channels_last)
     module = DownstreamModule(
         model, kind="segment", num_classes=C,
         optim=p.optim(),
         data=(frames, masks), fold=fold, batch_size=p.batch_size, augment_cfg=p.augment,
-        channels_last=engine.choice.channels_last, seed=cfg.seed + fold.index,
+        channels_last=runtime.choice.channels_last, seed=cfg.seed + fold.index,
         dice=cfg.dice_loss, frozen=model.encoder if cfg.protocol == "partial" else None,
         encoder=model.encoder,
     )
-    return fit_fold(module, out, engine, p.epochs, p.iterations or -1)
+    return fit_fold(module, out, runtime, p.epochs, p.iterations or -1)
 
 
 def _hc_columns(m: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
@@ -128,8 +128,8 @@ def select_segmentation(cfg: FinetuneConfig, ds: PreparedDataset
 
 
 def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
-                  get_engine: Callable[[], Engine]) -> dict:
-    """``get_engine`` resolves the device and precision once the data have been checked."""
+                  get_runtime: Callable[[], RuntimeOptions]) -> dict:
+    """``get_runtime`` resolves the device and precision once the data have been checked."""
     rows, names, sub, _, folds = select_segmentation(cfg, ds)
     C = len(names)
     size = tuple(cfg.size) if cfg.size else ds.size
@@ -138,9 +138,9 @@ def run_segmentation(cfg: FinetuneConfig, ds: PreparedDataset, out: Path,
     pixel_sizes = _pixel_sizes(sub, ds.size, size)
     per_fold, history, preds = [], [], []
     cm_total = np.zeros((C, C), dtype=np.int64)
-    engine = get_engine()
+    runtime = get_runtime()
     for fold in folds:
-        res = _train_fold(cfg.for_fold(fold.index), frames, masks, fold, C, out, engine)
+        res = _train_fold(cfg.for_fold(fold.index), frames, masks, fold, C, out, runtime)
         pred, true = res.output, masks[fold.test].numpy()
         frame_cm = frame_confusion(true, pred, C)  # [n, C, C]: the fold's one pixel count
         cm = frame_cm.sum(0)

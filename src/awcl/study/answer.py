@@ -14,13 +14,14 @@ what this module returns into its sections.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from awcl.methods import INITS, METHODS, STUDY_METHODS
 from awcl.study.names import split_row
+from awcl.study.records import PretrainLabels, PretrainResult
 
 PROTOCOL_NAMES = {"full": "full fine-tuning", "partial": "partial fine-tuning", "knn": "kNN probe",
                   "linear-probe": "linear probe"}  # fmt: skip
@@ -194,10 +195,17 @@ class Compute:
     knn_init: float | None
     knn_final: float | None
     crossover: int | None
+    granularity: str | None = None  # the labels the monitor scores
+    # the other granularity on the same frames: name -> (step-0 value, final value)
+    other: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def below_init(self) -> bool:
         return self.knn_init is not None and self.knn_final is not None and self.knn_final < self.knn_init
+
+    def other_below_init(self) -> list[tuple[str, float, float]]:
+        """(granularity, final, step-0) of each other label set that ended below its step 0."""
+        return [(g, b, a) for g, (a, b) in self.other.items() if b < a]
 
 
 def crossover(curve: list[tuple[int, float]]) -> int | None:
@@ -216,26 +224,27 @@ def crossover(curve: list[tuple[int, float]]) -> int | None:
     return cross
 
 
-def run_compute(labels: dict[str, Any], result: dict[str, Any],
+def run_compute(labels: PretrainLabels, result: PretrainResult,
                 curve: list[tuple[int, float]] | None) -> Compute:
-    """A pretraining run's :class:`Compute` from its DONE ``result`` (summary.json's keys);
+    """A pretraining run's :class:`Compute` from its DONE ``result`` (summary.json's numbers);
     ``curve`` (step, kNN accuracy) from its history fills what an older result lacks."""
-    curve = [tuple(p) for p in (result.get("knn_curve") or curve or [])]  # type: ignore[misc]
-    init = result.get("knn_acc_init")
-    final = result.get("knn_acc")
+    curve = [tuple(p) for p in (result.knn_curve or curve or [])]  # type: ignore[misc]
+    init, final = result.knn_acc_init, result.knn_acc
     if init is None and curve and curve[0][0] == 0:
         init = curve[0][1]
     if final is None and curve:
         final = curve[-1][1]
-    steps = result.get("steps", curve[-1][0] if curve else None)
-    cross = result["knn_crossover_step"] if "knn_crossover_step" in result else crossover(curve)  # type: ignore[arg-type]
-    method = str(labels.get("method"))
-    if labels.get("fold") is not None:  # per-fold pretraining: one run per fold of a task
-        method += f" ({labels.get('fold_of')} fold {labels['fold']})"
-    return Compute(method, labels.get("ratio"), labels.get("seed"), steps,
-                   result.get("views_seen"), result.get("lr_schedule"), result.get("warmup"),
-                   None if init is None else float(init), None if final is None else float(final),
-                   cross)  # fmt: skip
+    steps = result.steps if result.steps is not None else (curve[-1][0] if curve else None)
+    # a run that never crossed has None: recomputed from its curve, the same answer
+    cross = result.knn_crossover_step if result.knn_crossover_step is not None else crossover(curve)  # type: ignore[arg-type]
+    method = str(labels.method)
+    if labels.fold is not None:  # per-fold pretraining: one run per fold of a task
+        method += f" ({labels.fold_of} fold {labels.fold})"
+    other = {g: (float(o["init"]), float(o["final"])) for g, o in (result.knn_other or {}).items()
+             if o.get("init") is not None and o.get("final") is not None}  # fmt: skip
+    return Compute(method, labels.ratio, labels.seed, steps, result.views_seen, result.lr_schedule,
+                   result.warmup, None if init is None else float(init), None if final is None else float(final),
+                   cross, result.knn_granularity, other)  # fmt: skip
 
 
 def _name(c: Compute, ratios: bool, seeds: bool) -> str:
@@ -258,23 +267,39 @@ def compute_rows(runs: list[Compute]) -> tuple[list[str], list[list[str]]]:
         rows.append([_name(c, ratios, seeds), "—" if c.steps is None else f"{int(c.steps):,}",
                      "—" if c.views_seen is None else f"{int(c.views_seen):,}", sched, knn, cross])  # fmt: skip
     header = ["method", "optimiser steps", "views seen", "lr schedule", "kNN step 0 → final", "crossover step"]
+    grans = sorted({g for c in runs for g in c.other})
+    prim = sorted({c.granularity for c in runs if c.granularity})
+    if grans:  # the other granularity, scored on the same frames and features
+        if len(prim) == 1:
+            header[4] = f"kNN {prim[0]} step 0 → final"
+        for g in grans:
+            header.append(f"kNN {g} step 0 → final")
+            for c, row in zip(runs, rows):
+                a, b = c.other.get(g, (None, None))
+                row.append("—" if b is None else f"{a:.3f} → {b:.3f}" + (" ⚠" if b < a else ""))
     return header, rows
 
 
 def below_init_note(runs: list[Compute]) -> str | None:
-    """A warning naming every run whose kNN monitor ended below its own step-0 value."""
+    """A warning naming every run whose kNN monitor ended below its own step-0 value (and a
+    note on each run that did so on the other granularity's labels only)."""
     low = [c for c in runs if c.below_init]
-    if not low:
-        return None
     ratios = len({c.ratio for c in runs if c.ratio is not None}) > 1
     seeds = len({str(c.seed) for c in runs}) > 1
+    other = "; ".join(f"{_name(c, ratios, seeds)} on the {g} labels ({b:.3f} < {a:.3f})"
+                      for c in runs if not c.below_init for g, b, a in c.other_below_init())  # fmt: skip
+    other_note = (f" On the other label granularity, scored on the same frames, these ended below their "
+                  f"step-0 value: {other}. Such a method may have learned what it is trained to pull "
+                  "together while losing the finer distinction.") if other else ""
+    if not low:
+        return other_note.strip() or None
     each = "; ".join(f"{_name(c, ratios, seeds)} stopped at step {c.steps if c.steps is not None else '?'} with kNN "
                      f"{c.knn_final:.3f} < {c.knn_init:.3f} at step 0" for c in low)  # fmt: skip
     return (f"⚠ **Still below step 0:** {each}. Pretraining stopped while the kNN monitor was still "
             "below its step-0 (initial-encoder) value, so these encoders' downstream numbers measure "
             "the dip early in training, not what the method learns: pretrain longer (more steps)"
             + (", with `lr_schedule: warmup-cosine`" if any(c.lr_schedule == "constant" for c in low) else "")
-            + ".")  # fmt: skip
+            + "." + other_note)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- forest plot

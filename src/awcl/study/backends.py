@@ -1,24 +1,27 @@
 """The real executors of a study: prepare data, pretrain, fine-tune and embed through the
 public APIs of ``awcl.data``, ``awcl.train`` and ``awcl.evaluate``.
 
-Each function has the :data:`awcl.study.runner.RunFn` shape ``fn(run, inputs) -> dict``: it
-writes into ``run.output`` and returns a JSON-able summary stored in the run's DONE record.
+Each function has the :data:`awcl.study.runs.RunFn` shape ``fn(run, inputs) -> result``: it
+writes into ``run.output`` and returns its kind's typed result (:mod:`awcl.study.records`),
+which :func:`awcl.study.runs.execute` stores in the run's DONE record.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from awcl.config import build
 from awcl.errors import AwclError
+from awcl.study.records import DataResult, EmbedResult, FinetuneResult, PretrainResult, declared
 from awcl.study.runs import FOLD_TRAIN, MERGE, Executors, Run
 
 TRAINED_ON = "trained_on.json"  # written by a pretrain run: the data (ids) it was given
 
 
-def prepare_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
+def prepare_data(run: Run, inputs: dict[str, Path | str]) -> DataResult:
     from awcl.data.store import open_dataset
 
     c = run.config
@@ -37,7 +40,7 @@ def prepare_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
         r.prepare(c.get("src"), run.output, build(r.config, params, f"{recipe} params"))
     else:  # config validation lists the recipes; this is a guard for new ones
         raise AwclError(f"unknown recipe {recipe!r}")
-    return {"frames": len(open_dataset(run.output))}
+    return DataResult(frames=len(open_dataset(run.output)))
 
 
 def _data_path(run: Run, inputs: dict[str, Path | str]) -> str:
@@ -50,11 +53,11 @@ def _init(run: Run, inputs: dict[str, Path | str]) -> str:
     if "init" in inputs:
         return str(inputs["init"])
     init = str(run.config.get("init", "random"))
-    layout = run.labels.get("layout")
+    layout = run.labels.layout  # finetune and embed runs
     if init != "random" and layout not in (None, "auto"):
         from awcl.study.inits import check_layout
 
-        check_layout(init, str(layout), str(run.labels.get("init", run.name)))
+        check_layout(init, str(layout), str(run.labels.init or run.name))
     return init
 
 
@@ -69,7 +72,7 @@ def _finetune_values(c: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _fold_train_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
+def _fold_train_data(run: Run, inputs: dict[str, Path | str]) -> DataResult:
     """Keep every frame whose group is outside fold ``k``'s test part, as the task's
     fine-tuning run splits it (awcl.evaluate.folds: the same selection and split code)."""
     import numpy as np
@@ -92,8 +95,8 @@ def _fold_train_data(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     held = set(tests[k])
     keep = ~ds.manifest[cfg.group].astype(str).isin(held).to_numpy()
     write_subset(data, run.output, keep, {"fold": k, "group": cfg.group, "excluded_groups": sorted(held)})
-    return {"frames": int(np.count_nonzero(keep)), "excluded_frames": int(np.count_nonzero(~keep)),
-            "excluded_groups": len(held), "group": cfg.group}  # fmt: skip
+    return DataResult(frames=int(np.count_nonzero(keep)), excluded_frames=int(np.count_nonzero(~keep)),
+                      excluded_groups=len(held), group=cfg.group)  # fmt: skip
 
 
 def _check_fold_inits(cfg: Any, inputs: dict[str, Path | str]) -> list[dict[str, Any]]:
@@ -118,7 +121,7 @@ def _check_fold_inits(cfg: Any, inputs: dict[str, Path | str]) -> list[dict[str,
     return out
 
 
-def finetune_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
+def finetune_run(run: Run, inputs: dict[str, Path | str]) -> FinetuneResult:
     from awcl.evaluate.finetune import FinetuneConfig, finetune
 
     c = dict(run.config)
@@ -131,15 +134,9 @@ def finetune_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     if cfg.fold_inits:
         cfg.validate()  # one encoder per fold
         leak_check = _check_fold_inits(cfg, inputs)
-    metrics = finetune(cfg)
-    # ``group``: the unit the run split and bootstrapped by (the report bootstraps by it too);
-    # ``learned``: its own did-it-learn check (awcl.evaluate.sanity)
-    keep = ("task", "protocol", "classes", "num_frames", "folds", "mean", "std", "warnings",
-            "train_patients", "intervals", "pooled", "group", "learned")  # fmt: skip
-    result = {k: metrics[k] for k in keep if k in metrics}
-    if leak_check is not None:
-        result["fold_pretraining"] = leak_check
-    return result
+    # the fields FinetuneResult declares (group and learned among them); metrics.json keeps the rest
+    metrics = declared(FinetuneResult, finetune(cfg), f"finetune {run.name}", strict=False)
+    return replace(metrics, fold_pretraining=leak_check)
 
 
 def _record_data(data: str, out: Path) -> dict[str, Any]:
@@ -160,7 +157,7 @@ def _record_data(data: str, out: Path) -> dict[str, Any]:
     return {"frames": rec["frames"], "videos": len(rec["video_ids"]), "frame_ids_sha256": rec["frame_ids_sha256"]}
 
 
-def pretrain_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
+def pretrain_run(run: Run, inputs: dict[str, Path | str]) -> PretrainResult:
     import json
 
     from awcl.data.store import open_dataset
@@ -176,23 +173,16 @@ def pretrain_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
     # Per-epoch Lightning checkpoints (~130 MB each with the optimiser state) are only needed
     # to resume *inside* a run; the study resumes between runs and keeps encoder.pt.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    result: dict[str, Any] = {}
     summary = out / "summary.json"
-    if summary.is_file():
-        s = json.loads(summary.read_text())
-        keep = ("final_loss", "img_per_s", "knn_acc", "knn_acc_init", "knn_curve", "knn_crossover_step",
-                "epochs", "steps", "views_seen", "lr_schedule", "warmup", "labelled_frames", "frames",
-                "class_group", "batch_composition")  # fmt: skip
-        result = {k: s[k] for k in keep if k in s}
-    # the batch composition the run used (the report states it): the effective setting
-    result.setdefault("class_group", cfg.class_group)
-    result["crop_scale"] = list(cfg.crop_scale)
-    result["blur"] = cfg.blur
-    result["trained_on"] = _record_data(data, out)
-    return result
+    # the fields PretrainResult declares; summary.json keeps the rest
+    s = json.loads(summary.read_text()) if summary.is_file() else {}
+    result = declared(PretrainResult, s, f"pretrain {run.name}", strict=False)
+    # the batch composition and augmentations the run used (the report states them)
+    return replace(result, class_group=cfg.class_group if result.class_group is None else result.class_group,
+                   crop_scale=list(cfg.crop_scale), blur=cfg.blur, trained_on=_record_data(data, out))  # fmt: skip
 
 
-def embed_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
+def embed_run(run: Run, inputs: dict[str, Path | str]) -> EmbedResult:
     from awcl.evaluate.embed import EmbedConfig, embed
 
     c = run.config
@@ -205,8 +195,7 @@ def embed_run(run: Run, inputs: dict[str, Path | str]) -> dict[str, Any]:
         seed=c.get("seed", 0),
         backbone=c.get("backbone"),  # a random or file init on another backbone than ResNet-18
     )
-    res = embed(cfg)
-    return {k: res[k] for k in ("num_frames", "plots") if k in res}
+    return declared(EmbedResult, embed(cfg), f"embed {run.name}", strict=False)  # embed.json keeps the rest
 
 
 def real_executors() -> Executors:

@@ -166,6 +166,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="further sbatch option, e.g. account=myproj (repeatable)")  # fmt: skip
     p.set_defaults(func=_study)
 
+    if "export" in sub.choices:  # awcl export (awcl.train) lists a study's results through the study
+        from awcl.study.downstream import encoder_results
+
+        sub.choices["export"].set_defaults(downstream=encoder_results)
+
     r = sub.add_parser("report", help="(re)write the report of a study directory")
     r.add_argument("dir", help="study directory written by `awcl study` or `awcl demo`")
     r.set_defaults(func=_report)

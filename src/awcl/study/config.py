@@ -1,21 +1,21 @@
 """Study configuration: a YAML file naming the data, the methods, the sweep and the tasks.
 
 A study config is read in three steps: YAML -> variables, overrides and ``${var}``
-interpolation (the shared config layer, awcl.config / OmegaConf) -> dataclasses validated
-here. Variables come from the file's ``vars:`` block, then the ``scales:`` preset named by
-the variable ``scale`` (e.g. ``--set scale=paper``), then ``--set name=value`` (later wins).
-A value that is exactly ``${name}`` takes the variable's YAML value (a number, a list,
-``null``); inside a longer string the variable is pasted as text.
-Every problem raises :class:`~awcl.errors.AwclError` with one line naming the file, the key
-and the bad value (:mod:`awcl.study.validate`). Data sets and tasks are parsed in
-:mod:`awcl.study.specs`, the ``backbones:`` and ``inits:`` axes in :mod:`awcl.study.inits`.
+interpolation (:func:`compose_raw`, OmegaConf) -> :class:`StudyConfig`, a config dataclass
+typed and checked by :func:`awcl.config.build` like every other config (its data sets and
+tasks in :mod:`awcl.study.specs`, its ``inits:`` in :mod:`awcl.study.inits`). Variables come
+from the file's ``vars:`` block, then the ``scales:`` preset named by the variable ``scale``
+(e.g. ``--set scale=paper``), then ``--set name=value`` (later wins). A value that is exactly
+``${name}`` takes the variable's YAML value (a number, a list, ``null``); inside a longer
+string the variable is pasted as text. Every problem raises :class:`~awcl.errors.AwclError`
+with one line naming the file, the key and the bad value.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,18 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from awcl.backbones import DEFAULT_BACKBONE
-from awcl.config import describe, read_yaml, split_override
+from awcl.config import build, config_keys, describe, option, read_yaml, split_override
+from awcl.config_checks import (
+    ConfigError,
+    check_choices,
+    check_filled,
+    check_ranges,
+    check_unique,
+    listed,
+)
 from awcl.errors import AwclError
 from awcl.methods import LABEL_METHODS
-from awcl.study.inits import InitSpec, parse_backbones, parse_inits
+from awcl.study.inits import InitSpec, backbone_name, named
 from awcl.study.specs import (
     ALL_PATIENTS,
     METHODS,
@@ -38,23 +46,14 @@ from awcl.study.specs import (
     RECIPES,
     DatasetSpec,
     TaskSpec,
-    parse_dataset,
-    parse_tasks,
+    dataset_value,
 )
-from awcl.study.validate import Ctx, seed_list
-from awcl.study.validate import size as parse_size
 
 __all__ = [
     "ALL_PATIENTS", "LABEL_METHODS", "METHODS", "PER_FOLD", "PRETRAINED", "PRETRAIN_DATASET", "PROBES",
     "RECIPES", "TOP_KEYS", "DatasetSpec", "EmbedSpec", "InitSpec", "PretrainSettings", "StudyConfig",
     "TaskSpec", "builtin_config", "compose_raw", "load_config", "parse_config",
 ]  # fmt: skip
-
-TOP_KEYS = frozenset(
-    ("name", "pretrain_data", "methods", "tasks", "pretrain", "anatomy_ratios", "anatomy_ratio",
-     "sweep_tasks", "sweep_methods", "seeds", "finetune_seeds", "imagenet_weights", "embed",
-     "scales", "backbones", "inits")
-)  # fmt: skip
 
 
 @dataclass
@@ -64,43 +63,103 @@ class PretrainSettings:
     ``extra`` is passed through to :class:`awcl.train.pretrain.PretrainConfig` as is.
     """
 
-    epochs: int = 10
-    batch_size: int = 32
-    size: list[int] | None = None  # [H, W]; None keeps the dataset's size
-    lr: float = 1e-3
-    extra: dict[str, Any] = field(default_factory=dict)
+    epochs: int = option(10, help="pretraining epochs")
+    batch_size: int = option(32, help="samples per step")
+    size: list[int] | None = option(None, help="[H, W]; null keeps the dataset's size")
+    lr: float = option(1e-3, help="learning rate")
+    extra: dict[str, Any] = option(default_factory=dict, help="further PretrainConfig settings")
+
+    def __post_init__(self) -> None:
+        if self.size is not None and len(self.size) != 2:
+            raise ConfigError("size", f"expected [H, W], got {self.size!r}")
+        check_ranges(self, {"epochs": (1, None), "batch_size": (2, None), "size": (8, None), "lr": (0, None)},
+                     keys=True)  # fmt: skip
 
 
 @dataclass
 class EmbedSpec:
     """t-SNE of penultimate features per method, on one task's data (default: the first)."""
 
-    task: str | None = None
-    max_samples: int = 500
-    enabled: bool = True
+    task: str | None = option(None, help="the task whose data is embedded (default: the first)")
+    max_samples: int = option(500, help="frames embedded at most")
+    enabled: bool = option(True, help="false: no t-SNE")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"max_samples": (10, None)}, keys=True)
+
+
+def _or_none(v: Any) -> Any:
+    return v or None
 
 
 @dataclass
 class StudyConfig:
-    name: str
-    pretrain_data: DatasetSpec
-    methods: list[str]
-    tasks: list[TaskSpec]
-    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
-    anatomy_ratios: list[float] = field(default_factory=lambda: [0.5])
-    anatomy_ratio: float = 0.5  # the ratio used in the main tables
-    sweep_tasks: list[str] | None = None  # tasks the ratio sweep is evaluated on (None: all)
-    sweep_methods: list[str] | None = None  # awcl methods swept over ratios (None: all listed)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    name: str = option(help="the study's name (default: the file's name)")
+    pretrain_data: DatasetSpec = option(parse=dataset_value, help="the pretraining data")
+    methods: list[str] = option(parse=listed(str), choices=METHODS, help="the methods compared")
+    tasks: list[TaskSpec] = option(help="the downstream tasks")
+    pretrain: PretrainSettings = option(default_factory=PretrainSettings, help="pretraining settings")
+    anatomy_ratios: list[float] = option(default_factory=lambda: [0.5], parse=listed(int, float),
+                                         help="the anatomy ratios swept")  # fmt: skip
+    # the ratio used in the main tables (default: the middle one listed)
+    anatomy_ratio: float | None = option(None, help="the anatomy ratio of the main tables")
+    sweep_tasks: list[str] | None = option(None, parse=listed(str), help="tasks the ratio sweep is evaluated on (null: all)")
+    sweep_methods: list[str] | None = option(None, parse=listed(str), help="awcl methods swept over ratios (null: all listed)")
+    seeds: list[int] = option(default_factory=lambda: [0], parse=listed(int), help="pretraining seeds")
     # downstream seeds (fold split, head init, sampling) per encoder; None: the encoder's seed
-    finetune_seeds: list[int] | None = None
-    imagenet_weights: str | None = None
-    embed: EmbedSpec = field(default_factory=EmbedSpec)
-    vars: dict[str, Any] = field(default_factory=dict)
-    source: str = ""  # the file it came from (for messages)
-    # every method is pretrained and evaluated on each backbone (awcl.study.inits)
-    backbones: list[str] = field(default_factory=lambda: [DEFAULT_BACKBONE])
-    inits: dict[str, InitSpec] = field(default_factory=dict)  # weights files compared as they are
+    finetune_seeds: list[int] | None = option(None, parse=listed(int), help="downstream seeds (null: the encoder's)")
+    imagenet_weights: str | None = option(None, parse=_or_none, help="torchvision ImageNet weights file")
+    embed: EmbedSpec = option(default_factory=EmbedSpec, help="the t-SNE figure")
+    vars: dict[str, Any] = option(default_factory=dict, internal=True, help="the variables, resolved")
+    source: str = option("", internal=True, help="the file it came from (for messages)")
+    # every method is pretrained and evaluated on each backbone (None: ResNet-18 only)
+    backbones: list[str] | None = option(None, parse=listed(str), help="the backbones every method is run on")
+    inits: dict[str, InitSpec] = option(default_factory=dict, parse=named, help="weights files compared as they are")
+
+    def __post_init__(self) -> None:
+        check_filled(self, ("name", "methods", "tasks", "anatomy_ratios", "seeds", "finetune_seeds",
+                            "sweep_tasks", "sweep_methods"))  # fmt: skip
+        check_choices(self, keys=True)  # methods
+        check_unique(self, ("methods", "seeds", "finetune_seeds"))
+        check_ranges(self, {"anatomy_ratios": (0, 1), "anatomy_ratio": (0, 1), "seeds": (0, None),
+                            "finetune_seeds": (0, None)}, keys=True)  # fmt: skip
+        if self.anatomy_ratio is None:
+            self.anatomy_ratio = self.anatomy_ratios[len(self.anatomy_ratios) // 2]
+        self.anatomy_ratios = sorted({*self.anatomy_ratios, self.anatomy_ratio})  # the main one among them
+        self._check_tasks()
+        self._check_backbones()
+
+    def _check_tasks(self) -> None:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError("tasks", f"task names must be unique, got {names}")
+        for i, t in enumerate(self.tasks):
+            if t.pretrain_per_fold != "off" and t.dataset not in (PRETRAIN_DATASET, self.pretrain_data):
+                raise ConfigError(f"tasks[{i}].pretrain_per_fold", "per-fold pretraining needs the task to use the "
+                                  "pretraining data (dataset: pretrain)")  # fmt: skip
+        for i, s in enumerate(self.sweep_tasks or []):
+            if s not in names:
+                raise ConfigError(f"sweep_tasks[{i}]", f"{s!r} is not a task name ({', '.join(names)})")
+        for i, m in enumerate(self.sweep_methods or []):
+            if not m.startswith("awcl-") or m not in self.methods:
+                raise ConfigError(f"sweep_methods[{i}]", f"{m!r} is not an awcl method listed in methods")
+        if self.embed.task is not None and self.embed.task not in names:
+            raise ConfigError("embed.task", f"{self.embed.task!r} is not a task name ({', '.join(names)})")
+
+    def _check_backbones(self) -> None:
+        if self.backbones is None:
+            self.backbones = [DEFAULT_BACKBONE]
+            return
+        check_filled(self, ("backbones",))
+        self.backbones = [backbone_name(b, f"backbones[{i}]") for i, b in enumerate(self.backbones)]
+        check_unique(self, ("backbones",))
+        # the single-backbone way (a backbone in extra:) would contradict the axis
+        places = [("pretrain.extra", self.pretrain.extra)]
+        places += [(f"tasks[{i}].extra", t.extra) for i, t in enumerate(self.tasks)]
+        for where, extra in places:
+            if extra.get("backbone") is not None:
+                raise ConfigError(f"{where}.backbone", "the study has backbones: (every method is run on each); "
+                                  "drop this one")  # fmt: skip
 
     @property
     def default_encoders(self) -> bool:
@@ -116,6 +175,10 @@ class StudyConfig:
         return _drop_empty_sources(d)
 
 
+# the top-level keys of a study file (``--set KEY=...`` sets one; any other name a variable)
+TOP_KEYS = frozenset(config_keys(StudyConfig)) | {"scales"}
+
+
 def _drop_empty_sources(obj: Any) -> Any:
     """A dataset spec without ``sources`` is written as before (no ``sources: []``)."""
     if isinstance(obj, dict):
@@ -128,7 +191,7 @@ def _drop_empty_sources(obj: Any) -> Any:
 _ROOT = "__study__"  # the config sits under this key; its variables beside it (no clash)
 
 
-def compose_raw(raw: dict[str, Any], overrides: list[str], ctx: Ctx) -> tuple[dict[str, Any], dict[str, Any]]:
+def compose_raw(raw: dict[str, Any], overrides: list[str], source: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Variables, scale preset and ``--set`` overrides, then ``${name}`` interpolation
     (awcl.config / OmegaConf). Returns the resolved config and its variables.
 
@@ -136,8 +199,8 @@ def compose_raw(raw: dict[str, Any], overrides: list[str], ctx: Ctx) -> tuple[di
     ``a.b=value`` / ``tasks.0.epochs=70`` a nested key; values are YAML.
     """
     raw = copy.deepcopy(raw)
-    variables = dict(ctx.mapping(raw.pop("vars", None), "vars"))
-    scales = ctx.mapping(raw.pop("scales", None), "scales")
+    variables = dict(_mapping(raw.pop("vars", None), "vars", source))
+    scales = _mapping(raw.pop("scales", None), "scales", source)
     given: dict[str, Any] = {}  # variables set on the command line beat a scale preset
     keys: list[tuple[str, Any, str]] = []
     for item in overrides:
@@ -150,15 +213,15 @@ def compose_raw(raw: dict[str, Any], overrides: list[str], ctx: Ctx) -> tuple[di
     if scales:
         name = str(variables.get("scale", ""))
         if name not in scales:
-            raise ctx.err("scale", f"{name!r} is not one of the scales: {', '.join(map(str, scales))}"
-                          " (set it under vars: or with --set scale=NAME)")  # fmt: skip
-        preset = ctx.mapping(scales[name], f"scales.{name}")
+            raise AwclError(f"{source}: scale: {name!r} is not one of the scales: {', '.join(map(str, scales))}"
+                            " (set it under vars: or with --set scale=NAME)")  # fmt: skip
+        preset = _mapping(scales[name], f"scales.{name}", source)
         variables.update({k: v for k, v in preset.items() if k not in given})
     try:  # create() already parses every ${...}: a malformed one fails here
         tree = OmegaConf.create({**variables, _ROOT: raw})
     except OmegaConfBaseException as err:
         key, msg, _ = describe(err)
-        raise ctx.err(key.removeprefix(_ROOT).lstrip(".") or "vars", msg) from None
+        raise AwclError(f"{source}: {key.removeprefix(_ROOT).lstrip('.') or 'vars'}: {msg}") from None
     for name, value, item in keys:
         try:
             OmegaConf.update(tree, f"{_ROOT}.{name}", value, force_add=True)
@@ -170,112 +233,25 @@ def compose_raw(raw: dict[str, Any], overrides: list[str], ctx: Ctx) -> tuple[di
         key, msg, missing = describe(err)
         if missing:
             msg += f" (add it under vars: or pass --set {missing}=...)"
-        raise ctx.err(key.removeprefix(_ROOT).lstrip(".") or "vars", msg) from None
+        raise AwclError(f"{source}: {key.removeprefix(_ROOT).lstrip('.') or 'vars'}: {msg}") from None
     return resolved[_ROOT], {k: resolved[k] for k in variables}  # type: ignore[index]
 
 
-# ------------------------------------------------------------------------- parsing
-def _pretrain_settings(raw: dict[str, Any], ctx: Ctx) -> PretrainSettings:
-    p = ctx.mapping(raw.get("pretrain"), "pretrain")
-    ctx.check_keys(p, "pretrain", {"epochs", "batch_size", "size", "lr", "extra"})
-    return PretrainSettings(
-        epochs=ctx.integer(p.get("epochs", 10), "pretrain.epochs", 1),
-        batch_size=ctx.integer(p.get("batch_size", 32), "pretrain.batch_size", 2),
-        size=parse_size(p.get("size"), "pretrain.size", ctx),
-        lr=ctx.number(p.get("lr", 1e-3), "pretrain.lr", 0.0),
-        extra=dict(ctx.mapping(p.get("extra"), "pretrain.extra")),
-    )
-
-
-def _methods(raw: dict[str, Any], ctx: Ctx) -> list[str]:
-    methods = ctx.str_list(raw["methods"], "methods")
-    for i, m in enumerate(methods):
-        ctx.choice(m, f"methods[{i}]", METHODS)
-    ctx.unique(methods, "methods")
-    return methods
-
-
-def _ratios(raw: dict[str, Any], ctx: Ctx) -> tuple[list[float], float]:
-    """The anatomy ratios swept (the main one always among them) and the main one."""
-    ratios_raw = raw.get("anatomy_ratios", [0.5])
-    if not isinstance(ratios_raw, list) or not ratios_raw:
-        raise ctx.err("anatomy_ratios", f"expected a non-empty list, got {ratios_raw!r}")
-    ratios = [ctx.number(r, f"anatomy_ratios[{i}]", 0.0, 1.0) for i, r in enumerate(ratios_raw)]
-    main = ctx.number(raw.get("anatomy_ratio", ratios[len(ratios) // 2]), "anatomy_ratio", 0.0, 1.0)
-    return sorted({*ratios, main}), main
-
-
-def _sweep(raw: dict[str, Any], names: list[str], methods: list[str], ctx: Ctx) -> tuple[list[str] | None, list[str] | None]:
-    """``sweep_tasks`` (task names) and ``sweep_methods`` (awcl methods listed)."""
-    sweep_tasks = None
-    if raw.get("sweep_tasks") is not None:
-        sweep_tasks = ctx.str_list(raw["sweep_tasks"], "sweep_tasks")
-        for i, s in enumerate(sweep_tasks):
-            if s not in names:
-                raise ctx.err(f"sweep_tasks[{i}]", f"{s!r} is not a task name ({', '.join(names)})")
-    sweep_methods = None
-    if raw.get("sweep_methods") is not None:
-        sweep_methods = ctx.str_list(raw["sweep_methods"], "sweep_methods")
-        for i, m in enumerate(sweep_methods):
-            if not m.startswith("awcl-") or m not in methods:
-                raise ctx.err(f"sweep_methods[{i}]", f"{m!r} is not an awcl method listed in methods")
-    return sweep_tasks, sweep_methods
-
-
-def _embed(raw: dict[str, Any], names: list[str], ctx: Ctx) -> EmbedSpec:
-    e = ctx.mapping(raw.get("embed"), "embed")
-    ctx.check_keys(e, "embed", {"task", "max_samples", "enabled"})
-    embed = EmbedSpec(
-        task=e.get("task"),
-        max_samples=ctx.integer(e.get("max_samples", 500), "embed.max_samples", 10),
-        enabled=bool(e.get("enabled", True)),
-    )
-    if embed.task is not None and embed.task not in names:
-        raise ctx.err("embed.task", f"{embed.task!r} is not a task name ({', '.join(names)})")
-    return embed
+def _mapping(value: Any, key: str, source: str) -> dict[str, Any]:
+    if value is not None and not isinstance(value, dict):
+        raise AwclError(f"{source}: {key}: expected a mapping, got {type(value).__name__} {value!r}")
+    return value or {}
 
 
 def parse_config(raw: Any, source: str = "<config>", overrides: list[str] | None = None) -> StudyConfig:
     """Validate a raw (YAML-loaded) config; ``overrides`` are ``--set`` items."""
-    ctx = Ctx(source)
     if not isinstance(raw, dict):
         raise AwclError(f"{source}: a study config must be a YAML mapping, got {type(raw).__name__}")
-    raw, variables = compose_raw(raw, overrides or [], ctx)
-    ctx.check_keys(raw, "", set(TOP_KEYS))
-    for req in ("pretrain_data", "methods", "tasks"):
-        if req not in raw:
-            raise ctx.err(req, "missing")
-    methods = _methods(raw, ctx)
-    tasks = parse_tasks(raw, ctx)
-    names = [t.name for t in tasks]
-    ratios, main_ratio = _ratios(raw, ctx)
-    sweep_tasks, sweep_methods = _sweep(raw, names, methods, ctx)
-    seeds = seed_list(raw.get("seeds", [0]), "seeds", ctx)
-    weights = raw.get("imagenet_weights")
-    pretrain_data = parse_dataset(raw["pretrain_data"], "pretrain_data", ctx)
-    for i, t in enumerate(tasks):
-        if t.pretrain_per_fold != "off" and t.dataset not in (PRETRAIN_DATASET, pretrain_data):
-            raise ctx.err(f"tasks[{i}].pretrain_per_fold", "per-fold pretraining needs the task to "
-                          "use the pretraining data (dataset: pretrain)")  # fmt: skip
-    return StudyConfig(
-        name=ctx.string(raw.get("name", Path(source).stem), "name"),
-        pretrain_data=pretrain_data,  # type: ignore[arg-type]
-        methods=methods,
-        tasks=tasks,
-        pretrain=_pretrain_settings(raw, ctx),
-        anatomy_ratios=ratios,
-        anatomy_ratio=main_ratio,
-        sweep_tasks=sweep_tasks,
-        sweep_methods=sweep_methods,
-        seeds=seeds or [0],
-        finetune_seeds=seed_list(raw.get("finetune_seeds"), "finetune_seeds", ctx),
-        imagenet_weights=ctx.string(weights, "imagenet_weights") if weights else None,
-        embed=_embed(raw, names, ctx),
-        vars=dict(variables),
-        source=source,
-        backbones=parse_backbones(raw, ctx),
-        inits=parse_inits(raw, METHODS, ctx),
-    )
+    raw, variables = compose_raw(raw, overrides or [], source)
+    raw.setdefault("name", Path(source).stem)
+    cfg = build(StudyConfig, raw, source)
+    cfg.vars, cfg.source = dict(variables), source
+    return cfg
 
 
 def builtin_config(name: str) -> Path | None:

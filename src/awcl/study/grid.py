@@ -9,7 +9,7 @@ turns one pretraining into one per outer fold (:func:`_fold_encoders`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from awcl.study.config import (
     TaskSpec,
 )
 from awcl.study.encoders import (
-    Encoder,
+    EncoderSpec,
     abs_path,
     add_note,
     init_encoders,
@@ -30,6 +30,7 @@ from awcl.study.encoders import (
     pretrain_weight,
 )
 from awcl.study.overlap import overlap_notes
+from awcl.study.records import DataLabels, EmbedLabels, FinetuneLabels
 from awcl.study.runs import FOLD_TRAIN, MERGE, Run
 
 KIND_ORDER = {"data": 0, "pretrain": 1, "finetune": 2, "embed": 3}
@@ -50,7 +51,7 @@ def _data_run(spec: DatasetSpec) -> Run | str:
     if spec.path:
         return abs_path(spec.path)  # type: ignore[return-value]
     cfg = {"recipe": spec.recipe, "src": abs_path(spec.src), "params": spec.params}
-    return Run("data", str(spec.recipe), cfg, labels={"recipe": spec.recipe}, weight=2.0)
+    return Run("data", str(spec.recipe), cfg, labels=DataLabels(recipe=spec.recipe), weight=2.0)
 
 
 def _sweep_protocol(task: TaskSpec) -> str:
@@ -68,7 +69,7 @@ def _link(config: dict[str, Any], **refs: Any) -> dict[str, Run]:
     return deps
 
 
-def _finetune_run(task: TaskSpec, protocol: str, enc: Encoder, ft_seed: int, n: int | None, main: bool,
+def _finetune_run(task: TaskSpec, protocol: str, enc: EncoderSpec, ft_seed: int, n: int | None, main: bool,
                   data: Run | str, init: Run | str | list[Run], per_seed: bool) -> Run:
     """One downstream run: ``task``/``protocol`` on the encoder ``init`` (a list: one encoder per
     fold, ``init0``, ``init1``, ...), downstream seed ``ft_seed``, fitted on ``n`` training
@@ -93,10 +94,8 @@ def _finetune_run(task: TaskSpec, protocol: str, enc: Encoder, ft_seed: int, n: 
         deps = _link(tcfg, data=data, **{f"init{k}": r for k, r in enumerate(init)})
     else:
         deps = _link(tcfg, data=data, init=init)
-    labels = {
-        "method": enc.label, "ratio": enc.ratio, "seed": enc.seed, "ft_seed": ft_seed, "task": task.name,
-        "task_kind": task.task, "protocol": protocol, "main": main, "train_patients": n, **enc.labels,
-    }  # fmt: skip
+    labels = FinetuneLabels(method=enc.label, ratio=enc.ratio, seed=enc.seed, ft_seed=ft_seed, task=task.name,
+                            task_kind=task.task, protocol=protocol, main=main, train_patients=n, **enc.labels)  # fmt: skip
     probe = protocol in PROBES
     cost = 0.3 * task.folds if probe else (task.epochs or 50) * task.folds * (1.0 if protocol == "full" else 0.4)
     cost *= 1.5 if task.task == "segment" else 1.0
@@ -133,7 +132,7 @@ class _Grid:
             mcfg = {"recipe": MERGE, "names": [s.label for s in spec.sources],
                     "paths": [None if isinstance(p, Run) else p for p in parts]}  # fmt: skip
             deps = {f"source{i}": p for i, p in enumerate(parts) if isinstance(p, Run)}
-            return self.add(Run("data", MERGE, mcfg, {"recipe": MERGE}, deps, weight=1.0))
+            return self.add(Run("data", MERGE, mcfg, DataLabels(recipe=MERGE), deps, weight=1.0))
         ref = _data_run(spec)  # type: ignore[arg-type]
         return self.add(ref) if isinstance(ref, Run) else ref
 
@@ -142,7 +141,7 @@ def plan_study(cfg: StudyConfig, out: Path) -> Plan:
     """Expand ``cfg`` into runs in dependency order (data, pretrain, then downstream)."""
     grid = _Grid(out)
     grid.pre_data = grid.data_ref(cfg.pretrain_data)
-    encoders: list[Encoder] = []
+    encoders: list[EncoderSpec] = []
     for seed in cfg.seeds:
         for backbone in cfg.backbones:
             for method in cfg.methods:
@@ -162,7 +161,7 @@ def _fold_count(task: TaskSpec) -> int:
 
 
 def _fold_encoders(cfg: StudyConfig, grid: _Grid, task: TaskSpec, ft_seed: int, per_seed: bool,
-                   enc: Encoder) -> list[Run]:
+                   enc: EncoderSpec) -> list[Run]:
     """Per-fold pretraining: for each outer fold k of ``task`` (downstream seed ``ft_seed``), a
     data run keeping only the groups outside fold k's test part (the split the fine-tuning
     run makes, computed by the same code) and ``enc``'s pretraining on it."""
@@ -178,10 +177,10 @@ def _fold_encoders(cfg: StudyConfig, grid: _Grid, task: TaskSpec, ft_seed: int, 
     for k in range(n):
         scfg: dict[str, Any] = {"recipe": FOLD_TRAIN, "split": split, "fold": k}
         deps = _link(scfg, data=base)
-        labels = {"recipe": FOLD_TRAIN, "task": task.name, "fold": k, "ft_seed": ft_seed}
+        labels = DataLabels(recipe=FOLD_TRAIN, task=task.name, fold=k, ft_seed=ft_seed)
         sub = grid.add(Run("data", f"{task.name}-f{k}{tag}", scfg, labels, deps, weight=0.5))
         mcfg = {k2: v for k2, v in init.config.items() if k2 != "data"}
-        plabels = {**init.labels, "fold": k, "fold_of": task.name, "ft_seed": ft_seed}
+        plabels = replace(init.labels, fold=k, fold_of=task.name, ft_seed=ft_seed)
         name = f"{init.name}-{task.name}-f{k}{tag}"
         runs.append(grid.add(Run("pretrain", name, mcfg, plabels, {"data": sub},
                                  pretrain_weight(enc.method, cfg, (n - 1) / n if n > 1 else 0.8))))
@@ -192,7 +191,7 @@ def _uses_own_labels(cfg: StudyConfig, task: TaskSpec) -> bool:
     return task.dataset == PRETRAIN_DATASET or task.dataset == cfg.pretrain_data
 
 
-def _plan_finetunes(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> None:
+def _plan_finetunes(cfg: StudyConfig, grid: _Grid, encoders: list[EncoderSpec]) -> None:
     """Every task and protocol on the main encoders; the swept (non-main) ratios only on the
     sweep tasks' sweep protocol."""
     sweep = set(cfg.sweep_tasks) if cfg.sweep_tasks is not None else {t.name for t in cfg.tasks}
@@ -221,7 +220,7 @@ def _plan_finetunes(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> N
                                                per_seed=ft_seeds is not None))
 
 
-def _plan_embeds(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> None:
+def _plan_embeds(cfg: StudyConfig, grid: _Grid, encoders: list[EncoderSpec]) -> None:
     """A t-SNE embedding per main encoder of the first seed, on the embed task's data."""
     names = [t.name for t in cfg.tasks]
     etask_name = cfg.embed.task or next((t.name for t in cfg.tasks if t.task == "classify"), names[0])
@@ -243,5 +242,5 @@ def _plan_embeds(cfg: StudyConfig, grid: _Grid, encoders: list[Encoder]) -> None
             **enc.config,
         }
         deps = _link(ecfg, data=data, init=init)
-        labels = {"method": enc.label, "ratio": enc.ratio, "seed": enc.seed, "task": etask.name, **enc.labels}
+        labels = EmbedLabels(method=enc.label, ratio=enc.ratio, seed=enc.seed, task=etask.name, **enc.labels)
         grid.add(Run("embed", f"{enc.label}-{etask.name}", ecfg, labels, deps, 1.0))

@@ -15,12 +15,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from awcl.backbones import DEFAULT_BACKBONE, check_backbone
+from awcl.backbones import check_backbone
+from awcl.config import option
+from awcl.config_checks import ConfigError, check_choices, check_filled, listed
 from awcl.errors import AwclError
-from awcl.study.validate import Ctx
+from awcl.methods import STUDY_METHODS
 
 LAYOUTS = ("auto", "awcl", "torchvision", "timm", "mae", "beit", "open_clip")
-INIT_KEYS = frozenset(("backbone", "weights", "layout", "pretrained_on", "model"))
 # declared layout -> the layouts found from the keys that fit it (detect_layout's names)
 FITS = {"awcl": {"awcl", "torchvision"}, "torchvision": {"torchvision"},
         "timm": {"timm", "mae", "beit", "torchvision"}, "mae": {"mae", "timm"}, "beit": {"beit"},
@@ -28,79 +29,48 @@ FITS = {"awcl": {"awcl", "torchvision"}, "torchvision": {"torchvision"},
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def named(inits: Any) -> Any:
+    """A ``parse`` hook of ``inits:``: each init's name (its key) into its mapping."""
+    if not isinstance(inits, dict):
+        return inits
+    out = {}
+    for name, v in inits.items():
+        if isinstance(v, dict) and "name" in v:
+            raise ConfigError(f"{name}.name", "unknown key (an init's name is its key under inits:)")
+        out[name] = {**v, "name": name} if isinstance(v, dict) else v
+    return out
+
+
+def backbone_name(v: str, key: str) -> str:
+    """``v`` checked as a backbone name (:func:`awcl.backbones.check_backbone`), the problem
+    a :class:`ConfigError` at ``key``."""
+    try:
+        return check_backbone(v)
+    except AwclError as err:
+        raise ConfigError(key, str(err)) from None
+
+
 @dataclass
 class InitSpec:
     """A weights file fine-tuned and probed like a method's encoder (no pretraining run)."""
 
-    name: str  # the row name in the report
-    backbone: str  # its architecture (``--backbone``)
-    weights: str
-    layout: str = "auto"
+    name: str = option(help="the row name in the report (its key under inits:)")
+    backbone: str = option(help="its architecture (--backbone)")
+    weights: str = option(help="the weights file")
+    layout: str = option("auto", choices=LAYOUTS, help="the checkpoint's key layout (auto: not checked)")
     # the data sets it was pretrained on, as declared here; None: the built-in declaration of
     # ``model`` (awcl.study.overlap.DECLARED), if any, else not stated
-    pretrained_on: list[str] | None = None
-    model: str | None = None  # the public model it is (default: its name), for the built-ins
+    pretrained_on: list[str] | None = option(None, parse=listed(str), help="the data sets it was pretrained on")
+    model: str | None = option(None, help="the public model it is (default: its name), for the built-ins")
 
-
-def _backbone(v: Any, key: str, ctx: Ctx) -> str:
-    try:
-        return check_backbone(ctx.string(v, key))
-    except AwclError as err:
-        if str(err).startswith(ctx.source):
-            raise
-        raise ctx.err(key, str(err)) from None
-
-
-def parse_backbones(raw: dict[str, Any], ctx: Ctx) -> list[str]:
-    """``backbones:`` (default ``[resnet18]``): every method is pretrained and evaluated on each."""
-    if raw.get("backbones") is None:
-        return [DEFAULT_BACKBONE]
-    names = ctx.str_list(raw["backbones"], "backbones")
-    out = [_backbone(b, f"backbones[{i}]", ctx) for i, b in enumerate(names)]
-    ctx.unique(out, "backbones")
-    # the single-backbone way (a backbone in extra:) would contradict the axis
-    pre = raw.get("pretrain")
-    places = [("pretrain.extra", pre.get("extra") if isinstance(pre, dict) else None)]
-    places += [(f"tasks[{i}].extra", t.get("extra")) for i, t in enumerate(raw.get("tasks") or [])
-               if isinstance(t, dict)]  # fmt: skip
-    for where, extra in places:
-        if isinstance(extra, dict) and extra.get("backbone") is not None:
-            raise ctx.err(f"{where}.backbone", "the study has backbones: (every method is run on each); "
-                          "drop this one")  # fmt: skip
-    return out
-
-
-def parse_inits(raw: dict[str, Any], methods: tuple[str, ...], ctx: Ctx) -> dict[str, InitSpec]:
-    """``inits: {name: {backbone, weights, layout, pretrained_on, model}}``."""
-    inits = ctx.mapping(raw.get("inits"), "inits")
-    out: dict[str, InitSpec] = {}
-    for name, v in inits.items():
-        key = f"inits.{name}"
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ctx.err(key, "an init's name is letters, digits, '.', '_' and '-'")
-        if name in methods:
-            raise ctx.err(key, f"{name!r} is a method name; name the init otherwise")
-        d = ctx.mapping(v, key)
-        ctx.check_keys(d, key, set(INIT_KEYS))
-        for req in ("backbone", "weights"):
-            if d.get(req) is None:
-                raise ctx.err(f"{key}.{req}", "missing")
-        declared = d.get("pretrained_on")
-        if isinstance(declared, str):
-            declared = [declared]
-        if declared is not None and not isinstance(declared, list):
-            raise ctx.err(f"{key}.pretrained_on", f"expected a list of data set names, got {declared!r}")
-        if declared is not None:
-            declared = [ctx.string(x, f"{key}.pretrained_on[{i}]") for i, x in enumerate(declared)]
-        out[name] = InitSpec(
-            name=name,
-            backbone=_backbone(d["backbone"], f"{key}.backbone", ctx),
-            weights=ctx.string(d["weights"], f"{key}.weights"),
-            layout=ctx.choice(d.get("layout", "auto"), f"{key}.layout", LAYOUTS),
-            pretrained_on=declared,
-            model=ctx.string(d["model"], f"{key}.model") if d.get("model") is not None else None,
-        )
-    return out
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ConfigError("", "an init's name is letters, digits, '.', '_' and '-'")
+        if self.name in STUDY_METHODS:
+            raise ConfigError("", f"{self.name!r} is a method name; name the init otherwise")
+        check_filled(self, ("weights", "model"))
+        check_choices(self, keys=True)  # layout
+        self.backbone = backbone_name(self.backbone, "backbone")
 
 
 # ------------------------------------------------------------------------ layout check

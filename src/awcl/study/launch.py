@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from awcl.errors import AwclError
+from awcl.study.records import RunRecord
 from awcl.study.runs import Executors, Run, execute
 
 log = logging.getLogger(__name__)
 
 Started = Callable[[Run], None]
-Finished = Callable[[Run, dict[str, Any]], None]
+Finished = Callable[[Run, RunRecord], None]
 
 
 class Launcher(Protocol):
@@ -143,7 +144,7 @@ def _init_worker(slots: Any, verbose: bool) -> None:
     warnings.filterwarnings("ignore", module=r"(lightning|torch)(\.|$)")
 
 
-def _execute_quietly(run: Run, executors: Executors) -> dict[str, Any]:
+def _execute_quietly(run: Run, executors: Executors) -> RunRecord:
     from awcl import logs
 
     with logs.summarized():

@@ -300,8 +300,8 @@ def estimate_study(cfg: StudyConfig, out: str | os.PathLike, probe: bool = False
         e = estimate_run(run, rates)
         if run.done:
             try:
-                e.took = float(run.record().get("seconds"))
-            except (OSError, ValueError, TypeError):
+                e.took = run.record().seconds
+            except (OSError, ValueError, TypeError, KeyError, AwclError):
                 pass
         estimates.append(e)
     notes = list(plan.notes)

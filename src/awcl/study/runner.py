@@ -32,6 +32,14 @@ from awcl.study.config import StudyConfig
 from awcl.study.grid import Plan, plan_study
 from awcl.study.launch import Serial
 from awcl.study.overlap import overlap_index
+from awcl.study.records import (
+    DataResult,
+    FinetuneResult,
+    PlannedRun,
+    PretrainResult,
+    Result,
+    RunRecord,
+)
 from awcl.study.runs import DONE, RUN_SUBDIR, Executors, Run, RunFn, execute
 
 __all__ = [
@@ -46,29 +54,28 @@ INDEX = "study.json"
 
 # ------------------------------------------------------------------------ running
 def _describe(run: Run) -> str:
-    lab = run.labels
-    bits = [f"{k}={lab[k]}" for k in ("seed",) if k in lab and len(str(lab[k])) < 20]
-    return f"{run.kind:<8} {run.name} ({', '.join(bits)})" if bits else f"{run.kind:<8} {run.name}"
+    seed = getattr(run.labels, "seed", None)  # the encoder's seed (data runs have none)
+    return f"{run.kind:<8} {run.name} (seed={seed})" if seed is not None else f"{run.kind:<8} {run.name}"
 
 
-def headline(run: Run, result: dict[str, Any]) -> str:
+def headline(run: Run, result: Result) -> str:
     """A short result summary for the per-run line."""
-    if run.kind == "finetune" and result.get("folds"):
+    if isinstance(result, FinetuneResult) and result.folds:
         import numpy as np
 
-        folds = result["folds"]
-        kind = run.labels.get("task_kind") or result.get("task")
+        folds = result.fold_metrics()
+        kind = run.labels.task_kind or result.task
         head = headline_metric(kind) if kind in TASKS else None  # the report's metric too
         metric = head if head in folds[0] else next(iter(folds[0]))
-        vals = [f[metric] for f in folds if isinstance(f.get(metric), (int, float))]
+        vals = [f[metric] for f in folds if metric in f]
         return f"{metric} {np.mean(vals):.3f} ± {np.std(vals):.3f} over {len(vals)} folds"
-    if run.kind == "pretrain" and "final_loss" in result:
-        text = f"final loss {result['final_loss']:.4f}"
-        if result.get("knn_acc_init") is not None and result.get("knn_acc") is not None:
-            text += f", kNN {result['knn_acc_init']:.3f} (step 0) -> {result['knn_acc']:.3f}"
+    if isinstance(result, PretrainResult) and result.final_loss is not None:
+        text = f"final loss {result.final_loss:.4f}"
+        if result.knn_acc_init is not None and result.knn_acc is not None:
+            text += f", kNN {result.knn_acc_init:.3f} (step 0) -> {result.knn_acc:.3f}"
         return text
-    if run.kind == "data" and "frames" in result:
-        return f"{result['frames']} frames"
+    if isinstance(result, DataResult) and result.frames is not None:
+        return f"{result.frames} frames"
     return ""
 
 
@@ -87,11 +94,8 @@ def write_index(cfg: StudyConfig, plan: Plan, out: Path) -> None:
         "source": cfg.source,
         "anatomy_ratio": cfg.anatomy_ratio,
         "notes": plan.notes,
-        "runs": [
-            {"kind": r.kind, "name": r.name, "key": r.key, "dir": r.dirname, "labels": r.labels,
-             "deps": {role: d.dirname for role, d in r.deps.items()}}
-            for r in plan.runs
-        ],
+        "runs": [PlannedRun(r.kind, r.name, r.key, r.dirname, r.labels,
+                            {role: d.dirname for role, d in r.deps.items()}).to_json() for r in plan.runs],
     }  # fmt: skip
     if cfg.inits:  # which init was pretrained on which task's data (awcl.study.overlap)
         index["overlap"] = overlap_index(cfg)
@@ -149,12 +153,12 @@ def _run_locked(cfg: StudyConfig, out: Path, executors: Executors, progress: boo
         active.append(f"{run.kind} {run.name}")
         bar.set_description_str(f"{cfg.name} | {' + '.join(active)}"[:60])
 
-    def finished(run: Run, rec: dict[str, Any]) -> None:
+    def finished(run: Run, rec: RunRecord) -> None:
         active.remove(f"{run.kind} {run.name}")
         computed.append(run.dirname)
         bar.update(min(run.weight, max(0.0, bar.total - bar.n)))  # float sums may overshoot
-        line = f"done {_describe(run)}  {rec['seconds']:.1f}s"
-        h = headline(run, rec.get("result", {}))
+        line = f"done {_describe(run)}  {rec.seconds:.1f}s"
+        h = headline(run, rec.result)
         say(f"{line}  {h}" if h else line)
 
     if launcher is None:

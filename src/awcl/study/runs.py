@@ -14,13 +14,14 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from awcl.atomic import write_json_atomic
 from awcl.errors import AwclError
 from awcl.locking import dir_lock
+from awcl.study.records import Labels, Result, RunRecord, labels_for, result_for
 
 DONE = "DONE"
 RUN_SUBDIR = "run"
@@ -30,18 +31,21 @@ FOLD_TRAIN = "fold-train"  # the data run that keeps one fold's training groups 
 
 @dataclass
 class Run:
-    """One node of the grid. ``deps`` maps a role (``data``, ``init``) to the run it needs."""
+    """One node of the grid. ``deps`` maps a role (``data``, ``init``) to the run it needs;
+    ``labels`` is the run's metadata, typed by kind (:mod:`awcl.study.records`; a mapping of
+    its fields, or None, is converted)."""
 
     kind: str  # data | pretrain | finetune | embed
     name: str
     config: dict[str, Any]
-    labels: dict[str, Any] = field(default_factory=dict)
+    labels: Labels = None  # type: ignore[assignment]  # None: the kind's labels, all at their defaults
     deps: dict[str, Run] = field(default_factory=dict)
     weight: float = 1.0  # relative cost, for the progress bar's time estimate
     key: str = ""
     dir: Path = Path()
 
     def __post_init__(self) -> None:
+        self.labels = labels_for(self.kind, self.labels)
         payload = {
             "kind": self.kind,
             "config": self.config,
@@ -64,20 +68,23 @@ class Run:
     def done(self) -> bool:
         return (self.dir / DONE).is_file()
 
-    def record(self) -> dict[str, Any]:
-        return json.loads((self.dir / DONE).read_text())
+    def record(self) -> RunRecord:
+        path = self.dir / DONE
+        return RunRecord.from_json(json.loads(path.read_text()), str(path)).at(self.dir)
 
 
-RunFn = Callable[[Run, dict[str, Path | str]], dict[str, Any]]
+# the executor of a kind returns that kind's result (awcl.study.records), or a mapping of its fields
+RunFn = Callable[[Run, dict[str, Path | str]], Result | dict[str, Any]]
 
 
 @dataclass
 class Executors:
-    """How each kind of run is carried out: ``fn(run, inputs) -> result dict``.
+    """How each kind of run is carried out: ``fn(run, inputs) -> result``.
 
     ``inputs`` maps each dependency role to that run's output dir; the function writes into
-    ``run.output`` and returns a JSON-able summary (finetune: ``{"folds": [{metric: value}]}``;
-    pretrain: ``{"final_loss": ..}``; embed: ``{"tsne": "<file>"}``).
+    ``run.output`` and returns its kind's result (:mod:`awcl.study.records`: ``FinetuneResult``
+    with its ``folds``, ``PretrainResult``, ...) or a mapping of that type's fields (an unknown
+    key is an error).
     """
 
     data: RunFn
@@ -93,7 +100,7 @@ def _inputs(run: Run) -> dict[str, Path | str]:
     return {role: dep.output for role, dep in run.deps.items()}
 
 
-def execute(run: Run, executors: Executors) -> dict[str, Any]:
+def execute(run: Run, executors: Executors) -> RunRecord:
     """Run one grid node (or return its cached record)."""
     if run.done:
         return run.record()
@@ -101,7 +108,7 @@ def execute(run: Run, executors: Executors) -> dict[str, Any]:
         return _execute_locked(run, executors)
 
 
-def _execute_locked(run: Run, executors: Executors) -> dict[str, Any]:
+def _execute_locked(run: Run, executors: Executors) -> RunRecord:
     if run.done:  # finished by another process while we waited for nothing
         return run.record()
     if run.dir.exists():  # leftover of an interrupted study (its lock holder is gone)
@@ -109,7 +116,7 @@ def _execute_locked(run: Run, executors: Executors) -> dict[str, Any]:
     run.dir.mkdir(parents=True)
     write_json_atomic(
         run.dir / "config.json",
-        {"kind": run.kind, "name": run.name, "config": run.config, "labels": run.labels,
+        {"kind": run.kind, "name": run.name, "config": run.config, "labels": asdict(run.labels),
          "deps": {r: d.dirname for r, d in run.deps.items()}},
         indent=2, sort_keys=True, default=str,
     )  # fmt: skip
@@ -118,18 +125,11 @@ def _execute_locked(run: Run, executors: Executors) -> dict[str, Any]:
             raise AwclError(f"{run.dir}: dependency {role} ({dep.dirname}) has not finished")
     t0 = time.perf_counter()
     try:
-        result = executors[run.kind](run, _inputs(run)) or {}
+        result = result_for(run.kind, executors[run.kind](run, _inputs(run)), "its result")
     except AwclError as err:
         raise AwclError(f"{run.kind} {run.name}: {err}") from None
-    record = {
-        "kind": run.kind,
-        "name": run.name,
-        "key": run.key,
-        "labels": run.labels,
-        "config": run.config,
-        "result": result,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    write_json_atomic(run.dir / DONE, record, indent=2, sort_keys=True, default=str)  # last: marks the run finished
+    record = RunRecord(run.kind, run.name, run.key, run.labels, run.config, result,
+                       round(time.perf_counter() - t0, 3), time.strftime("%Y-%m-%dT%H:%M:%S"), dir=run.dir)  # fmt: skip
+    # last: marks the run finished
+    write_json_atomic(run.dir / DONE, record.to_json(), indent=2, sort_keys=True, default=str)
     return record

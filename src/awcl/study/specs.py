@@ -1,17 +1,26 @@
-"""A study's data sets and downstream tasks: :class:`DatasetSpec`, :class:`TaskSpec` and the
-parsing of their YAML (``pretrain_data:``, a task's ``dataset:``, ``tasks:``)."""
+"""A study's data sets and downstream tasks: :class:`DatasetSpec` (``pretrain_data:``, a
+task's ``dataset:``) and :class:`TaskSpec` (an entry of ``tasks:``), config dataclasses read
+and checked by :func:`awcl.config.build` like every other config."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from awcl.config import option
+from awcl.config_checks import (
+    ConfigError,
+    check_choices,
+    check_filled,
+    check_ranges,
+    check_unique,
+    listed,
+)
 from awcl.data.recipes import RECIPES as RECIPE_TABLE
 from awcl.data.store import GRANULARITIES
 from awcl.evaluate.tasks import PROBES, PROTOCOLS, TASKS
 from awcl.methods import INITS, LABEL_METHODS, STUDY_METHODS
-from awcl.study.validate import Ctx, seed_list
 
 METHODS = STUDY_METHODS  # the names a study's ``methods:`` may list
 # Methods that need a pretraining run (random/imagenet are inits only).
@@ -22,10 +31,24 @@ PRETRAIN_DATASET = "pretrain"  # a task's `dataset: pretrain` reuses the pretrai
 # a task's pretrain_per_fold: which pretrained methods are pretrained once per outer fold of
 # the task, without that fold's test groups ("labels": those that train on labels)
 PER_FOLD = ("off", "labels", "all")
-TASK_KEYS = frozenset(
-    ("name", "dataset", "task", "protocols", "head", "preset", "epochs", "folds", "classes",
-     "granularity", "extra", "train_patients", "finetune_seeds", "pretrain_per_fold")
-)  # fmt: skip
+
+
+def dataset_value(v: Any) -> Any:
+    """A ``parse`` hook: a path (text) or a list of data sets (their union) as the mapping of
+    a :class:`DatasetSpec`; a mapping as it is."""
+    if isinstance(v, str):
+        return {"path": v}
+    if isinstance(v, list):
+        return {"sources": v}
+    return v
+
+
+def _task_dataset(v: Any) -> Any:
+    return v if v == PRETRAIN_DATASET else dataset_value(v)
+
+
+def _sources(v: Any) -> Any:
+    return [dataset_value(x) for x in v] if isinstance(v, list) else v
 
 
 @dataclass
@@ -33,11 +56,25 @@ class DatasetSpec:
     """A prepared dataset directory, a recipe that prepares one (cached in the study), or
     the union of several such ``sources`` (a YAML list; ids qualified by source name)."""
 
-    path: str | None = None
-    recipe: str | None = None
-    src: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    sources: list[DatasetSpec] = field(default_factory=list)
+    path: str | None = option(None, help="a prepared dataset directory")
+    recipe: str | None = option(None, choices=RECIPES, help="a recipe that prepares one (awcl prepare NAME)")
+    src: str | None = option(None, help="the recipe's downloaded data folder")
+    params: dict[str, Any] = option(default_factory=dict, help="the recipe's settings")
+    sources: list[DatasetSpec] = option(default_factory=list, parse=_sources,
+                                        help="several data sets (given as a YAML list): their union")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        check_choices(self, keys=True)  # recipe
+        if self.sources:
+            if len(self.sources) < 2:
+                raise ConfigError("", f"a list of datasets needs at least two (got {len(self.sources)}); give one as is")
+            if self.path or self.recipe or self.src or self.params:
+                raise ConfigError("", "give either a list of data sets or one of them")
+            return
+        if bool(self.path) == bool(self.recipe):
+            raise ConfigError("", "give either path: (a prepared dataset) or recipe: (to prepare one)")
+        if self.recipe and RECIPE_TABLE[self.recipe].needs_src and not self.src:
+            raise ConfigError("src", f"recipe {self.recipe!r} needs src: (the downloaded data folder)")
 
     @property
     def label(self) -> str:
@@ -48,123 +85,59 @@ class DatasetSpec:
         return str(self.recipe)
 
 
+def _epochs(v: Any) -> Any:
+    return None if v == "preset" else v
+
+
+def _train_patients(v: Any) -> list[Any]:
+    return [None if x == ALL_PATIENTS else x for x in listed(int, str)(v)]
+
+
+def _per_fold(v: Any) -> Any:
+    return ("labels" if v else "off") if isinstance(v, bool) else v  # true: the label-using methods
+
+
 @dataclass
 class TaskSpec:
     """One downstream task: a dataset, classification or segmentation, and its protocols."""
 
-    name: str
-    dataset: DatasetSpec | str  # a DatasetSpec, or "pretrain"
-    task: str = "classify"
-    protocols: list[str] = field(default_factory=lambda: ["full"])
-    head: str | None = None
-    preset: str | None = None
-    epochs: int | None = 10  # None: the preset's own (the paper's) number of epochs
-    folds: int = 3
+    name: str = option(help="the task's name in the report")
+    dataset: DatasetSpec | str = option(parse=_task_dataset,
+                                        help="a path, a recipe mapping, a list of them, or 'pretrain'")  # fmt: skip
+    task: str = option("classify", choices=TASKS, help="downstream task")
+    protocols: list[str] = option(default_factory=lambda: ["full"], choices=PROTOCOLS, parse=listed(str),
+                                  help="the protocols run on it")  # fmt: skip
+    head: str | None = option(None, help="classification head (default: the preset's)")
+    preset: str | None = option(None, help="paper protocol (default: task1 / task3)")
+    epochs: int | None = option(10, parse=_epochs, help="'preset' (null): the preset's own number of epochs")
+    folds: int = option(3, help="cross-validation folds")
     # label efficiency: fit on n patients of each training part; None = all of them (always
     # included: the main tables use it)
-    train_patients: list[int | None] = field(default_factory=lambda: [None])
-    finetune_seeds: list[int] | None = None  # this task's downstream seeds (default: the study's)
-    classes: list[str] | None = None
-    granularity: str = "coarse"
-    extra: dict[str, Any] = field(default_factory=dict)
-    pretrain_per_fold: str = "off"  # one of PER_FOLD; needs dataset: pretrain
+    train_patients: list[int | None] = option(default_factory=lambda: [None], parse=_train_patients,
+                                              help="[n, ..., all]: patients per training part")  # fmt: skip
+    finetune_seeds: list[int] | None = option(None, parse=listed(int), help="this task's downstream seeds (default: the study's)")
+    classes: list[str] | None = option(None, parse=listed(str), help="the classes to use")
+    granularity: str = option("coarse", choices=GRANULARITIES, help="which anatomy labels")
+    extra: dict[str, Any] = option(default_factory=dict, help="further FinetuneConfig settings")
+    pretrain_per_fold: str | None = option("off", choices=PER_FOLD, parse=_per_fold,
+                                           help="pretrain once per fold: off, labels or all; needs dataset: pretrain")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        self.pretrain_per_fold = self.pretrain_per_fold or "off"
+        check_filled(self, ("name", "protocols", "head", "preset", "train_patients", "finetune_seeds", "classes"))
+        check_choices(self, keys=True)  # task, protocols, granularity, pretrain_per_fold
+        check_unique(self, ("protocols", "train_patients", "finetune_seeds"))
+        check_ranges(self, {"epochs": (1, None), "folds": (2, None), "train_patients": (1, None),
+                            "finetune_seeds": (0, None)}, keys=True)  # fmt: skip
+        if self.task != "classify" and set(self.protocols) & set(PROBES):
+            raise ConfigError("protocols", f"{', '.join(PROBES)} are classification probes (task is {self.task})")
+        if "train_patients" in self.extra:
+            raise ConfigError("extra.train_patients", "set it as the task's train_patients: [n, ..., all]")
+        # the whole training part (None) always last: the main tables use it
+        self.train_patients = [*sorted(n for n in self.train_patients if n is not None), None]
 
     def per_fold(self, method: str) -> bool:
         """Is ``method`` pretrained once per fold of this task (on its training groups)?"""
         if self.pretrain_per_fold == "all":
             return method in PRETRAINED
         return self.pretrain_per_fold == "labels" and method in LABEL_METHODS
-
-
-def parse_dataset(v: Any, key: str, ctx: Ctx, allow_pretrain: bool = False) -> DatasetSpec | str:
-    if isinstance(v, list):  # several sources: their union
-        if len(v) < 2:
-            raise ctx.err(key, f"a list of datasets needs at least two (got {v!r}); give one as is")
-        parts = [parse_dataset(x, f"{key}[{i}]", ctx) for i, x in enumerate(v)]
-        return DatasetSpec(sources=parts)  # type: ignore[arg-type]
-    if isinstance(v, str):
-        if allow_pretrain and v == PRETRAIN_DATASET:
-            return PRETRAIN_DATASET
-        return DatasetSpec(path=v)
-    d = ctx.mapping(v, key)
-    ctx.check_keys(d, key, {"path", "recipe", "src", "params"})
-    if bool(d.get("path")) == bool(d.get("recipe")):
-        raise ctx.err(key, "give either path: (a prepared dataset) or recipe: (to prepare one)")
-    if d.get("path"):
-        return DatasetSpec(path=ctx.string(d["path"], f"{key}.path"))
-    recipe = ctx.choice(d["recipe"], f"{key}.recipe", RECIPES)
-    src = d.get("src")
-    if RECIPE_TABLE[recipe].needs_src and not src:
-        raise ctx.err(f"{key}.src", f"recipe {recipe!r} needs src: (the downloaded data folder)")
-    params = ctx.mapping(d.get("params"), f"{key}.params")
-    return DatasetSpec(
-        recipe=recipe,
-        src=ctx.string(src, f"{key}.src") if src else None,
-        params=dict(params),
-    )
-
-
-def _protocols(d: dict[str, Any], t: TaskSpec, key: str, ctx: Ctx) -> list[str]:
-    protocols = ctx.str_list(d.get("protocols", t.protocols), f"{key}.protocols")
-    for i, p in enumerate(protocols):
-        ctx.choice(p, f"{key}.protocols[{i}]", PROTOCOLS)
-    ctx.unique(protocols, f"{key}.protocols")
-    if t.task != "classify" and set(protocols) & set(PROBES):
-        raise ctx.err(f"{key}.protocols", f"{', '.join(PROBES)} are classification probes (task is {t.task})")
-    return protocols
-
-
-def _train_patients(tp: Any, key: str, ctx: Ctx) -> list[int | None]:
-    """``[n, ..., all]`` sorted, the whole training part (None) always last: the main tables use it."""
-    tp = tp if isinstance(tp, list) else [tp]
-    if not tp:
-        raise ctx.err(key, "expected a non-empty list such as [2, 4, 8, all]")
-    values = [None if v == ALL_PATIENTS else ctx.integer(v, f"{key}[{i}]", 1) for i, v in enumerate(tp)]
-    if len(set(values)) != len(values):
-        raise ctx.err(key, f"duplicates in {tp}")
-    return [*sorted(v for v in values if v is not None), None]
-
-
-def parse_task(v: Any, key: str, ctx: Ctx) -> TaskSpec:
-    d = ctx.mapping(v, key)
-    ctx.check_keys(d, key, set(TASK_KEYS))
-    if "name" not in d:
-        raise ctx.err(f"{key}.name", "missing")
-    if "dataset" not in d:
-        raise ctx.err(f"{key}.dataset", "missing (a path, a recipe mapping, or 'pretrain')")
-    t = TaskSpec(
-        name=ctx.string(d["name"], f"{key}.name"),
-        dataset=parse_dataset(d["dataset"], f"{key}.dataset", ctx, allow_pretrain=True),
-    )
-    t.task = ctx.choice(d.get("task", t.task), f"{key}.task", TASKS)
-    t.protocols = _protocols(d, t, key, ctx)
-    t.head = ctx.string(d["head"], f"{key}.head") if d.get("head") is not None else None
-    t.preset = ctx.string(d["preset"], f"{key}.preset") if d.get("preset") is not None else None
-    epochs = d.get("epochs", t.epochs)
-    t.epochs = None if epochs in (None, "preset") else ctx.integer(epochs, f"{key}.epochs", 1)
-    t.folds = ctx.integer(d.get("folds", t.folds), f"{key}.folds", 2)
-    if d.get("classes") is not None:
-        t.classes = ctx.str_list(d["classes"], f"{key}.classes")
-    t.granularity = ctx.choice(d.get("granularity", t.granularity), f"{key}.granularity", GRANULARITIES)
-    t.extra = dict(ctx.mapping(d.get("extra"), f"{key}.extra"))
-    if "train_patients" in t.extra:
-        raise ctx.err(f"{key}.extra.train_patients", "set it as the task's train_patients: [n, ..., all]")
-    if d.get("train_patients") is not None:
-        t.train_patients = _train_patients(d["train_patients"], f"{key}.train_patients", ctx)
-    t.finetune_seeds = seed_list(d.get("finetune_seeds"), f"{key}.finetune_seeds", ctx)
-    per_fold = d.get("pretrain_per_fold", "off")
-    if per_fold is None or isinstance(per_fold, bool):  # true: the label-using methods
-        per_fold = "labels" if per_fold else "off"
-    t.pretrain_per_fold = ctx.choice(per_fold, f"{key}.pretrain_per_fold", PER_FOLD)
-    return t
-
-
-def parse_tasks(raw: dict[str, Any], ctx: Ctx) -> list[TaskSpec]:
-    tasks_raw = raw["tasks"]
-    if not isinstance(tasks_raw, list) or not tasks_raw:
-        raise ctx.err("tasks", f"expected a non-empty list of tasks, got {tasks_raw!r}")
-    tasks = [parse_task(t, f"tasks[{i}]", ctx) for i, t in enumerate(tasks_raw)]
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise ctx.err("tasks", f"task names must be unique, got {names}")
-    return tasks

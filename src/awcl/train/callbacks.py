@@ -119,16 +119,23 @@ class KnnMonitor(Callback):
 
     def __init__(self, frames_path: str, bank: np.ndarray, bank_y: np.ndarray, query: np.ndarray,
                  query_y: np.ndarray, size: tuple[int, int], k: int = 20, batch: int = 64,
-                 every_n_steps: int = 0, curve_path: Path | None = None):
+                 every_n_steps: int = 0, curve_path: Path | None = None,
+                 others: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
         self.frames_path, self.size, self.k, self.batch = frames_path, tuple(size), k, batch
         self.bank, self.bank_y, self.query, self.query_y = bank, bank_y, query, query_y
+        # other label sets scored on the same features (e.g. the coarse anatomy beside the
+        # fine views): name -> (bank labels, query labels), -1 where a frame has none
+        self.others = dict(others or {})
         self.last: float = float("nan")
         self.initial: float = float("nan")  # before training (a resumed run: from its checkpoint)
         # the curve (step, knn_acc): step 0, every ``every_n_steps`` steps and each epoch end,
-        # written to ``curve_path`` (monitor.csv) so the crossover can be read off one run
+        # written to ``curve_path`` (monitor.csv) so the crossover can be read off one run;
+        # ``other_curves`` holds the same steps for each of ``others``
         self.every = int(every_n_steps)
         self.curve_path = Path(curve_path) if curve_path else None
         self.curve: list[tuple[int, float]] = []
+        self.other_curves: dict[str, list[tuple[int, float]]] = {name: [] for name in self.others}
+        self._other_now: dict[str, float] = {}
 
     @torch.no_grad()
     def features(self, pl_module: PretrainModule, rows: np.ndarray) -> torch.Tensor:
@@ -142,8 +149,22 @@ class KnnMonitor(Callback):
                 out.append(torch.nn.functional.normalize(enc(x).float(), dim=1).cpu())
         return torch.cat(out)
 
+    def knn_accuracy(self, sim: torch.Tensor, bank_y: np.ndarray, query_y: np.ndarray) -> float:
+        """Similarity-weighted kNN vote (InstDisc style, temperature 0.1) of ``sim`` [Q, N]
+        (queries x bank, cosine); bank frames and queries labelled -1 take no part."""
+        qk, bk = query_y >= 0, bank_y >= 0
+        if not qk.any() or not bk.any():
+            return float("nan")
+        sim = sim[torch.from_numpy(qk)][:, torch.from_numpy(bk)]
+        by, qy = bank_y[bk], query_y[qk]
+        top, idx = sim.topk(min(self.k, len(by)), dim=1)
+        votes = torch.zeros(len(qy), int(by.max()) + 1)
+        votes.scatter_add_(1, torch.from_numpy(by)[idx], (top / 0.1).exp())
+        return float((votes.argmax(1).numpy() == qy).mean())
+
     def measure(self, pl_module: PretrainModule) -> float:
-        """kNN accuracy of the current encoder on the query frames."""
+        """kNN accuracy of the current encoder on the query frames (the other label sets are
+        scored on the same features and kept for the next :meth:`_record`)."""
         was = pl_module.encoder.training
         pl_module.encoder.eval()
         try:
@@ -152,38 +173,43 @@ class KnnMonitor(Callback):
         finally:
             pl_module.encoder.train(was)
         sim = fq @ fb.T  # [Q, N] cosine
-        k = min(self.k, len(self.bank))
-        top, idx = sim.topk(k, dim=1)
-        votes = torch.zeros(len(self.query), int(self.bank_y.max()) + 1)
-        # similarity-weighted vote (InstDisc style, temperature 0.1)
-        votes.scatter_add_(1, torch.from_numpy(self.bank_y)[idx], (top / 0.1).exp())
-        return float((votes.argmax(1).numpy() == self.query_y).mean())
+        self._other_now = {name: self.knn_accuracy(sim, by, qy) for name, (by, qy) in self.others.items()}
+        return self.knn_accuracy(sim, self.bank_y, self.query_y)
 
     def _record(self, trainer, step: int, acc: float) -> None:
         self.curve = [(s, a) for s, a in self.curve if s != step] + [(step, acc)]
+        for name, a in self._other_now.items():
+            self.other_curves[name] = [(s, x) for s, x in self.other_curves[name] if s != step] + [(step, a)]
         if self.curve_path is not None and trainer.is_global_zero:
+            others = {name: dict(c) for name, c in self.other_curves.items()}
             with atomic_file(self.curve_path) as tmp, open(tmp, "w", newline="") as fh:
                 w = csv.writer(fh)
-                w.writerow(("step", "knn_acc"))
-                w.writerows((s, round(a, 6)) for s, a in sorted(self.curve))
+                w.writerow(("step", "knn_acc", *(f"knn_acc_{n}" for n in others)))
+                w.writerows((s, round(a, 6), *(_rounded(o.get(s)) for o in others.values()))
+                            for s, a in sorted(self.curve))  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         # what was measured so far goes into every checkpoint, so a resumed run (even one resumed
         # from its last checkpoint, which measures nothing) reports what an uninterrupted run does
-        return {"initial": self.initial, "last": self.last, "curve": [[s, a] for s, a in self.curve]}
+        return {"initial": self.initial, "last": self.last, "curve": [[s, a] for s, a in self.curve],
+                "other_curves": {n: [[s, a] for s, a in c] for n, c in self.other_curves.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.initial = float(state_dict.get("initial", math.nan))
         self.last = float(state_dict.get("last", math.nan))
         self.curve = [(int(s), float(a)) for s, a in state_dict.get("curve", [])]
+        saved = state_dict.get("other_curves", {})
+        self.other_curves = {n: [(int(s), float(a)) for s, a in saved.get(n, [])] for n in self.others}
 
     def _load_curve(self, upto: int) -> None:
         """On resume from a checkpoint without the monitor's state: keep the points measured up
         to the checkpoint's step."""
         if not self.curve and self.curve_path is not None and self.curve_path.is_file():
             with open(self.curve_path, newline="") as fh:
-                self.curve = [(int(r["step"]), float(r["knn_acc"])) for r in csv.DictReader(fh)
-                              if int(r["step"]) <= upto]  # fmt: skip
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= upto]
+            self.curve = [(int(r["step"]), float(r["knn_acc"])) for r in rows]
+            self.other_curves = {n: [(int(r["step"]), float(r[f"knn_acc_{n}"])) for r in rows
+                                     if r.get(f"knn_acc_{n}") not in (None, "")] for n in self.others}  # fmt: skip
 
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.global_step > 0:  # resumed: the step-0 value is already in history.csv
@@ -209,6 +235,10 @@ class KnnMonitor(Callback):
         self.last = self.measure(pl_module)
         self._record(trainer, trainer.global_step, self.last)
         pl_module.log("knn_acc", self.last, prog_bar=True, on_step=False, on_epoch=True)
+
+
+def _rounded(v: float | None) -> float | str:
+    return "" if v is None or not math.isfinite(v) else round(v, 6)
 
 
 class StepCheckpoint(ModelCheckpoint):

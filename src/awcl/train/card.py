@@ -76,44 +76,7 @@ def locate(run: str | os.PathLike) -> RunInfo:
     )
 
 
-# ------------------------------------------------------------------------------ results
-def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
-    """Two-sided t confidence interval of the mean (None for fewer than two values)."""
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
-    if len(v) < 2:
-        return None
-    from scipy import stats
-
-    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean() - half), float(v.mean() + half)
-
-
-def downstream_results(info: RunInfo) -> list[dict[str, Any]]:
-    """One row per (task, protocol, metric) of the study's fine-tunings of this encoder."""
-    if info.study is None:
-        return []
-    index = json.loads((info.study / "study.json").read_text())
-    rows = []
-    for r in index.get("runs", []):
-        if r.get("kind") != "finetune" or r.get("deps", {}).get("init") != info.study_dir:
-            continue
-        done = info.study / "runs" / r["dir"] / "DONE"
-        if not done.is_file():
-            continue
-        rec = json.loads(done.read_text())
-        folds = rec.get("result", {}).get("folds") or []
-        metrics = [k for k, v in (folds[0] if folds else {}).items() if isinstance(v, (int, float))]
-        for m in metrics:
-            vals = [float(f[m]) for f in folds if isinstance(f.get(m), (int, float))]
-            ci = t_interval(vals)
-            rows.append({
-                "task": rec["labels"].get("task"), "protocol": rec["labels"].get("protocol"),
-                "metric": m, "mean": float(np.mean(vals)), "std": float(np.std(vals)),
-                "folds": len(vals), "ci95": ci,
-            })  # fmt: skip
-    return rows
-
-
+# ------------------------------------------------------------------------------ files
 def history(info: RunInfo) -> pd.DataFrame | None:
     f = info.root / "history.csv"
     if not f.is_file():
@@ -308,17 +271,23 @@ def _card_curves(hist: pd.DataFrame | None) -> list[str]:
 
 
 def _card_results(results: list[dict[str, Any]]) -> list[str]:
+    """The study's rows for this encoder (``awcl.study.downstream.encoder_results``: the
+    report's value and interval of each number)."""
     L = ["## Downstream results", ""]
     if not results:
-        return [*L, "None recorded: the run is not part of an awcl study (run `awcl study` or "
-                "`awcl finetune --init` with this encoder to measure transfer).", ""]  # fmt: skip
-    L += ["| task | protocol | metric | mean ± std | 95% interval | folds |", "|---|---|---|---|---|---:|"]
+        return [*L, "None recorded: the run is not part of an awcl study, or its study has no finished "
+                "downstream run of it (`awcl export` of a study's runs/pretrain-... directory lists "
+                "them; `awcl study` or `awcl finetune --init` with this encoder measures transfer).", ""]  # fmt: skip
+    L += ["| task | protocol | labelled patients | metric | value | 95% interval | folds |",
+          "|---|---|---|---|---|---|---:|"]  # fmt: skip
     for r in results:
-        ci = f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else "n/a"
-        L.append(f"| {r['task']} | {r['protocol']} | {r['metric']} | {r['mean']:.4f} ± {r['std']:.4f} | "
-                 f"{ci} | {r['folds']} |")  # fmt: skip
-    L += ["", "Intervals: two-sided Student-t over the cross-validation folds (folds share "
-          "training data, so they are optimistic).", ""]  # fmt: skip
+        n = "all" if r["train_patients"] is None else str(r["train_patients"])
+        value = f"{r['value']:.4f}" if r["lo"] is not None else f"{r['value']:.4f} ± {r['std']:.4f}"
+        ci = f"[{r['lo']:.4f}, {r['hi']:.4f}] ({r['unit']})" if r["lo"] is not None else "n/a"
+        L.append(f"| {r['task']} | {r['protocol']} | {n} | {r['metric']} | {value} | {ci} | {r['folds']} |")
+    L += ["", "As in the study's report: the metric on the test frames of all folds pooled, with its 95% "
+          "interval by bootstrap over the test patients (or the task's group); where a run wrote no "
+          "predictions, mean ± std over folds and no interval.", ""]  # fmt: skip
     return L
 
 

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from awcl.config import add_config_flags, add_flags, flag_values, from_args
+from awcl.config_flags import add_config_flags, add_flags, flag_values, from_args
 from awcl.methods import METHODS
 from awcl.train.pretrain import PretrainConfig
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from awcl.backbones import BACKBONE_HELP, check_backbone
-from awcl.config import check_choices, check_ranges, compose, option, read_yaml
+from awcl.config import compose, option, read_yaml
 from awcl.config import to_dict as config_dict
+from awcl.config_checks import check_choices, check_ranges
 from awcl.data.store import GRANULARITIES
 from awcl.errors import AwclError
 from awcl.methods import METHODS

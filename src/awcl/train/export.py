@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -38,20 +40,21 @@ from awcl.atomic import replace_dir, temp_sibling
 from awcl.errors import AwclError
 from awcl.locking import out_lock
 from awcl.models import ENCODER_FILE, GREY_MEAN, GREY_STD, RESNET_NAMES, Encoder, build_encoder
-from awcl.train.card import (  # noqa: F401  (METHOD_TEXT, RunInfo, card_backbone, t_interval: re-exported)
+from awcl.train.card import (  # noqa: F401  (METHOD_TEXT, RunInfo, card_backbone: re-exported)
     METHOD_TEXT,
     RunInfo,
     _timm_call,
     card_backbone,
     curves_png,
-    downstream_results,
     history,
     locate,
     model_card,
-    t_interval,
 )
 
 ONNX_OPSET = 17
+# (study directory, the run's directory name in its runs/) -> the card's downstream rows; the
+# study provides it (awcl.study.downstream.encoder_results): this layer cannot read a study
+Downstream = Callable[[Path, str], list[dict[str, Any]]]
 
 
 @dataclass
@@ -100,13 +103,15 @@ def save_onnx(enc: Encoder, path: Path, size: tuple[int, int]) -> None:
 
 
 # ------------------------------------------------------------------------------ main API
-def export_run(cfg: ExportConfig) -> Path:
-    """Write the export directory (atomically: a temporary sibling renamed at the end)."""
+def export_run(cfg: ExportConfig, downstream: Downstream | None = None) -> Path:
+    """Write the export directory (atomically: a temporary sibling renamed at the end).
+    ``downstream``: the study's results of a run that belongs to one (``awcl export`` passes
+    :func:`awcl.study.downstream.encoder_results`); without it the card lists none."""
     with out_lock(cfg.out, "export"):
-        return _export_run(cfg)
+        return _export_run(cfg, downstream)
 
 
-def _export_run(cfg: ExportConfig) -> Path:
+def _export_run(cfg: ExportConfig, downstream: Downstream | None) -> Path:
     info = locate(cfg.run)
     enc = build_encoder(info.root / ENCODER_FILE).eval()
     out = Path(cfg.out)
@@ -146,7 +151,8 @@ def _export_run(cfg: ExportConfig) -> Path:
         for name in ("config.yaml", "summary.json", "history.csv"):
             if (info.root / name).is_file():
                 shutil.copy2(info.root / name, tmp / name)
-        (tmp / "MODEL_CARD.md").write_text(model_card(info, files, hist, downstream_results(info)))
+        rows = downstream(info.study, info.study_dir) if downstream and info.study and info.study_dir else []
+        (tmp / "MODEL_CARD.md").write_text(model_card(info, files, hist, rows))
         replace_dir(tmp, out)
     except OSError as err:
         raise AwclError(f"{out}: export not written ({err.strerror or err})") from None
@@ -158,7 +164,8 @@ def _export_run(cfg: ExportConfig) -> Path:
 
 # ------------------------------------------------------------------------------ CLI
 def _cli(args) -> int:
-    out = export_run(ExportConfig(run=args.run, out=args.out, torchscript=args.torchscript, onnx=args.onnx))
+    cfg = ExportConfig(run=args.run, out=args.out, torchscript=args.torchscript, onnx=args.onnx)
+    out = export_run(cfg, getattr(args, "downstream", None))  # set by the study's registration
     print(f"exported {args.run} -> {out}")
     for p in sorted(out.iterdir()):
         print(f"  {p.name:<24} {p.stat().st_size / 1e6:8.2f} MB")

@@ -31,7 +31,7 @@ import yaml
 from awcl import _compat  # noqa: F401  (before lightning/torchvision)
 from awcl.atomic import atomic_file, sweep_temps, write_atomic, write_json_atomic
 from awcl.data.pairs import FrameIndex, frame_labels
-from awcl.data.store import describe_source, open_dataset, union_dataset
+from awcl.data.store import GRANULARITIES, describe_source, open_dataset, union_dataset
 from awcl.errors import AwclError
 from awcl.locking import out_lock
 from awcl.methods import build_method
@@ -78,9 +78,17 @@ def _monitor(ds, cfg: PretrainConfig, hide: np.ndarray, frames_path: str, run: P
         return None
     bank = np.sort(rng.permutation(bank)[: cfg.monitor_max])
     query = np.sort(rng.permutation(query)[: cfg.monitor_max])
+    # the other granularity is scored on the same frames and features (free): a method that
+    # pulls all views of an organ together may gain on the organs and lose on the views
+    others = {}
+    for gran in GRANULARITIES:
+        if gran != (cfg.monitor_granularity or cfg.granularity):
+            oy = FrameIndex.from_dataset(ds, gran, cfg.ignore_labels).label
+            if len(np.unique(oy[bank][oy[bank] >= 0])) >= 2 and (oy[query] >= 0).any():
+                others[gran] = (oy[bank], oy[query])
     return KnnMonitor(frames_path, bank, y[bank], query, y[query], cfg.size,
                       every_n_steps=cfg.monitor_every_n_steps,
-                      curve_path=run / "monitor.csv" if run is not None else None)
+                      curve_path=run / "monitor.csv" if run is not None else None, others=others)
 
 
 def _cpus() -> int:
@@ -274,6 +282,11 @@ def _summary(cfg: PretrainConfig, method: Any, index: FrameIndex, ds: Any, choic
         "knn_acc_init": monitor.initial if monitor else None,  # before training (step 0)
         "knn_curve": [[st, round(a, 6)] for st, a in sorted(monitor.curve)] if monitor else None,
         "knn_crossover_step": crossover_step(monitor.curve) if monitor else None,
+        "knn_granularity": (cfg.monitor_granularity or cfg.granularity) if monitor else None,
+        # the other granularity's curve, on the same frames: step-0 value, final value, crossover
+        "knn_other": {g: {"init": c[0][1] if c and c[0][0] == 0 else None, "final": c[-1][1] if c else None,
+                          "crossover_step": crossover_step(c)}
+                      for g, c in ((g, sorted(c)) for g, c in monitor.other_curves.items())} if monitor else None,
         "lr_schedule": cfg.lr_schedule,
         "warmup": cfg.warmup if cfg.lr_schedule == "warmup-cosine" else 0.0,
         # equal compute, stated: optimiser steps x samples x views, all processes together

@@ -6,7 +6,10 @@ finished study. Sections without data say so instead of staying silently empty.
 
 One module per job, data flowing one way:
 
-- ``load``: the study directory as tables (:func:`results_table`, :func:`load_predictions`);
+- ``load``: the study directory (typed run records, :mod:`awcl.study.records`) as one
+  :class:`Results` (:func:`load_results`), built once;
+- ``results``: :class:`Results`, every number and prediction with named selectors (main runs,
+  a protocol, label efficiency, the ratio sweep): every section and the console summary read it;
 - ``checks``: degenerate, not-learned and indistinguishable runs;
 - ``statistics``: pooled metrics and paired differences with bootstrap intervals;
 - ``tables`` and ``figures``: the report's tables and matplotlib figures;
@@ -50,17 +53,14 @@ from awcl.study.report.figures import (
     ratio_curve,
 )
 from awcl.study.report.load import (
-    GROUP_BY,
-    LABEL_COLS,
     MAX_TABLE_METRICS,
-    UNIT,
     StudyData,
+    downstream_runs,
     find_image,
-    fold_metrics,
     knn_histories,
     load_predictions,
+    load_results,
     load_study,
-    main_rows,
     pretrain_history,
     results_table,
     table_metrics,
@@ -75,6 +75,7 @@ from awcl.study.report.render import (
     summary_text,
     write_report,
 )
+from awcl.study.report.results import GROUP_BY, LABEL_COLS, UNIT, Results
 from awcl.study.report.sections import (
     ANSWER_TITLE,
     PROTOCOL_TITLES,
@@ -132,6 +133,7 @@ __all__ = [
     "Image",
     "ReportContext",
     "ReportFiles",
+    "Results",
     "Section",
     "StudyData",
     "Table",
@@ -145,12 +147,12 @@ __all__ = [
     "confusion_section",
     "degenerate_notes",
     "degenerate_runs",
+    "downstream_runs",
     "efficiency_curve",
     "efficiency_points",
     "efficiency_section",
     "efficiency_table",
     "find_image",
-    "fold_metrics",
     "identical_methods",
     "identical_predictions",
     "image_grid",
@@ -159,9 +161,9 @@ __all__ = [
     "knn_section",
     "knn_table",
     "load_predictions",
+    "load_results",
     "load_study",
     "lower_is_better",
-    "main_rows",
     "not_learned_runs",
     "overview_section",
     "paired_difference",

@@ -4,6 +4,7 @@ runs at their trivial baseline (:func:`not_learned_runs`), methods a table canno
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
@@ -12,7 +13,8 @@ from awcl.errors import AwclError
 from awcl.evaluate.sanity import confusion_check, segmentation_check
 from awcl.evaluate.scores import confusion
 from awcl.evaluate.summary import pooled_pixel_confusion
-from awcl.study.report.document import Table, is_none
+from awcl.study.report.document import Table
+from awcl.study.report.results import Results
 
 DEGENERATE_SHARE = 0.9  # one predicted class for at least this share of test frames ...
 DEGENERATE_MARGIN = 0.1  # ... and at least this much above that class's true share
@@ -75,11 +77,12 @@ def not_learned_runs(preds: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def degenerate_notes(flags: list[dict[str, Any]], protocol: str) -> dict[str, str]:
-    """method -> warning text for the main-table runs of ``protocol`` that collapsed."""
+def degenerate_notes(flags: list[dict[str, Any]], runs: Collection[str]) -> dict[str, str]:
+    """method -> warning text for the flagged runs among ``runs`` (a table's: the ``run``
+    names of :meth:`~awcl.study.report.results.Results.main_runs`)."""
     notes: dict[str, list[str]] = {}
     for f in flags:
-        if f["protocol"] != protocol or not f["main"] or not is_none(f["train_patients"]):
+        if f["run"] not in runs:
             continue
         if f.get("kind") == "not_learned":
             text = f"⚠ did not learn ({f['task']}): {f['reason']}"
@@ -102,15 +105,12 @@ def identical_methods(table: Table) -> list[list[str]]:
     return [ms for ms in seen.values() if len(ms) > 1]
 
 
-def identical_predictions(preds: pd.DataFrame, task: str, protocol: str) -> list[list[str]]:
+def identical_predictions(results: Results, task: str, protocol: str) -> list[list[str]]:
     """Groups of methods with the very same prediction for every test frame (main runs)."""
-    if preds.empty:
+    sub = results.main_predictions(protocol, task)
+    if sub.empty or "pred" not in sub.columns:
         return []
-    if "pred" not in preds.columns:
-        return []
-    sub = preds[(preds.task == task) & (preds.protocol == protocol) & (preds.main == True)  # noqa: E712
-                & preds.train_patients.map(is_none) & (preds.task_kind == "classify")
-                & preds["pred"].notna()]  # fmt: skip
+    sub = sub[(sub.task_kind == "classify") & sub["pred"].notna()]
     if sub.empty:
         return []
     keyed = {}

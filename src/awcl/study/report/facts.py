@@ -9,9 +9,11 @@ import platform
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from awcl.study.answer import Compute, run_compute
 from awcl.study.report.document import methods_in_order, order_key
-from awcl.study.report.load import StudyData, knn_histories
+from awcl.study.report.load import StudyData
 
 
 def pretrain_setup(data: StudyData) -> list[str]:
@@ -22,11 +24,11 @@ def pretrain_setup(data: StudyData) -> list[str]:
         return []
     comps: dict[str, list[str]] = {}
     for rec in recs:
-        m = str(rec["labels"].get("method", rec["name"]))
-        res = rec.get("result", {})
-        comp = res.get("batch_composition")
+        m = str(rec.labels.method if rec.labels.method is not None else rec.name)
+        res = rec.result
+        comp = res.batch_composition
         if comp is None:
-            g = res.get("class_group")
+            g = res.class_group
             if g is None or not m.startswith(("awcl", "clpi")):
                 comp = "not recorded" if g is None and m.startswith(("awcl", "clpi")) else "random"
             else:
@@ -36,8 +38,7 @@ def pretrain_setup(data: StudyData) -> list[str]:
             comps[str(comp)].append(m)
     parts = [f"{comp} ({', '.join(methods_in_order(ms))})" for comp, ms in comps.items()]
     out = ["Pretraining batch composition: " + "; ".join(parts) + " (the paper's batches are random)."]
-    augs = {(tuple(r["result"].get("crop_scale", ())), r["result"].get("blur")) for r in recs
-            if "crop_scale" in r.get("result", {})}  # fmt: skip
+    augs = {(tuple(r.result.crop_scale), r.result.blur) for r in recs if r.result.crop_scale is not None}
     for crop, blur in sorted(augs, key=str):
         out.append(f"Pretraining augmentations: random resized crop of {crop[0]:g}–{crop[1]:g} of the frame "
                    f"area, blur probability {blur:g}.")  # fmt: skip
@@ -47,10 +48,10 @@ def pretrain_setup(data: StudyData) -> list[str]:
 def per_fold_line(data: StudyData) -> str | None:
     """Which methods were pretrained per fold (a task's ``pretrain_per_fold``), or None."""
     by: dict[str, dict[str, set]] = {}
-    for run in data.index.get("runs", []):
-        lab = run.get("labels", {})
-        if run.get("kind") == "pretrain" and lab.get("fold") is not None:
-            by.setdefault(str(lab.get("fold_of")), {}).setdefault(str(lab.get("method")), set()).add(run["dir"])
+    for run in data.planned:
+        lab = run.labels
+        if run.kind == "pretrain" and lab.fold is not None:
+            by.setdefault(str(lab.fold_of), {}).setdefault(str(lab.method), set()).add(run.dir)
     if not by:
         return None
     parts = [f"{', '.join(methods_in_order(list(ms)))} on {task} ({sum(map(len, ms.values()))} runs)"
@@ -61,16 +62,16 @@ def per_fold_line(data: StudyData) -> str | None:
             "the pretraining data.")
 
 
-def pretrain_compute(data: StudyData) -> list[Compute]:
+def pretrain_compute(data: StudyData, knn: pd.DataFrame) -> list[Compute]:
     """Each pretraining run's steps, views seen, lr schedule and kNN monitor (its DONE result;
-    the kNN history fills what an older result lacks), in the report's method order."""
-    knn = knn_histories(data)
+    the kNN history ``knn`` of :class:`~awcl.study.report.results.Results` fills what an older
+    result lacks), in the report's method order."""
     out = []
-    for rec in sorted(data.of_kind("pretrain"), key=lambda r: (order_key(str(r["labels"].get("method"))),
-                                                               str(r["labels"].get("ratio")), str(r["labels"].get("seed")))):  # fmt: skip
-        h = knn[knn.run == rec["dir"].name].sort_values("epoch")
+    for rec in sorted(data.of_kind("pretrain"), key=lambda r: (order_key(str(r.labels.method)), str(r.labels.ratio),
+                                                               str(r.labels.seed))):  # fmt: skip
+        h = knn[knn.run == rec.dir.name].sort_values("epoch")
         curve = [(int(st), float(a)) for st, a in zip(h.step, h.knn_acc)] if len(h) and h.step.notna().all() else None
-        out.append(run_compute(rec["labels"], rec.get("result", {}), curve))
+        out.append(run_compute(rec.labels, rec.result, curve))
     return out
 
 

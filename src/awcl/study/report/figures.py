@@ -12,6 +12,7 @@ import pandas as pd
 
 from awcl.study.report.document import display, is_none, methods_in_order
 from awcl.study.report.load import StudyData, pretrain_history, table_metrics
+from awcl.study.report.results import Results
 
 
 def _png(fig) -> bytes:
@@ -90,14 +91,12 @@ def efficiency_curve(points: pd.DataFrame) -> bytes | None:
     return _png(fig)
 
 
-def ratio_curve(df: pd.DataFrame, tasks: list[str]) -> bytes | None:
+def ratio_curve(results: Results) -> bytes | None:
     """AWCL's downstream metric vs anatomy ratio (mean ± std over folds), one panel per swept task."""
-    sub = df[(df.kind == "finetune") & df.method.astype(str).str.startswith("awcl") & df.ratio.notna()]
-    if "train_patients" in sub.columns:
-        sub = sub[sub.train_patients.isna()]
+    sub = results.ratio_sweep()
     if sub.empty or sub.ratio.nunique() < 2:
         return None
-    tasks = [t for t in tasks if sub[sub.task == t].ratio.nunique() >= 2]  # swept tasks only
+    tasks = [t for t in results.tasks if sub[sub.task == t].ratio.nunique() >= 2]  # swept tasks only
     if not tasks:
         return None
     plt = _plt()
@@ -129,14 +128,14 @@ def pretrain_curves(data: StudyData) -> bytes | None:
         if col is None:
             continue
         x = hist["epoch"] if "epoch" in hist.columns else np.arange(1, len(hist) + 1)
-        lab = rec["labels"]
-        name = lab.get("method", rec["name"])
-        if lab.get("ratio") is not None:
-            name += f" r={lab['ratio']:g}"
-        if len(data.index.get("runs", [])) and lab.get("seed", 0) != 0:
-            name += f" seed {lab['seed']}"
-        if lab.get("fold") is not None:  # per-fold pretraining
-            name += f" {lab.get('fold_of')} f{lab['fold']}"
+        lab = rec.labels
+        name = lab.method if lab.method is not None else rec.name
+        if lab.ratio is not None:
+            name += f" r={lab.ratio:g}"
+        if data.planned and lab.seed not in (0, None):
+            name += f" seed {lab.seed}"
+        if lab.fold is not None:  # per-fold pretraining
+            name += f" {lab.fold_of} f{lab.fold}"
         series.append((name, np.asarray(x), hist[col].to_numpy(dtype=float), col))
     if not series:
         return None

@@ -1,6 +1,8 @@
-"""Reading a study back from its directory: ``study.json``, every run's ``DONE`` record and
-files, as tables: every number (:func:`results_table`), every test prediction
-(:func:`load_predictions`), the kNN monitor (:func:`knn_histories`)."""
+"""Reading a study back from its directory: ``study.json`` and every run's ``DONE`` record
+(typed: :class:`~awcl.study.records.RunRecord`) and files, as one
+:class:`~awcl.study.report.results.Results` (:func:`load_results`): every number
+(:func:`results_table`), every test prediction (:func:`load_predictions`), every downstream
+run (:func:`downstream_runs`), the kNN monitor (:func:`knn_histories`)."""
 
 from __future__ import annotations
 
@@ -16,24 +18,31 @@ import pandas as pd
 from awcl.errors import AwclError
 from awcl.evaluate.tasks import TABLE_METRICS
 from awcl.study.names import with_backbone
+from awcl.study.records import FinetuneLabels, FinetuneResult, PlannedRun, RunRecord
+from awcl.study.report.results import (
+    GROUP_BY,
+    KNN_COLUMNS,
+    LABEL_COLS,
+    RESULT_COLUMNS,
+    RUN_COLUMNS,
+    UNIT,
+    Results,
+)
 
 MAX_TABLE_METRICS = 5
-LABEL_COLS = ("method", "ratio", "seed", "ft_seed", "task", "task_kind", "protocol", "main", "train_patients")
-GROUP_BY, UNIT = "group_by", "unit"  # the run's bootstrap column (cfg.group) and its value per frame
-RESULT_COLUMNS = ["kind", "method", "ratio", "seed", "ft_seed", "train_patients", "task", "task_kind",
-                  "protocol", "main", "fold", "epoch", "step", "metric", "value", "run"]  # fmt: skip
 
 
 @dataclass
 class StudyData:
     out: Path
-    index: dict[str, Any]
-    records: list[dict[str, Any]]  # DONE records, each with "dir" added
+    index: dict[str, Any]  # study.json as written (names, notes, overlap; its runs typed in ``planned``)
+    records: list[RunRecord]  # the finished runs' DONE records, each with its ``dir``
     pending: list[str]  # runs of the plan without DONE
     config_text: str
+    planned: list[PlannedRun]  # every run of the plan, finished or not
 
-    def of_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["kind"] == kind]
+    def of_kind(self, kind: str) -> list[RunRecord]:
+        return [r for r in self.records if r.kind == kind]
 
 
 def load_study(out: str | os.PathLike) -> StudyData:
@@ -42,46 +51,34 @@ def load_study(out: str | os.PathLike) -> StudyData:
     if not idx_path.is_file():
         raise AwclError(f"{out}: not a study directory (no study.json); run `awcl study` first")
     index = json.loads(idx_path.read_text())
+    planned = [PlannedRun.from_json(r) for r in index.get("runs", [])]
     records, pending = [], []
-    for run in index.get("runs", []):
-        d = out / "runs" / run["dir"]
+    for run in planned:
+        d = out / "runs" / run.dir
         done = d / "DONE"
         if done.is_file():
-            rec = json.loads(done.read_text())
-            rec["dir"] = d
-            records.append(rec)
+            records.append(RunRecord.from_json(json.loads(done.read_text()), str(done)).at(d))
         else:
-            pending.append(run["dir"])
+            pending.append(run.dir)
     cfg = out / "config.yaml"
-    return StudyData(out, index, records, pending, cfg.read_text() if cfg.is_file() else "")
+    return StudyData(out, index, records, pending, cfg.read_text() if cfg.is_file() else "", planned)
 
 
-def fold_metrics(result: dict[str, Any]) -> list[dict[str, float]]:
-    """Per-fold numeric metrics from a finetune result."""
-    folds = result.get("folds") or []
-    out = []
-    for f in folds:
-        out.append({k: float(v) for k, v in f.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    return out
+def _labels(lab: FinetuneLabels) -> dict[str, Any]:
+    return {col: getattr(lab, col) for col in LABEL_COLS}
 
 
 def results_table(data: StudyData) -> pd.DataFrame:
     """Every number of the study, one row each (finetune folds and pretraining epochs)."""
     rows: list[dict[str, Any]] = []
     for rec in data.of_kind("finetune"):
-        lab = rec["labels"]
-        for i, f in enumerate(fold_metrics(rec["result"])):
+        assert isinstance(rec.result, FinetuneResult)
+        for i, f in enumerate(rec.result.fold_metrics()):
             for metric, value in f.items():
-                rows.append({
-                    "kind": "finetune", "method": lab.get("method"), "ratio": lab.get("ratio"),
-                    "seed": lab.get("seed"), "ft_seed": lab.get("ft_seed", lab.get("seed")),
-                    "train_patients": lab.get("train_patients"), "task": lab.get("task"),
-                    "task_kind": lab.get("task_kind"), "protocol": lab.get("protocol"),
-                    "main": bool(lab.get("main", True)), "fold": i, "epoch": None, "step": None,
-                    "metric": metric, "value": value, "run": rec["dir"].name,
-                })  # fmt: skip
+                rows.append({"kind": "finetune", **_labels(rec.labels), "fold": i, "epoch": None, "step": None,
+                             "metric": metric, "value": value, "run": rec.dir.name})  # fmt: skip
     for rec in data.of_kind("pretrain"):
-        lab = rec["labels"]
+        lab = rec.labels
         hist = pretrain_history(rec)
         if hist is None:
             continue
@@ -92,18 +89,18 @@ def results_table(data: StudyData) -> pd.DataFrame:
                 if not np.isfinite(h[metric]):  # e.g. the loss of the step-0 (pre-training) row
                     continue
                 rows.append({
-                    "kind": "pretrain", "method": lab.get("method"), "ratio": lab.get("ratio"),
-                    "seed": lab.get("seed"), "ft_seed": None, "train_patients": None, "task": None,
+                    "kind": "pretrain", "method": lab.method, "ratio": lab.ratio,
+                    "seed": lab.seed, "ft_seed": None, "train_patients": None, "task": None,
                     "task_kind": None, "protocol": None, "main": None, "fold": None,
                     "epoch": int(h.get("epoch", _)), "step": h.get("step"),
-                    "metric": metric, "value": float(h[metric]), "run": rec["dir"].name,
+                    "metric": metric, "value": float(h[metric]), "run": rec.dir.name,
                 })  # fmt: skip
     # a `backbone` column only in a study with the backbone axis or inits (defaults unchanged)
     return with_backbone(pd.DataFrame(rows, columns=RESULT_COLUMNS), data.index)
 
 
-def pretrain_history(rec: dict[str, Any]) -> pd.DataFrame | None:
-    for cand in (rec["dir"] / "run" / "history.csv", *sorted(rec["dir"].glob("**/history.csv"))):
+def pretrain_history(rec: RunRecord) -> pd.DataFrame | None:
+    for cand in (rec.dir / "run" / "history.csv", *sorted(rec.dir.glob("**/history.csv"))):
         if cand.is_file():
             try:
                 return pd.read_csv(cand)
@@ -120,12 +117,6 @@ def find_image(run_dir: Path, *words: str) -> Path | None:
     return None
 
 
-def main_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Downstream rows of the main tables: main encoders, the whole training part."""
-    tp = df["train_patients"] if "train_patients" in df.columns else pd.Series(np.nan, index=df.index)
-    return df[(df.kind == "finetune") & (df.main == True) & tp.isna()]  # noqa: E712
-
-
 def table_metrics(df: pd.DataFrame, task: str) -> list[str]:
     """The metrics of ``task`` a table shows: ``TABLE_METRICS`` order, at most ``MAX_TABLE_METRICS``."""
     sub = df[df.task == task]
@@ -140,28 +131,33 @@ def table_metrics(df: pd.DataFrame, task: str) -> list[str]:
 
 def load_predictions(data: StudyData) -> pd.DataFrame:
     """Every finished downstream run's ``predictions.csv``, stacked, with the run's labels
-    (``method``, ``seed``, ``ft_seed``, ``task``, ``protocol``, ``train_patients``, ...) and
-    ``run`` added. Runs without the file (stand-ins, old runs) are left out."""
+    (:data:`LABEL_COLS`), ``run`` and its bootstrap unit added. Runs without the file
+    (stand-ins, old runs) are left out."""
     parts = []
     for rec in data.of_kind("finetune"):
-        path = rec["dir"] / "run" / "predictions.csv"
+        path = rec.dir / "run" / "predictions.csv"
         if not path.is_file():
             continue
         try:
             p = pd.read_csv(path, dtype={"true": str, "pred": str, "patient_id": str, "frame_id": str})
         except (pd.errors.ParserError, pd.errors.EmptyDataError):
             continue
-        lab = rec["labels"]
-        for col in LABEL_COLS:
-            p[col] = lab.get(col, lab.get("seed") if col == "ft_seed" else None)
-        p["run"] = rec["dir"].name
-        # the run's bootstrap unit: its own split/bootstrap column (the DONE record's group)
-        group = str(rec.get("result", {}).get("group") or "patient_id")
+        for col, value in _labels(rec.labels).items():
+            p[col] = value
+        p["run"] = rec.dir.name
+        # the run's bootstrap unit: the column it split and bootstrapped by (its record's group)
+        group = rec.result.group
         if group not in p.columns:  # an older table: patient_id was the only unit
             group = "patient_id"
         p[GROUP_BY], p[UNIT] = group, p[group].astype(str)
         parts.append(p)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*LABEL_COLS, "run", GROUP_BY, UNIT])
+
+
+def downstream_runs(data: StudyData) -> pd.DataFrame:
+    """Every finished downstream run: its labels, ``run`` (directory name) and ``dir``."""
+    rows = [{**_labels(rec.labels), "run": rec.dir.name, "dir": rec.dir} for rec in data.of_kind("finetune")]
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
 def knn_histories(data: StudyData) -> pd.DataFrame:
@@ -171,13 +167,18 @@ def knn_histories(data: StudyData) -> pd.DataFrame:
         hist = pretrain_history(rec)
         if hist is None or "knn_acc" not in hist.columns:
             continue
-        lab = rec["labels"]
-        c = rec.get("config", {})
+        lab = rec.labels
+        c = rec.config  # the run's own settings: which labels its monitor scored
         labels = c.get("monitor_granularity") or c.get("granularity") or "coarse"
         for _, h in hist.iterrows():
             if pd.notna(h["knn_acc"]):
-                rows.append({"method": lab.get("method"), "ratio": lab.get("ratio"), "seed": lab.get("seed"),
+                rows.append({"method": lab.method, "ratio": lab.ratio, "seed": lab.seed,
                              "labels": labels,
                              "epoch": int(h["epoch"]), "step": int(h["step"]) if "step" in hist and pd.notna(h["step"]) else None,
-                             "knn_acc": float(h["knn_acc"]), "run": rec["dir"].name})  # fmt: skip
-    return pd.DataFrame(rows, columns=["method", "ratio", "seed", "labels", "epoch", "step", "knn_acc", "run"])
+                             "knn_acc": float(h["knn_acc"]), "run": rec.dir.name})  # fmt: skip
+    return pd.DataFrame(rows, columns=KNN_COLUMNS)
+
+
+def load_results(data: StudyData) -> Results:
+    """The study's :class:`Results`, built once: every reader of the report selects from it."""
+    return Results(results_table(data), load_predictions(data), downstream_runs(data), knn_histories(data))

@@ -14,7 +14,7 @@ from awcl.atomic import write_atomic
 from awcl.evaluate.tasks import PROTOCOLS
 from awcl.study.answer import FOREST_FILE
 from awcl.study.report.document import Image, Section, Table
-from awcl.study.report.load import load_study, results_table
+from awcl.study.report.load import load_results, load_study
 from awcl.study.report.sections import ANSWER_KEY, TRANSFER_KEYS, build_sections
 from awcl.study.report.tables import transfer_table
 
@@ -123,8 +123,8 @@ def summary_sections(sections: list[Section]) -> list[Section]:
 def write_report(out: str | os.PathLike) -> ReportFiles:
     """Write ``results.csv``, ``report.md`` (+ ``report_files/``) and ``report.html`` in ``out``."""
     data = load_study(out)
-    df = results_table(data)
-    sections = build_sections(data, df)
+    results = load_results(data)
+    sections = build_sections(data, results)
     out = Path(out)
     files = out / "report_files"
     files.mkdir(exist_ok=True)
@@ -135,7 +135,7 @@ def write_report(out: str | os.PathLike) -> ReportFiles:
                 write_atomic(files / b.name, b.png)
                 if b.name == FOREST_FILE:  # the one picture of the answer, also beside report.html
                     write_atomic(out / b.name, b.png)
-    write_atomic(out / "results.csv", df.to_csv(index=False))
+    write_atomic(out / "results.csv", results.table.to_csv(index=False))
     write_atomic(out / "report.md", render_markdown(sections, files.name))
     write_atomic(out / "report.html", render_html(sections))
     return ReportFiles(out / "report.html", out / "report.md", out / "results.csv")
@@ -147,12 +147,10 @@ def summary_text(out: str | os.PathLike) -> str:
     cached = Path(out) / "report_files" / SUMMARY_FILE
     if cached.is_file():
         return cached.read_text(encoding="utf-8").strip()
-    data = load_study(out)
-    df = results_table(data)
-    tasks = list(dict.fromkeys(df[df.kind == "finetune"].task.dropna()))
+    results = load_results(load_study(out))
     parts = []
     for proto in PROTOCOLS:
-        t = transfer_table(df, proto, tasks)
+        t = transfer_table(results, proto)
         if t is not None:
             body = render_markdown([Section("", [t])], "report_files").split("\n")[4:]
             parts.append(f"{proto} fine-tuning (mean ± std over folds; best in bold)\n" + "\n".join(body))

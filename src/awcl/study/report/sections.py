@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import Any, NamedTuple
 
-import pandas as pd
-
 from awcl.evaluate.tasks import PROTOCOLS
 from awcl.study.answer import (
     FOREST_CAPTION,
@@ -48,7 +46,8 @@ from awcl.study.report.figures import (
     pretrain_curves,
     ratio_curve,
 )
-from awcl.study.report.load import StudyData, find_image, knn_histories, load_predictions, main_rows
+from awcl.study.report.load import StudyData, find_image, load_results
+from awcl.study.report.results import Results
 from awcl.study.report.statistics import efficiency_points, table_intervals
 from awcl.study.report.tables import (
     coarse_fine_table,
@@ -85,15 +84,16 @@ class Pairwise(NamedTuple):
 
 @dataclass
 class ReportContext:
-    """What the section builders read; what several of them need is derived once, on first use."""
+    """What the section builders read: the study (its index, records and files) and its
+    :class:`~awcl.study.report.results.Results`, the one source of every number; what several
+    builders need is derived once, on first use."""
 
     data: StudyData
-    df: pd.DataFrame
-    preds: pd.DataFrame
+    results: Results
 
-    @cached_property
+    @property
     def tasks(self) -> list[str]:
-        return list(dict.fromkeys(self.df[self.df.kind == "finetune"].task.dropna()))
+        return self.results.tasks
 
     @cached_property
     def overlap(self) -> dict[tuple[str, str], str]:  # inits pretrained on a task's own data set
@@ -102,13 +102,13 @@ class ReportContext:
     @cached_property
     def flags(self) -> list[dict[str, Any]]:
         """Degenerate and not-learned runs, flagged in the transfer tables."""
-        return degenerate_runs(self.preds) + not_learned_runs(self.preds)
+        return degenerate_runs(self.results.predictions) + not_learned_runs(self.results.predictions)
 
     @cached_property
     def pairwise(self) -> Pairwise:
         """The pairwise tables (one bootstrap per pair): their section and the answer read them."""
         found: list[Comparison] = []
-        tables, significant, n_tests = pairwise_tables(self.preds, self.df, self.tasks, found)
+        tables, significant, n_tests = pairwise_tables(self.results, found)
         return Pairwise(tables, significant, n_tests, found)
 
 
@@ -130,7 +130,7 @@ def answer_section(ctx: ReportContext) -> Section:
         s.blocks.extend(paras)
     else:
         s.blocks.append("No answer yet: it needs two or more methods with predictions on the same test frames.")
-    runs = pretrain_compute(ctx.data)
+    runs = pretrain_compute(ctx.data, ctx.results.knn)
     note = below_init_note(runs)
     if note:
         s.blocks.append(note)
@@ -138,7 +138,7 @@ def answer_section(ctx: ReportContext) -> Section:
     if png:
         s.blocks.append(Image(png, FOREST_FILE, FOREST_CAPTION))
     header, rows = compute_rows(runs)
-    if "random" in set(ctx.df.method.dropna()):
+    if "random" in set(ctx.results.table.method.dropna()):
         rows.insert(0, ["random (no pretraining)", "0", "0", "—", "—", "—"])
     if rows:
         t = Table(header, rows)
@@ -151,7 +151,7 @@ def answer_section(ctx: ReportContext) -> Section:
 def overview_section(ctx: ReportContext) -> Section:
     data = ctx.data
     over = Section("Overview")
-    n_runs = len(data.index.get("runs", []))
+    n_runs = len(data.planned)
     over.blocks.append(
         f"Study **{data.index.get('name', '?')}**: {len(data.records)} of {n_runs} runs finished"
         + (f", {len(data.pending)} not finished (re-run `awcl study` to complete them)." if data.pending else ".")
@@ -174,7 +174,7 @@ def overview_section(ctx: ReportContext) -> Section:
 def _row_notes(ctx: ReportContext, protocol: str) -> dict[str, str]:
     """Method -> the notes column of a transfer table: degenerate-classifier warnings and the
     inits pretrained on a task's own data set ("pretrained on this data set")."""
-    notes = dict(degenerate_notes(ctx.flags, protocol))
+    notes = dict(degenerate_notes(ctx.flags, set(ctx.results.main_runs(protocol).run)))
     for row, task in ctx.overlap:
         if task in ctx.tasks:
             text = f"{task}: pretrained on this data set"
@@ -184,13 +184,13 @@ def _row_notes(ctx: ReportContext, protocol: str) -> dict[str, str]:
 
 def transfer_section(ctx: ReportContext, protocol: str) -> Section | None:
     """One protocol's transfer table with its warnings; None for a probe the study does not run."""
-    df, preds, tasks = ctx.df, ctx.preds, ctx.tasks
+    results = ctx.results
     title = PROTOCOL_TITLES[protocol]
-    present = not main_rows(df)[main_rows(df).protocol == protocol].empty
+    present = not results.main(protocol).empty
     if not present and protocol not in ("full", "partial"):
         return None  # probe sections only when the study has probes
     s = Section(title)
-    t = transfer_table(df, protocol, tasks, table_intervals(preds, df, protocol, tasks),
+    t = transfer_table(results, protocol, table_intervals(results, protocol),
                        _row_notes(ctx, protocol)) if present else None  # fmt: skip
     if t is None:
         s.blocks.append("No full fine-tuning runs have finished." if protocol == "full"
@@ -201,10 +201,10 @@ def transfer_section(ctx: ReportContext, protocol: str) -> Section | None:
         msg = (f"⚠ {', '.join(group)}: identical numbers in every column of this table — the table "
                "cannot tell these methods apart (look for a degenerate classifier).")  # fmt: skip
         s.blocks.append(msg)
-    for task in tasks:
-        for group in identical_predictions(preds, task, protocol):
+    for task in ctx.tasks:
+        for group in identical_predictions(results, task, protocol):
             s.blocks.append(f"⚠ {', '.join(group)} made the very same prediction for every test frame of {task}.")
-    for m, text in degenerate_notes(ctx.flags, protocol).items():
+    for m, text in degenerate_notes(ctx.flags, set(results.main_runs(protocol).run)).items():
         s.blocks.append(f"{m}: {text}.")
     return s
 
@@ -232,7 +232,7 @@ def pairwise_section(ctx: ReportContext) -> Section:
 
 def efficiency_section(ctx: ReportContext) -> Section:
     s = Section("Label efficiency")
-    points = efficiency_points(ctx.preds, ctx.df)
+    points = efficiency_points(ctx.results)
     png = efficiency_curve(points)
     if png:
         s.blocks.append(Image(png, "label_efficiency.png",
@@ -246,7 +246,7 @@ def efficiency_section(ctx: ReportContext) -> Section:
 
 def knn_section(ctx: ReportContext) -> Section:
     s = Section("kNN monitor during pretraining")
-    knn = knn_histories(ctx.data)
+    knn = ctx.results.knn
     png = knn_curves(knn)
     if not png:
         s.blocks.append("No kNN monitor values (monitor off: `monitor_fraction: 0`; too few labelled patients or "
@@ -272,12 +272,12 @@ def tsne_section(ctx: ReportContext) -> Section:
     s = Section("t-SNE of penultimate features")
     items = []
     for rec in data.of_kind("embed"):
-        p = find_image(rec["dir"], "tsne", "t-sne")
+        p = find_image(rec.dir, "tsne", "t-sne")
         if p is not None:
-            items.append((rec["labels"].get("method", rec["name"]), p))
+            items.append((rec.labels.method if rec.labels.method is not None else rec.name, p))
     grid = image_grid(sorted(items, key=lambda x: order_key(x[0])))
     if grid:
-        task = data.of_kind("embed")[0]["labels"].get("task")
+        task = data.of_kind("embed")[0].labels.task
         s.blocks.append(Image(grid, "tsne_grid.png", f"t-SNE per method ({task} data, coloured by class)"))
     else:
         s.blocks.append("No t-SNE embeddings in this study (embed disabled or not finished).")
@@ -286,7 +286,7 @@ def tsne_section(ctx: ReportContext) -> Section:
 
 def ratio_section(ctx: ReportContext) -> Section:
     s = Section("Anatomy-ratio sweep")
-    png = ratio_curve(ctx.df, ctx.tasks)
+    png = ratio_curve(ctx.results)
     if png:
         s.blocks.append(Image(png, "ratio_curve.png", "downstream metric vs anatomy ratio (mean ± std over folds)"))
     else:
@@ -296,7 +296,7 @@ def ratio_section(ctx: ReportContext) -> Section:
 
 def coarse_fine_section(ctx: ReportContext) -> Section:
     s = Section("Coarse vs fine anatomy labels")
-    t = coarse_fine_table(ctx.df, ctx.tasks)
+    t = coarse_fine_table(ctx.results)
     s.blocks.append(
         t if t is not None else "No coarse/fine pair (supervised or awcl, both granularities) in this study."
     )
@@ -305,22 +305,16 @@ def coarse_fine_section(ctx: ReportContext) -> Section:
 
 def confusion_section(ctx: ReportContext) -> Section:
     """A grid of confusion matrices per classification task: main full fine-tuning runs, first seed."""
-    data = ctx.data
     s = Section("Confusion matrices")
+    first = min(ctx.results.runs.seed.fillna(0), default=0)  # the first pretraining seed (a missing one: 0)
+    full = ctx.results.main_runs("full")
     found = False
     for task in ctx.tasks:
         items = []
-        for rec in data.of_kind("finetune"):
-            lab = rec["labels"]
-            if lab.get("task") != task or lab.get("task_kind") != "classify":
-                continue
-            if lab.get("protocol") != "full" or not lab.get("main", True) or lab.get("train_patients") is not None:
-                continue
-            if lab.get("seed") != min(r["labels"].get("seed", 0) for r in data.of_kind("finetune")):
-                continue
-            p = find_image(rec["dir"], "confusion")
+        for _, run in full[(full.task == task) & (full.task_kind == "classify") & (full.seed == first)].iterrows():
+            p = find_image(run["dir"], "confusion")
             if p is not None:
-                items.append((lab.get("method", rec["name"]), p))
+                items.append((run["method"], p))
         grid = image_grid(sorted(items, key=lambda x: order_key(x[0])))
         if grid:
             found = True
@@ -344,9 +338,9 @@ def pretrain_curves_section(ctx: ReportContext) -> Section:
 def run_times_section(ctx: ReportContext) -> Section:
     records = ctx.data.records
     s = Section("Run times")
-    rows = [[r["kind"], r["name"], f"{r.get('seconds', 0):.1f}"] for r in records]
+    rows = [[r.kind, r.name, f"{r.seconds:.1f}"] for r in records]
     if rows:
-        total = sum(r.get("seconds", 0) for r in records)
+        total = sum(r.seconds for r in records)
         rows.append(["total", "", f"{total:.1f}"])
         s.blocks.append(Table(["kind", "run", "seconds"], rows))
     else:
@@ -386,11 +380,11 @@ REGISTRY: dict[str, Builder] = {
 }
 
 
-def build_sections(data: StudyData, df: pd.DataFrame, preds: pd.DataFrame | None = None) -> list[Section]:
+def build_sections(data: StudyData, results: Results | None = None) -> list[Section]:
     """The report's sections in :data:`REGISTRY` order (the answer, overview, one table per
     protocol, then the analyses), each with its registry key; builders that return None are
-    left out."""
-    ctx = ReportContext(data, df, load_predictions(data) if preds is None else preds)
+    left out. ``results``: the study's (:func:`~awcl.study.report.load.load_results`)."""
+    ctx = ReportContext(data, load_results(data) if results is None else results)
     out = []
     for key, build in REGISTRY.items():
         s = build(ctx)

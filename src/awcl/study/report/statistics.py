@@ -2,7 +2,8 @@
 the study pools runs (folds, seeds) before calling it: a metric on pooled predictions with its
 95% interval (:func:`pooled_summary`), the paired difference of two methods on the same test
 frames (:func:`paired_difference`), a table's cells (:func:`table_intervals`) and the
-label-efficiency points (:func:`efficiency_points`)."""
+label-efficiency points (:func:`efficiency_points`), each over the runs a
+:class:`~awcl.study.report.results.Results` selector names."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pandas as pd
 from awcl.errors import AwclError
 from awcl.evaluate.tasks import TASKS, headline_metric
 from awcl.study.report.document import is_none
-from awcl.study.report.load import GROUP_BY, UNIT, main_rows, table_metrics
+from awcl.study.report.load import table_metrics
+from awcl.study.report.results import GROUP_BY, UNIT, Results
 
 N_BOOT = 1000
 Interval = tuple[float, float, float]  # (value, lo, hi)
@@ -130,16 +132,14 @@ def paired_difference(preds: pd.DataFrame, a: str, b: str, metric: str, kind: st
     return float(diff), float(lo), float(hi), len(pa)
 
 
-def table_intervals(preds: pd.DataFrame, df: pd.DataFrame, protocol: str, tasks: list[str],
-                    ) -> dict[tuple[str, str, str], Interval]:
+def table_intervals(results: Results, protocol: str) -> dict[tuple[str, str, str], Interval]:
     """(method, task, metric) -> (pooled value, lo, hi) for the cells of one protocol's table."""
     out: dict[tuple[str, str, str], Interval] = {}
-    if preds.empty:
+    if results.predictions.empty:
         return out
-    sub = main_rows(df)
-    sub = sub[sub.protocol == protocol]
-    p_main = preds[(preds.protocol == protocol) & (preds.main == True) & preds.train_patients.map(is_none)]  # noqa: E712
-    for task in [t for t in tasks if t in set(sub.task)]:
+    sub = results.main(protocol)
+    p_main = results.main_predictions(protocol)
+    for task in [t for t in results.tasks if t in set(sub.task)]:
         kind = str(sub[sub.task == task].task_kind.iloc[0])
         for m in set(sub[sub.task == task].method):
             p = p_main[(p_main.task == task) & (p_main.method == m)]
@@ -151,11 +151,11 @@ def table_intervals(preds: pd.DataFrame, df: pd.DataFrame, protocol: str, tasks:
 EFFICIENCY_COLUMNS = ["task", "protocol", "method", "n", "metric", "mean", "std", "lo", "hi"]
 
 
-def efficiency_points(preds: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+def efficiency_points(results: Results) -> pd.DataFrame:
     """Label-efficiency points: per (task, protocol, method, n) the headline metric with its
     interval; n = labelled training patients per fold (None = all)."""
     rows = []
-    fin = df[(df.kind == "finetune") & (df.main == True)]  # noqa: E712
+    fin = results.label_efficiency()
     if fin.empty or fin.train_patients.notna().sum() == 0:
         return pd.DataFrame(columns=EFFICIENCY_COLUMNS)
     for (task, protocol), g in fin.groupby(["task", "protocol"], sort=False):
@@ -169,10 +169,8 @@ def efficiency_points(preds: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
                 vals = gn[gn.metric == metric].value
                 lo = hi = np.nan
                 value = float(vals.mean())
-                if not preds.empty:
-                    p = preds[(preds.task == task) & (preds.protocol == protocol) & (preds.method == method)
-                              & (preds.main == True)]  # noqa: E712  # fmt: skip
-                    p = p[p.train_patients.map(lambda v, n=n: (-1 if is_none(v) else int(v)) == n)]
+                if not results.predictions.empty:
+                    p = results.efficiency_predictions(task, protocol, method, None if n < 0 else n)
                     ci = cell_interval(p.dropna(axis=1, how="all"), metric, kind)
                     if ci is not None:
                         value, lo, hi = ci

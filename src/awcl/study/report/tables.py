@@ -21,7 +21,8 @@ from awcl.study.report.document import (
     lower_is_better,
     methods_in_order,
 )
-from awcl.study.report.load import main_rows, table_metrics
+from awcl.study.report.load import table_metrics
+from awcl.study.report.results import Results
 from awcl.study.report.statistics import Interval, paired_difference, unit_column, unit_title
 
 MISSING = "—"  # a cell without a value
@@ -63,9 +64,8 @@ def _transfer_cell(stats: pd.DataFrame, key: tuple[str, str, str], ci: Interval 
 
 
 def transfer_table(
-    df: pd.DataFrame,
+    results: Results,
     protocol: str,
-    tasks: list[str],
     intervals: dict[tuple[str, str, str], Interval] | None = None,
     notes: dict[str, str] | None = None,
 ) -> Table | None:
@@ -74,11 +74,10 @@ def transfer_table(
     pooled with its 95% patient-bootstrap interval (``value [lo, hi]``); otherwise the mean ±
     std of the per-fold values (folds and seeds). Best per column in bold.
     ``notes`` (method -> text) adds a last column, e.g. a degenerate-classifier warning."""
-    sub = main_rows(df)
-    sub = sub[sub.protocol == protocol]
+    sub = results.main(protocol)
     if sub.empty:
         return None
-    tasks = [t for t in tasks if t in set(sub.task)]
+    tasks = [t for t in results.tasks if t in set(sub.task)]
     cols = [(t, m) for t in tasks for m in table_metrics(sub, t)]
     methods = methods_in_order(list(dict.fromkeys(sub.method)))
     stats = sub.groupby(["method", "task", "metric"]).value.agg(["mean", "std", "count"])
@@ -94,9 +93,8 @@ def transfer_table(
     return table
 
 
-def coarse_fine_table(df: pd.DataFrame, tasks: list[str]) -> Table | None:
-    sub = main_rows(df)
-    sub = sub[sub.protocol == "full"]
+def coarse_fine_table(results: Results) -> Table | None:
+    sub = results.main("full")
     pairs = [(f"{b}-coarse", f"{b}-fine") for b, cls in METHODS.items() if cls.granular]
     pairs = [p for p in pairs if p[0] in set(sub.method) and p[1] in set(sub.method)]
     if not pairs:
@@ -105,7 +103,7 @@ def coarse_fine_table(df: pd.DataFrame, tasks: list[str]) -> Table | None:
     rows: list[list[str]] = []
     bold: set[tuple[int, int]] = set()
     for c, f in pairs:
-        for t in [t for t in tasks if t in set(sub.task)]:
+        for t in [t for t in results.tasks if t in set(sub.task)]:
             for met in table_metrics(sub, t):
                 vc = sub[(sub.method == c) & (sub.task == t) & (sub.metric == met)].value
                 vf = sub[(sub.method == f) & (sub.task == t) & (sub.metric == met)].value
@@ -158,7 +156,7 @@ def knn_table(knn: pd.DataFrame) -> Table | None:
     return Table(["method", "kNN before training", "kNN at the end", "change", "steps", "runs"], rows)
 
 
-def pairwise_tables(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str],
+def pairwise_tables(results: Results,
                     found: list[Comparison] | None = None) -> tuple[list[Table], list[str], int]:
     """Per task and protocol (main runs, whole training part): every pair of methods, the
     difference of the headline metric with its 95% paired-bootstrap interval.
@@ -166,12 +164,11 @@ def pairwise_tables(preds: pd.DataFrame, df: pd.DataFrame, tasks: list[str],
     Returns (tables, sentences naming the significant differences, number of comparisons);
     ``found`` (when given) receives every row as a :class:`awcl.study.answer.Comparison`."""
     tables, significant, n_tests = [], [], 0
-    if preds.empty:
+    if results.predictions.empty:
         return tables, significant, n_tests
-    main = preds[(preds.main == True) & preds.train_patients.map(is_none)]  # noqa: E712
-    for task in tasks:
+    for task in results.tasks:
         for protocol in PROTOCOLS:
-            sub = main[(main.task == task) & (main.protocol == protocol)]
+            sub = results.main_predictions(protocol, task)
             if sub.empty:
                 continue
             sub = sub.dropna(axis=1, how="all")  # columns of other tasks' predictions

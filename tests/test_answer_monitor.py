@@ -1,0 +1,40 @@
+"""The equal-compute table and the monitor note read both label granularities of the kNN
+monitor: the primary one decides "still below step 0", the other is stated beside it."""
+
+from __future__ import annotations
+
+import awcl  # noqa: F401  (torchvision shim)
+from awcl.study.answer import Compute, below_init_note, compute_rows, run_compute
+from awcl.study.records import PretrainLabels, PretrainResult
+
+
+def _run(method: str, init: float, final: float, other: dict | None) -> Compute:
+    result = PretrainResult(knn_acc=final, knn_acc_init=init, knn_curve=[[0, init], [600, final]],
+                            knn_crossover_step=600 if final >= init else None, steps=600,
+                            views_seen=38400, lr_schedule="warmup-cosine", warmup=0.1,
+                            knn_granularity="fine", knn_other=other)  # fmt: skip
+    return run_compute(PretrainLabels(method=method, seed=0), result, None)
+
+
+def test_other_granularity_is_a_column_and_a_note_but_not_the_warning():
+    runs = [_run("simclr", 0.44, 0.50, {"coarse": {"init": 0.70, "final": 0.80, "crossover_step": 300}}),
+            _run("awcl-coarse", 0.44, 0.36, {"coarse": {"init": 0.70, "final": 0.85, "crossover_step": 240}}),
+            _run("awcl-fine", 0.44, 0.52, {"coarse": {"init": 0.70, "final": 0.66, "crossover_step": None}})]
+    header, rows = compute_rows(runs)
+    assert header[4:] == ["kNN fine step 0 → final", "crossover step", "kNN coarse step 0 → final"]
+    assert rows[1][4:] == ["0.440 → 0.360 ⚠", "never (still below)", "0.700 → 0.850"]
+    assert rows[2][-1] == "0.700 → 0.660 ⚠"
+    note = below_init_note(runs)
+    warning, rest = note.split(". Pretraining stopped", 1)
+    assert "awcl-coarse stopped at step 600 with kNN 0.360 < 0.440" in warning and "awcl-fine" not in warning
+    assert "awcl-fine on the coarse labels (0.660 < 0.700)" in rest
+    # no primary warning: the other granularity's note stands alone, without the ⚠ heading
+    only = below_init_note([runs[0], runs[2]])
+    assert only.startswith("On the other label granularity") and "Still below" not in only
+
+
+def test_runs_without_the_second_curve_keep_the_old_table():
+    runs = [_run("simclr", 0.44, 0.50, None)]
+    header, _ = compute_rows(runs)
+    assert header == ["method", "optimiser steps", "views seen", "lr schedule", "kNN step 0 → final", "crossover step"]
+    assert below_init_note(runs) is None
