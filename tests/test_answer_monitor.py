@@ -38,3 +38,12 @@ def test_runs_without_the_second_curve_keep_the_old_table():
     header, _ = compute_rows(runs)
     assert header == ["method", "optimiser steps", "views seen", "lr schedule", "kNN step 0 → final", "crossover step"]
     assert below_init_note(runs) is None
+
+
+def test_random_row_is_as_wide_as_the_header():
+    """The random-init row had six cells whatever the header: with the second granularity's
+    column the markdown table came out ragged."""
+    for other in (None, {"coarse": {"init": 0.70, "final": 0.80, "crossover_step": 300}}):
+        header, rows = compute_rows([_run("simclr", 0.44, 0.50, other)], with_random=True)
+        assert rows[0][:3] == ["random (no pretraining)", "0", "0"]
+        assert all(len(r) == len(header) for r in rows)

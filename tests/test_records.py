@@ -107,3 +107,29 @@ def test_the_main_run_filter_is_written_once():
     hits = [str(p.relative_to(SRC)) for p in (SRC / "study").rglob("*.py")
             if re.search(r"main[\"'\]]*\s*==\s*True", p.read_text())]  # fmt: skip
     assert hits == ["study/report/results.py"]
+
+
+def test_broken_records_are_one_line_errors_naming_the_file():
+    """Missing keys and bad labels were a bare KeyError, or an error without the DONE path."""
+    good = RunRecord("data", "d", "k", labels_for("data"), {}, DataResult(4)).to_json()
+    for drop in ("name", "key", "seconds"):
+        raw = {k: v for k, v in good.items() if k != drop}
+        with pytest.raises(AwclError, match=rf"^runs/d/DONE: run record lacks '{drop}'$"):
+            RunRecord.from_json(raw, "runs/d/DONE")
+    with pytest.raises(AwclError, match=r"^runs/d/DONE: not a run record"):
+        RunRecord.from_json({"version": RECORD_VERSION}, "runs/d/DONE")
+    with pytest.raises(AwclError, match=r"^runs/d/DONE: run record 'seconds' is 'soon'"):
+        RunRecord.from_json({**good, "seconds": "soon"}, "runs/d/DONE")
+    with pytest.raises(AwclError, match=r"^runs/d/DONE: data run labels: 'method' is not a field"):
+        RunRecord.from_json({**good, "labels": {"method": "x"}}, "runs/d/DONE")
+
+
+def test_version_1_nulls_take_the_field_defaults():
+    """A v1 writer's null for a field whose default is not null (folds, mean, group) read as
+    None, and fold_metrics() then failed with a TypeError."""
+    v1 = {"kind": "finetune", "name": "x", "key": "k", "config": None, "seconds": 1, "finished": "",
+          "labels": {"method": "simclr", "seed": 0, "main": None},
+          "result": {"task": "classify", "folds": None, "mean": None, "group": None, "learned": None}}  # fmt: skip
+    rec = RunRecord.from_json(v1, "DONE")
+    assert rec.result.folds == [] and rec.result.mean == {} and rec.result.group == "patient_id"
+    assert rec.result.fold_metrics() == [] and rec.labels.main is True and rec.config == {}

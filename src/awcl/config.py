@@ -162,6 +162,9 @@ def build(schema: type[T], values: Mapping[str, Any] | None, source: str = "conf
         if k not in known:
             raise AwclError(f"{source}: unknown key {_path(key, k)!r} (allowed: {', '.join(known)})")
     hints = _hints(schema)
+    # ``extra: null`` (YAML's empty value) on a field that has a default but does not take
+    # None means "the default", as it did before the fields were typed
+    values = {k: v for k, v in values.items() if v is not None or _takes_none(hints.get(k), known[k])}
     nested: dict[str, Any] = {}
     flat: dict[str, Any] = {}
     for k, v in values.items():
@@ -188,6 +191,14 @@ def build(schema: type[T], values: Mapping[str, Any] | None, source: str = "conf
         return schema(**kwargs, **nested)
     except AwclError as err:
         raise _located(err, source, key) from None
+
+
+def _takes_none(tp: Any, f: dataclasses.Field) -> bool:
+    """Whether ``None`` is a value of field ``f`` (annotation ``tp``), rather than "unset"."""
+    has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+    if tp is None or not has_default:
+        return True  # unknown type, or a required field: let the type check speak
+    return tp is Any or type(None) in typing.get_args(tp)
 
 
 _FLAT = object()  # _nested: not a value of config dataclasses; OmegaConf types it

@@ -251,8 +251,10 @@ def _name(c: Compute, ratios: bool, seeds: bool) -> str:
     return c.method + (f" r={c.ratio:g}" if ratios and c.ratio is not None else "") + (f" seed {c.seed}" if seeds else "")
 
 
-def compute_rows(runs: list[Compute]) -> tuple[list[str], list[list[str]]]:
-    """The equal-compute table: method, steps, views seen, lr schedule, kNN 0 → final, crossover."""
+def compute_rows(runs: list[Compute], with_random: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The equal-compute table: method, steps, views seen, lr schedule, kNN 0 → final, crossover
+    (and the other granularity's kNN, when recorded). ``with_random``: a first row for the
+    random-init encoder (no steps), as wide as the header."""
     ratios = len({c.ratio for c in runs if c.ratio is not None}) > 1
     seeds = len({str(c.seed) for c in runs}) > 1
     rows = []
@@ -277,6 +279,8 @@ def compute_rows(runs: list[Compute]) -> tuple[list[str], list[list[str]]]:
             for c, row in zip(runs, rows):
                 a, b = c.other.get(g, (None, None))
                 row.append("—" if b is None else f"{a:.3f} → {b:.3f}" + (" ⚠" if b < a else ""))
+    if with_random:
+        rows.insert(0, ["random (no pretraining)", "0", "0"] + ["—"] * (len(header) - 3))
     return header, rows
 
 

@@ -1,6 +1,7 @@
 """An encoder's downstream results in its study, for ``awcl export``'s model card: read from the
 study's :class:`~awcl.study.report.results.Results` and computed as the report computes a
-table cell, so an encoder has one value and one interval in the report and on its card.
+table cell (one formula, one bootstrap), over this encoder's own runs only: the report's cell
+pools every pretraining seed of the method, the card the one seed it describes.
 
 ``awcl.train`` sits below the study and cannot read it; the study hands
 :func:`encoder_results` to the export (``awcl export``: the study's command registration sets

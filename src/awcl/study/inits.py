@@ -37,6 +37,8 @@ def named(inits: Any) -> Any:
     for name, v in inits.items():
         if isinstance(v, dict) and "name" in v:
             raise ConfigError(f"{name}.name", "unknown key (an init's name is its key under inits:)")
+        if v is None:  # `a:` with nothing under it: the fields it lacks are named next
+            v = {}
         out[name] = {**v, "name": name} if isinstance(v, dict) else v
     return out
 

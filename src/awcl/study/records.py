@@ -170,14 +170,16 @@ def declared(cls: type, data: Mapping[str, Any], what: str, strict: bool = True)
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def labels_for(kind: str, labels: Labels | Mapping[str, Any] | None = None) -> Labels:
-    """A run's labels as its kind's type (``None``: all defaults)."""
-    cls = _kind_type(LABELS, kind, "run labels")
+def labels_for(kind: str, labels: Labels | Mapping[str, Any] | None = None, where: str = "") -> Labels:
+    """A run's labels as its kind's type (``None``: all defaults). ``where``: the file they
+    were read from, named in errors."""
+    what = f"{where}: {kind} run labels" if where else f"{kind} run labels"
+    cls = _kind_type(LABELS, kind, what)
     if isinstance(labels, cls):
         return labels
     if labels is None or isinstance(labels, Mapping):
-        return declared(cls, labels or {}, f"{kind} run labels")
-    raise AwclError(f"{kind} run labels: expected {cls.__name__}, got {type(labels).__name__}")
+        return declared(cls, labels or {}, what)
+    raise AwclError(f"{what}: expected {cls.__name__}, got {type(labels).__name__}")
 
 
 def result_for(kind: str, result: Result | Mapping[str, Any] | None, what: str) -> Result:
@@ -215,15 +217,25 @@ class RunRecord:
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], where: str) -> RunRecord:
         """A record read from a ``DONE`` file (``where`` names it in errors)."""
+        if not isinstance(raw, Mapping) or "kind" not in raw:
+            raise AwclError(f"{where}: not a run record (no 'kind')")
         version = raw["version"] if "version" in raw else 1
         if version == 1:
             raw = upgrade_v1(raw)
         elif version != RECORD_VERSION:
             raise AwclError(f"{where}: run record version {version!r}; this awcl reads versions 1 to "
                             f"{RECORD_VERSION} (a newer awcl wrote it)")  # fmt: skip
+        missing = [k for k in ("kind", "name", "key", "labels", "config", "result", "seconds", "finished")
+                   if k not in raw]  # fmt: skip
+        if missing:
+            raise AwclError(f"{where}: run record lacks {', '.join(map(repr, missing))}")
         kind = raw["kind"]
-        return cls(kind, raw["name"], raw["key"], labels_for(kind, raw["labels"]), dict(raw["config"]),
-                   result_for(kind, raw["result"], f"{where}: result"), float(raw["seconds"]),
+        try:
+            seconds = float(raw["seconds"])
+        except (TypeError, ValueError):
+            raise AwclError(f"{where}: run record 'seconds' is {raw['seconds']!r}, not a number") from None
+        return cls(kind, raw["name"], raw["key"], labels_for(kind, raw["labels"], where), dict(raw["config"] or {}),
+                   result_for(kind, raw["result"], f"{where}: result"), seconds,
                    str(raw["finished"]), RECORD_VERSION)  # fmt: skip
 
     def at(self, run_dir: Path) -> RunRecord:
@@ -235,10 +247,8 @@ def upgrade_v1(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A version-1 ``DONE`` record (no ``version`` key) in the version-2 layout: declared keys
     kept, missing ones at their defaults, any other key dropped (see the module docstring)."""
     kind = raw["kind"]
-    known = {f.name for f in fields(_kind_type(LABELS, kind, "run labels"))}
-    labels = {k: v for k, v in (raw.get("labels") or {}).items() if k in known}
-    known = {f.name for f in fields(_kind_type(RESULTS, kind, "run result"))}
-    result = {k: v for k, v in (raw.get("result") or {}).items() if k in known}
+    labels = _set_fields(_kind_type(LABELS, kind, "run labels"), raw.get("labels"))
+    result = _set_fields(_kind_type(RESULTS, kind, "run result"), raw.get("result"))
     if kind == "finetune":
         if result.get("group") is None:
             result.pop("group", None)  # absent or null: the field's default, patient_id
@@ -247,6 +257,21 @@ def upgrade_v1(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {"version": RECORD_VERSION, "kind": kind, "name": raw.get("name", ""), "key": raw.get("key", ""),
             "labels": labels, "config": raw.get("config") or {}, "result": result,
             "seconds": raw.get("seconds", 0.0), "finished": raw.get("finished", "")}  # fmt: skip
+
+
+def _set_fields(cls: type, data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``data``'s keys that are fields of ``cls``, less those that are null where the field's
+    default is not (a version-1 writer's "unknown": the default, e.g. ``folds: []``)."""
+    out = {}
+    for f in fields(cls):
+        if f.name not in (data or {}):
+            continue
+        v = data[f.name]  # type: ignore[index]
+        default_none = f.default is None and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if v is None and not default_none:
+            continue
+        out[f.name] = v
+    return out
 
 
 # --------------------------------------------------------------------------- the plan's entries

@@ -278,16 +278,18 @@ def _card_results(results: list[dict[str, Any]]) -> list[str]:
         return [*L, "None recorded: the run is not part of an awcl study, or its study has no finished "
                 "downstream run of it (`awcl export` of a study's runs/pretrain-... directory lists "
                 "them; `awcl study` or `awcl finetune --init` with this encoder measures transfer).", ""]  # fmt: skip
-    L += ["| task | protocol | labelled patients | metric | value | 95% interval | folds |",
+    L += ["| task | protocol | labelled patients | metric | value | 95% interval | runs × folds |",
           "|---|---|---|---|---|---|---:|"]  # fmt: skip
     for r in results:
         n = "all" if r["train_patients"] is None else str(r["train_patients"])
         value = f"{r['value']:.4f}" if r["lo"] is not None else f"{r['value']:.4f} ± {r['std']:.4f}"
         ci = f"[{r['lo']:.4f}, {r['hi']:.4f}] ({r['unit']})" if r["lo"] is not None else "n/a"
         L.append(f"| {r['task']} | {r['protocol']} | {n} | {r['metric']} | {value} | {ci} | {r['folds']} |")
-    L += ["", "As in the study's report: the metric on the test frames of all folds pooled, with its 95% "
-          "interval by bootstrap over the test patients (or the task's group); where a run wrote no "
-          "predictions, mean ± std over folds and no interval.", ""]  # fmt: skip
+    L += ["", "Computed as the study's report computes a table cell, over this encoder's own runs: the "
+          "metric on the test frames of all folds pooled, with its 95% interval by bootstrap over the "
+          "test patients (or the task's group); where a run wrote no predictions, mean ± std over folds "
+          "and no interval. The report's cell pools every pretraining seed of the method, so with "
+          "several seeds it differs from this one-seed figure.", ""]  # fmt: skip
     return L
 
 

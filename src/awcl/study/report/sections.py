@@ -137,9 +137,7 @@ def answer_section(ctx: ReportContext) -> Section:
     png = forest_plot(found)
     if png:
         s.blocks.append(Image(png, FOREST_FILE, FOREST_CAPTION))
-    header, rows = compute_rows(runs)
-    if "random" in set(ctx.results.table.method.dropna()):
-        rows.insert(0, ["random (no pretraining)", "0", "0", "—", "—", "—"])
+    header, rows = compute_rows(runs, with_random="random" in set(ctx.results.table.method.dropna()))
     if rows:
         t = Table(header, rows)
         t.caption = ("Equal compute, stated: each pretraining run's optimiser steps and views seen (steps × "
