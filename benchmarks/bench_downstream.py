@@ -633,7 +633,7 @@ def preset_overrides(name: str, overrides: dict) -> Iterator[None]:
         PRESETS[name] = old
 
 
-CFG_KEYS = {"optimizer": str, "lr": float, "batch_size": int, "dice_loss": None}
+CFG_KEYS = {"optimizer": str, "lr": float, "batch_size": int, "dice_loss": None, "head": str}
 PRESET_KEYS = {"cosine": None, "warmup": float, "momentum": float, "weight_decay": float}
 
 
@@ -906,7 +906,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=None, help="awcl side: override the preset's lr")
     ap.add_argument("--candidates", nargs="+", default=None,
                     help="awcl presets to compare on validation: 'preset' or key=value[,key=value] "
-                         "with keys optimizer, lr, batch_size, dice_loss, cosine, warmup, momentum, "
+                         "with keys optimizer, lr, batch_size, dice_loss, head, cosine, warmup, momentum, "
                          "weight_decay; the winner on validation is awcl's row")
     ap.add_argument("--ref-lr", type=float, default=1e-3, help="reference Adam lr")
     ap.add_argument("--ref-weight-decay", type=float, default=0.0, help="reference Adam weight decay")
