@@ -127,6 +127,7 @@ from torch import nn
 import awcl  # noqa: F401  (torchvision op-schema shim before torchvision)
 from awcl.data.store import open_dataset
 from awcl.evaluate.config import PRESETS, FinetuneConfig, Preset
+from awcl.evaluate.heads import HEADS
 from awcl.evaluate.segment import load_masks, select_segmentation
 from awcl.evaluate.selection import load_frames, select_classification
 from awcl.evaluate.tasks import headline_metric
@@ -659,6 +660,8 @@ def parse_candidate(spec: str) -> tuple[dict, dict]:
                              f"{', '.join([*CFG_KEYS, *PRESET_KEYS])}")
         conv = CFG_KEYS.get(k) or PRESET_KEYS.get(k) or _bool
         (cfg_o if k in CFG_KEYS else pre_o)[k] = conv(v)
+    if cfg_o.get("head") is not None and cfg_o["head"] not in HEADS:  # before any candidate trains
+        raise SystemExit(f"--candidates: head={cfg_o['head']!r} is not one of {', '.join(HEADS)}")
     return cfg_o, pre_o
 
 
@@ -972,6 +975,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                            args.ref_select)
     specs = args.candidates or ["preset"]
     parsed = [parse_candidate(c) for c in specs]
+    if task == "segment" and any("head" in c for c, _ in parsed):
+        raise SystemExit("--candidates: head= is a classification setting; segmentation has the U-Net decoder")
 
     res: dict = {"task": task, "data": args.data, "epochs": epochs, "folds": len(data.folds),
                  "max_per_video": mpv, "size": [int(hx), int(wx)], "group": cfg.group,

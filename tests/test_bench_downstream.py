@@ -158,6 +158,8 @@ def test_candidate_specs(bench):
     assert bench.parse_candidate("optimizer=rmsprop_tf,lr=1e-4,cosine=false") == (
         {"optimizer": "rmsprop_tf", "lr": 1e-4}, {"cosine": False})
     assert bench.parse_candidate("head=linear,weight_decay=0") == ({"head": "linear"}, {"weight_decay": 0.0})
+    with pytest.raises(SystemExit, match="sononett"):  # a typo stops before anything trains
+        bench.parse_candidate("head=sononett")
     with pytest.raises(SystemExit):
         bench.parse_candidate("epochs=3")
     before = PRESETS["task3"]

@@ -122,6 +122,21 @@ def test_broken_records_are_one_line_errors_naming_the_file():
         RunRecord.from_json({**good, "seconds": "soon"}, "runs/d/DONE")
     with pytest.raises(AwclError, match=r"^runs/d/DONE: data run labels: 'method' is not a field"):
         RunRecord.from_json({**good, "labels": {"method": "x"}}, "runs/d/DONE")
+    v1 = {k: v for k, v in good.items() if k != "version"}
+    for k, bad in (("labels", "x"), ("result", [1]), ("config", 5)):
+        with pytest.raises(AwclError, match=rf"^runs/d/DONE: run record '{k}' is a"):
+            RunRecord.from_json({**v1, k: bad}, "runs/d/DONE")
+    with pytest.raises(AwclError, match=r"^runs/d/DONE: run labels: unknown run kind 'nope'"):
+        RunRecord.from_json({**v1, "kind": "nope"}, "runs/d/DONE")
+    with pytest.raises(AwclError, match=r"not a run record"):
+        RunRecord.from_json({**good, "kind": ["data"]}, "runs/d/DONE")
+
+
+def test_an_unreadable_done_file_is_one_line(tmp_path):
+    done = tmp_path / "DONE"
+    done.write_text('{"kind": "data", ')  # cut short
+    with pytest.raises(AwclError, match=rf"^{re.escape(str(done))}: unreadable run record"):
+        RunRecord.read(done)
 
 
 def test_version_1_nulls_take_the_field_defaults():

@@ -10,7 +10,9 @@ rest, once, for all of them:
   longer string);
 - type checking and conversion against the field annotations, nested config dataclasses
   included (a study's tasks, data sets, inits);
-- unknown keys are errors.
+- unknown keys are errors;
+- a null (``extra:`` with nothing after it) on a mapping, list or nested-config field that
+  does not take None means that field's default; on any other field it is an error.
 
 Every problem becomes one :class:`~awcl.errors.AwclError` line that names the source (the
 file, ``--set`` or the flag) and the key. The values checks of ``__post_init__`` (ranges,
@@ -162,8 +164,8 @@ def build(schema: type[T], values: Mapping[str, Any] | None, source: str = "conf
         if k not in known:
             raise AwclError(f"{source}: unknown key {_path(key, k)!r} (allowed: {', '.join(known)})")
     hints = _hints(schema)
-    # ``extra: null`` (YAML's empty value) on a field that has a default but does not take
-    # None means "the default", as it did before the fields were typed
+    # ``extra:`` with nothing after it (YAML's null) on a mapping, list or config-dataclass
+    # field that does not take None means its default (empty); a scalar's null stays an error
     values = {k: v for k, v in values.items() if v is not None or _takes_none(hints.get(k), known[k])}
     nested: dict[str, Any] = {}
     flat: dict[str, Any] = {}
@@ -194,11 +196,14 @@ def build(schema: type[T], values: Mapping[str, Any] | None, source: str = "conf
 
 
 def _takes_none(tp: Any, f: dataclasses.Field) -> bool:
-    """Whether ``None`` is a value of field ``f`` (annotation ``tp``), rather than "unset"."""
+    """Whether a null for field ``f`` (annotation ``tp``) is passed on as a value (to be
+    checked) rather than read as "the default": only an empty mapping, list or config
+    dataclass with a default is read so; a scalar's null (``init``, ``epochs``) is never
+    silently replaced."""
     has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
-    if tp is None or not has_default:
-        return True  # unknown type, or a required field: let the type check speak
-    return tp is Any or type(None) in typing.get_args(tp)
+    if tp is None or not has_default or type(None) in typing.get_args(tp):
+        return True  # unknown type, a required field, or None is a value of it
+    return not (typing.get_origin(tp) in (dict, list) or dataclasses.is_dataclass(tp))
 
 
 _FLAT = object()  # _nested: not a value of config dataclasses; OmegaConf types it

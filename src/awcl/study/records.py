@@ -23,6 +23,7 @@ plain mapping, must hold only declared keys (an unknown one is an error, never d
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -215,13 +216,25 @@ class RunRecord:
                 "seconds": self.seconds, "finished": self.finished}  # fmt: skip
 
     @classmethod
+    def read(cls, path: Path) -> RunRecord:
+        """The record of the ``DONE`` file ``path`` (found in its folder)."""
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise AwclError(f"{path}: unreadable run record ({err})") from None
+        return cls.from_json(raw, str(path)).at(Path(path).parent)
+
+    @classmethod
     def from_json(cls, raw: Mapping[str, Any], where: str) -> RunRecord:
         """A record read from a ``DONE`` file (``where`` names it in errors)."""
-        if not isinstance(raw, Mapping) or "kind" not in raw:
-            raise AwclError(f"{where}: not a run record (no 'kind')")
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("kind"), str):
+            raise AwclError(f"{where}: not a run record (no 'kind' name)")
+        for k in ("labels", "result", "config"):
+            if raw.get(k) is not None and not isinstance(raw[k], Mapping):
+                raise AwclError(f"{where}: run record {k!r} is a {type(raw[k]).__name__}, not a mapping")
         version = raw["version"] if "version" in raw else 1
         if version == 1:
-            raw = upgrade_v1(raw)
+            raw = upgrade_v1(raw, where)
         elif version != RECORD_VERSION:
             raise AwclError(f"{where}: run record version {version!r}; this awcl reads versions 1 to "
                             f"{RECORD_VERSION} (a newer awcl wrote it)")  # fmt: skip
@@ -243,15 +256,14 @@ class RunRecord:
         return dataclasses.replace(self, dir=Path(run_dir))
 
 
-def upgrade_v1(raw: Mapping[str, Any]) -> dict[str, Any]:
+def upgrade_v1(raw: Mapping[str, Any], where: str = "DONE") -> dict[str, Any]:
     """A version-1 ``DONE`` record (no ``version`` key) in the version-2 layout: declared keys
-    kept, missing ones at their defaults, any other key dropped (see the module docstring)."""
+    kept, missing or null ones at their defaults (a null ``group``: patient_id), any other
+    key dropped (see the module docstring)."""
     kind = raw["kind"]
-    labels = _set_fields(_kind_type(LABELS, kind, "run labels"), raw.get("labels"))
-    result = _set_fields(_kind_type(RESULTS, kind, "run result"), raw.get("result"))
+    labels = _set_fields(_kind_type(LABELS, kind, f"{where}: run labels"), raw.get("labels"))
+    result = _set_fields(_kind_type(RESULTS, kind, f"{where}: run result"), raw.get("result"))
     if kind == "finetune":
-        if result.get("group") is None:
-            result.pop("group", None)  # absent or null: the field's default, patient_id
         if "ft_seed" not in labels:  # before downstream seeds: the pretraining seed
             labels["ft_seed"] = labels.get("seed")
     return {"version": RECORD_VERSION, "kind": kind, "name": raw.get("name", ""), "key": raw.get("key", ""),

@@ -69,8 +69,7 @@ class Run:
         return (self.dir / DONE).is_file()
 
     def record(self) -> RunRecord:
-        path = self.dir / DONE
-        return RunRecord.from_json(json.loads(path.read_text()), str(path)).at(self.dir)
+        return RunRecord.read(self.dir / DONE)
 
 
 # the executor of a kind returns that kind's result (awcl.study.records), or a mapping of its fields

@@ -57,7 +57,7 @@ def load_study(out: str | os.PathLike) -> StudyData:
         d = out / "runs" / run.dir
         done = d / "DONE"
         if done.is_file():
-            records.append(RunRecord.from_json(json.loads(done.read_text()), str(done)).at(d))
+            records.append(RunRecord.read(done))
         else:
             pending.append(run.dir)
     cfg = out / "config.yaml"
