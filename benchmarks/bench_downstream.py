@@ -155,6 +155,7 @@ class Data:
     groups: np.ndarray  # [N] the --group value of each row
     folds: list  # awcl Fold objects: .index, .train (fitting part), .val, .test (rows of x)
     names: list[str]  # class names (segmentation: mask classes, background first)
+    frame_ids: np.ndarray | None = None  # [N] the manifest's frame_id of each row (pairs awcl's predictions.csv)
 
     @property
     def num_classes(self) -> int:
@@ -170,10 +171,14 @@ def select_data(cfg: FinetuneConfig, ds) -> Data:
         size = tuple(cfg.size) if cfg.size else tuple(ds.size)
         x = load_frames(ds, rows, size)
         y = load_masks(ds, rows, size, len(names))
-        return Data("segment", x, y, groups, folds, names)
+        return Data("segment", x, y, groups, folds, names, _frame_ids(ds, rows))
     sel = select_classification(cfg, ds)
     x = load_frames(ds, sel.rows, cfg.size)
-    return Data("classify", x, torch.from_numpy(sel.y), sel.groups, sel.folds, sel.names)
+    return Data("classify", x, torch.from_numpy(sel.y), sel.groups, sel.folds, sel.names, _frame_ids(ds, sel.rows))
+
+
+def _frame_ids(ds, rows) -> np.ndarray:
+    return ds.manifest["frame_id"].astype(str).to_numpy()[np.asarray(rows)]
 
 
 # ======================================================================= reference metrics
@@ -724,7 +729,16 @@ def awcl_val_predictions(cfg: FinetuneConfig, data: Data, run: Path, metrics: di
 def awcl_test_table(cfg: FinetuneConfig, data: Data, pred: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """awcl's predictions.csv as a per-frame table (Dice recomputed here from the per-frame
     pixel counts) and the largest difference from awcl's own per-frame Dice (0 for classify)."""
-    t = pd.DataFrame({"fold": pred["fold"].to_numpy(), "row": -1,
+    # the row of each predicted frame in the shared selection, so the paired interval can
+    # match awcl's test frames with the reference's (-1 where the selection has no frame ids)
+    rows = np.full(len(pred), -1, np.int64)
+    if data.frame_ids is not None and "frame_id" in pred:
+        index = {f: i for i, f in enumerate(data.frame_ids)}
+        found = pred["frame_id"].astype(str).map(index)
+        if found.isna().any():
+            raise SystemExit(f"awcl predicted {int(found.isna().sum())} frame(s) outside the shared selection")
+        rows = found.to_numpy(np.int64)
+    t = pd.DataFrame({"fold": pred["fold"].to_numpy(), "row": rows,
                       "group": pred[cfg.group].astype(str).to_numpy()})
     if data.task == "segment":
         t["dice"] = dice_from_confusion_columns(pred)

@@ -258,3 +258,29 @@ def test_reference_tables_round_trip_and_refuse_other_folds(bench, tmp_path):
     test.iloc[:1].to_csv(tmp_path / "t" / "reference-test.csv", index=False)  # another run's frames
     with pytest.raises(SystemExit, match="frames differ"):
         bench.load_reference_tables(str(tmp_path / "t"), data)
+
+
+def test_awcl_test_frames_pair_with_the_references(bench, tmp_path):
+    """awcl's predictions.csv names frames by frame_id; its test table must carry the shared
+    selection's row of each, or the paired interval cannot match the two sides (it failed on
+    POCUS with every awcl row at -1)."""
+    ds = open_dataset(make_class_dataset(tmp_path / "c", patients_per_class=4, frames=3))
+    cfg = FinetuneConfig(data=str(ds.root), out="", task="classify", folds=2, max_per_video=2, group="video_id")
+    data = bench.select_data(cfg, ds)
+    rng = np.random.default_rng(0)
+    preds, ref = [], []
+    for f in data.folds:
+        true = data.y[f.test].numpy()
+        pred = rng.integers(0, data.num_classes, len(f.test))
+        preds.append(pd.DataFrame({"fold": f.index, "frame_id": data.frame_ids[f.test],
+                                   "video_id": data.groups[f.test],
+                                   "true": [data.names[i] for i in true], "pred": [data.names[i] for i in pred]}))
+        ref.append(bench.frame_table("classify", f.index, np.asarray(f.test), data.groups, true, true))
+    table, _ = bench.awcl_test_table(cfg, data, pd.concat(preds[::-1], ignore_index=True))  # any row order
+    ref = pd.concat(ref, ignore_index=True)
+    assert sorted(table["row"]) == sorted(ref["row"]) and (table["row"] >= 0).all()
+    lo, hi = bench.paired_difference_interval("classify", table, ref, data.num_classes, 200, 0)
+    assert lo <= hi < 0  # random predictions against a perfect reference
+    bad = preds[0].assign(frame_id="not-a-frame")
+    with pytest.raises(SystemExit, match="outside the shared selection"):
+        bench.awcl_test_table(cfg, data, bad)
