@@ -155,7 +155,7 @@ class Data:
     groups: np.ndarray  # [N] the --group value of each row
     folds: list  # awcl Fold objects: .index, .train (fitting part), .val, .test (rows of x)
     names: list[str]  # class names (segmentation: mask classes, background first)
-    frame_ids: np.ndarray | None = None  # [N] the manifest's frame_id of each row (pairs awcl's predictions.csv)
+    frame_ids: np.ndarray  # [N] the manifest's frame_id of each row (pairs awcl's predictions.csv)
 
     @property
     def num_classes(self) -> int:
@@ -730,15 +730,11 @@ def awcl_test_table(cfg: FinetuneConfig, data: Data, pred: pd.DataFrame) -> tupl
     """awcl's predictions.csv as a per-frame table (Dice recomputed here from the per-frame
     pixel counts) and the largest difference from awcl's own per-frame Dice (0 for classify)."""
     # the row of each predicted frame in the shared selection, so the paired interval can
-    # match awcl's test frames with the reference's (-1 where the selection has no frame ids)
-    rows = np.full(len(pred), -1, np.int64)
-    if data.frame_ids is not None and "frame_id" in pred:
-        index = {f: i for i, f in enumerate(data.frame_ids)}
-        found = pred["frame_id"].astype(str).map(index)
-        if found.isna().any():
-            raise SystemExit(f"awcl predicted {int(found.isna().sum())} frame(s) outside the shared selection")
-        rows = found.to_numpy(np.int64)
-    t = pd.DataFrame({"fold": pred["fold"].to_numpy(), "row": rows,
+    # match awcl's test frames with the reference's
+    found = pred["frame_id"].astype(str).map({f: i for i, f in enumerate(data.frame_ids)})
+    if found.isna().any():
+        raise SystemExit(f"awcl predicted {int(found.isna().sum())} frame(s) outside the shared selection")
+    t = pd.DataFrame({"fold": pred["fold"].to_numpy(), "row": found.to_numpy(np.int64),
                       "group": pred[cfg.group].astype(str).to_numpy()})
     if data.task == "segment":
         t["dice"] = dice_from_confusion_columns(pred)

@@ -238,8 +238,7 @@ class RunRecord:
         elif version != RECORD_VERSION:
             raise AwclError(f"{where}: run record version {version!r}; this awcl reads versions 1 to "
                             f"{RECORD_VERSION} (a newer awcl wrote it)")  # fmt: skip
-        missing = [k for k in ("kind", "name", "key", "labels", "config", "result", "seconds", "finished")
-                   if k not in raw]  # fmt: skip
+        missing = [k for k in ("name", "key", "labels", "config", "result", "seconds", "finished") if k not in raw]
         if missing:
             raise AwclError(f"{where}: run record lacks {', '.join(map(repr, missing))}")
         kind = raw["kind"]
