@@ -47,3 +47,15 @@ def test_random_row_is_as_wide_as_the_header():
         header, rows = compute_rows([_run("simclr", 0.44, 0.50, other)], with_random=True)
         assert rows[0][:3] == ["random (no pretraining)", "0", "0"]
         assert all(len(r) == len(header) for r in rows)
+
+
+def test_runs_without_a_monitor_are_named_as_not_checked():
+    """HC18 has no class labels, so its pretraining runs have no kNN monitor: the report said
+    nothing where the others get a verdict. It now names them."""
+    blind = run_compute(PretrainLabels(method="simclr", seed=0),
+                        PretrainResult(steps=62, views_seen=3968, lr_schedule="warmup-cosine"), None)
+    note = below_init_note([blind])
+    assert note.startswith("**Not checked:** simclr had no kNN monitor")
+    both = below_init_note([blind, _run("awcl-coarse", 0.44, 0.36, None)])
+    assert both.startswith("⚠ **Still below step 0:** awcl-coarse") and "**Not checked:** simclr" in both
+    assert below_init_note([_run("simclr", 0.44, 0.50, None)]) is None

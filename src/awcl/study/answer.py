@@ -286,17 +286,28 @@ def compute_rows(runs: list[Compute], with_random: bool = False) -> tuple[list[s
 
 def below_init_note(runs: list[Compute]) -> str | None:
     """A warning naming every run whose kNN monitor ended below its own step-0 value (and a
-    note on each run that did so on the other granularity's labels only)."""
+    note on each run that did so on the other granularity's labels only); runs that had no
+    monitor at all are named too: nobody checked them."""
     low = [c for c in runs if c.below_init]
     ratios = len({c.ratio for c in runs if c.ratio is not None}) > 1
     seeds = len({str(c.seed) for c in runs}) > 1
+    blind = [_name(c, ratios, seeds) for c in runs if c.knn_final is None]
+    blind_note = (f"**Not checked:** {', '.join(blind)} had no kNN monitor (the pretraining data carry "
+                  "no class labels for it, or it was turned off), so whether pretraining went past the "
+                  "step where it beats its own initial encoder is unknown; read their downstream numbers "
+                  "with that in mind.") if blind else ""
+    note = _below_note(runs, low, ratios, seeds)
+    return " ".join(t for t in (note, blind_note) if t) or None
+
+
+def _below_note(runs: list[Compute], low: list[Compute], ratios: bool, seeds: bool) -> str:
     other = "; ".join(f"{_name(c, ratios, seeds)} on the {g} labels ({b:.3f} < {a:.3f})"
                       for c in runs if not c.below_init for g, b, a in c.other_below_init())  # fmt: skip
     other_note = (f" On the other label granularity, scored on the same frames, these ended below their "
                   f"step-0 value: {other}. Such a method may have learned what it is trained to pull "
                   "together while losing the finer distinction.") if other else ""
     if not low:
-        return other_note.strip() or None
+        return other_note.strip()
     each = "; ".join(f"{_name(c, ratios, seeds)} stopped at step {c.steps if c.steps is not None else '?'} with kNN "
                      f"{c.knn_final:.3f} < {c.knn_init:.3f} at step 0" for c in low)  # fmt: skip
     return (f"⚠ **Still below step 0:** {each}. Pretraining stopped while the kNN monitor was still "
