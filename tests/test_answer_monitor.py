@@ -59,3 +59,46 @@ def test_runs_without_a_monitor_are_named_as_not_checked():
     both = below_init_note([blind, _run("awcl-coarse", 0.44, 0.36, None)])
     assert both.startswith("⚠ **Still below step 0:** awcl-coarse") and "**Not checked:** simclr" in both
     assert below_init_note([_run("simclr", 0.44, 0.50, None)]) is None
+
+
+def test_below_step_0_states_the_monitor_interval_over_patients():
+    """A drop of a few queries on a handful of held-out patients is noise: the note gives the
+    paired interval of (final - step 0) over the monitor's patients and says so."""
+    # 4 patients x 5 queries; the end loses one query in two patients: a small drop
+    groups = [g for g in range(4) for _ in range(5)]
+    init = [1, 1, 1, 0, 0] * 4
+    final = [1, 1, 0, 0, 0] * 2 + [1, 1, 1, 0, 0] * 2
+    hits = {"groups": groups, "init": init, "final": final}
+    small = run_compute(PretrainLabels(method="awcl-fine", seed=0), PretrainResult(
+        knn_acc=0.5, knn_acc_init=0.6, steps=600, knn_hits=hits), None)
+    d, lo, hi, g = small.change
+    assert (round(d, 6), g) == (-0.1, 4) and lo < 0 <= hi
+    note = below_init_note([small])
+    assert "(-0.100 [" in note and "over 4 held-out patients: within the monitor's noise)" in note
+    assert "For 1 of these the drop is within the monitor's noise" in note
+    # every query of every patient lost: beyond the noise, and no hint sentence
+    big = run_compute(PretrainLabels(method="clpi", seed=0), PretrainResult(
+        knn_acc=0.0, knn_acc_init=0.6, steps=600,
+        knn_hits={"groups": groups, "init": init, "final": [0] * 20}), None)
+    note = below_init_note([big])
+    assert "below beyond the monitor's noise" in note and "For 1 of these" not in note
+    # a record without the votes (older runs) keeps the old sentence
+    assert "held-out patients" not in below_init_note([_run("simclr", 0.44, 0.36, None)])
+
+
+def test_paired_accuracy_change_matches_a_plain_patient_bootstrap():
+    """The vectorised bootstrap against a per-resample loop with the same draws."""
+    import numpy as np
+
+    from awcl.evaluate.summary import bootstrap_weights, paired_accuracy_change
+
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 7, 60)
+    before, after = rng.integers(0, 2, 60), rng.integers(0, 2, 60)
+    d, lo, hi, g = paired_accuracy_change(before, after, groups, n=300, seed=5)
+    assert g == 7 and np.isclose(d, after.mean() - before.mean())
+    ref = []
+    for w in np.concatenate(list(bootstrap_weights(7, 300, 5))):
+        weight = w[groups]  # each query counts as often as its patient was drawn
+        ref.append((weight * after).sum() / weight.sum() - (weight * before).sum() / weight.sum())
+    assert np.allclose([lo, hi], np.percentile(ref, [2.5, 97.5]))

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from awcl.errors import AwclError
+from awcl.evaluate.summary import paired_accuracy_change
 from awcl.methods import INITS, METHODS, STUDY_METHODS
 from awcl.study.names import split_row
 from awcl.study.records import PretrainLabels, PretrainResult
@@ -198,6 +200,8 @@ class Compute:
     granularity: str | None = None  # the labels the monitor scores
     # the other granularity on the same frames: name -> (step-0 value, final value)
     other: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # final - step 0 with its 95% interval over the monitor's held-out patients, and their number
+    change: tuple[float, float, float, int] | None = None
 
     @property
     def below_init(self) -> bool:
@@ -244,7 +248,18 @@ def run_compute(labels: PretrainLabels, result: PretrainResult,
              if o.get("init") is not None and o.get("final") is not None}  # fmt: skip
     return Compute(method, labels.ratio, labels.seed, steps, result.views_seen, result.lr_schedule,
                    result.warmup, None if init is None else float(init), None if final is None else float(final),
-                   cross, result.knn_granularity, other)  # fmt: skip
+                   cross, result.knn_granularity, other, _change(result.knn_hits))  # fmt: skip
+
+
+def _change(hits: dict[str, list[int]] | None) -> tuple[float, float, float, int] | None:
+    """(final - step 0, lo, hi, patients) of the monitor's queries; None without them."""
+    if not hits or not all(k in hits for k in ("groups", "init", "final")):
+        return None
+    try:
+        return paired_accuracy_change(np.asarray(hits["init"]), np.asarray(hits["final"]),
+                                      np.asarray(hits["groups"]))
+    except AwclError:  # an inconsistent record: state no interval rather than a wrong one
+        return None
 
 
 def _name(c: Compute, ratios: bool, seeds: bool) -> str:
@@ -300,6 +315,16 @@ def below_init_note(runs: list[Compute]) -> str | None:
     return " ".join(t for t in (note, blind_note) if t) or None
 
 
+def _noise(c: Compute) -> str:
+    """How sure the monitor is that a run ended below its start: the paired interval over its
+    held-out patients ('' when the run did not keep its per-query votes)."""
+    if c.change is None or not np.isfinite(c.change[1]):
+        return ""
+    d, lo, hi, g = c.change
+    verdict = "within the monitor's noise" if hi >= 0 else "below beyond the monitor's noise"
+    return f" ({d:+.3f} [{lo:+.3f}, {hi:+.3f}] over {g} held-out patients: {verdict})"
+
+
 def _below_note(runs: list[Compute], low: list[Compute], ratios: bool, seeds: bool) -> str:
     other = "; ".join(f"{_name(c, ratios, seeds)} on the {g} labels ({b:.3f} < {a:.3f})"
                       for c in runs if not c.below_init for g, b, a in c.other_below_init())  # fmt: skip
@@ -309,12 +334,21 @@ def _below_note(runs: list[Compute], low: list[Compute], ratios: bool, seeds: bo
     if not low:
         return other_note.strip()
     each = "; ".join(f"{_name(c, ratios, seeds)} stopped at step {c.steps if c.steps is not None else '?'} with kNN "
-                     f"{c.knn_final:.3f} < {c.knn_init:.3f} at step 0" for c in low)  # fmt: skip
+                     f"{c.knn_final:.3f} < {c.knn_init:.3f} at step 0{_noise(c)}" for c in low)  # fmt: skip
     return (f"⚠ **Still below step 0:** {each}. Pretraining stopped while the kNN monitor was still "
             "below its step-0 (initial-encoder) value, so these encoders' downstream numbers measure "
             "the dip early in training, not what the method learns: pretrain longer (more steps)"
             + (", with `lr_schedule: warmup-cosine`" if any(c.lr_schedule == "constant" for c in low) else "")
-            + "." + other_note)  # fmt: skip
+            + "." + _noise_hint(low) + other_note)  # fmt: skip
+
+
+def _noise_hint(low: list[Compute]) -> str:
+    n = sum(c.change is not None and np.isfinite(c.change[2]) and c.change[2] >= 0 for c in low)
+    if not n:
+        return ""
+    return (f" For {n} of these the drop is within the monitor's noise (a 95% interval over its "
+            "held-out patients that includes 0): the monitor cannot tell such a run's end from its "
+            "start, so it may as well be past its dip as in it.")
 
 
 # --------------------------------------------------------------------------- forest plot

@@ -101,6 +101,8 @@ class PretrainResult:
     knn_granularity: str | None = None  # the labels the monitor scores (coarse | fine)
     # the other granularity on the same frames: {gran: {init, final, crossover_step}}
     knn_other: dict[str, Any] | None = None
+    # per monitor query: patient code, right at step 0, right at the end (lists of ints)
+    knn_hits: dict[str, list[int]] | None = None
     epochs: int | None = None
     steps: int | None = None
     views_seen: int | None = None

@@ -120,7 +120,8 @@ class KnnMonitor(Callback):
     def __init__(self, frames_path: str, bank: np.ndarray, bank_y: np.ndarray, query: np.ndarray,
                  query_y: np.ndarray, size: tuple[int, int], k: int = 20, batch: int = 64,
                  every_n_steps: int = 0, curve_path: Path | None = None,
-                 others: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
+                 others: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 query_groups: np.ndarray | None = None):
         self.frames_path, self.size, self.k, self.batch = frames_path, tuple(size), k, batch
         self.bank, self.bank_y, self.query, self.query_y = bank, bank_y, query, query_y
         # other label sets scored on the same features (e.g. the coarse anatomy beside the
@@ -136,6 +137,13 @@ class KnnMonitor(Callback):
         self.curve: list[tuple[int, float]] = []
         self.other_curves: dict[str, list[tuple[int, float]]] = {name: [] for name in self.others}
         self._other_now: dict[str, float] = {}
+        # per query: its patient as a code 0..G-1 (no identifier), and whether the kNN vote was
+        # right before the first step and at the last epoch end: the report's interval of
+        # (final - step 0) resamples these patients
+        self.query_groups = None if query_groups is None else np.asarray(query_groups, dtype=np.int64)
+        self.initial_hits: np.ndarray | None = None
+        self.last_hits: np.ndarray | None = None
+        self._hits_now: np.ndarray | None = None
 
     @torch.no_grad()
     def features(self, pl_module: PretrainModule, rows: np.ndarray) -> torch.Tensor:
@@ -149,18 +157,23 @@ class KnnMonitor(Callback):
                 out.append(torch.nn.functional.normalize(enc(x).float(), dim=1).cpu())
         return torch.cat(out)
 
-    def knn_accuracy(self, sim: torch.Tensor, bank_y: np.ndarray, query_y: np.ndarray) -> float:
+    def knn_hits(self, sim: torch.Tensor, bank_y: np.ndarray, query_y: np.ndarray) -> np.ndarray:
         """Similarity-weighted kNN vote (InstDisc style, temperature 0.1) of ``sim`` [Q, N]
-        (queries x bank, cosine); bank frames and queries labelled -1 take no part."""
+        (queries x bank, cosine) -> [Q'] bool, right or not per labelled query; bank frames and
+        queries labelled -1 take no part."""
         qk, bk = query_y >= 0, bank_y >= 0
         if not qk.any() or not bk.any():
-            return float("nan")
+            return np.zeros(0, dtype=bool)
         sim = sim[torch.from_numpy(qk)][:, torch.from_numpy(bk)]
         by, qy = bank_y[bk], query_y[qk]
         top, idx = sim.topk(min(self.k, len(by)), dim=1)
         votes = torch.zeros(len(qy), int(by.max()) + 1)
         votes.scatter_add_(1, torch.from_numpy(by)[idx], (top / 0.1).exp())
-        return float((votes.argmax(1).numpy() == qy).mean())
+        return votes.argmax(1).numpy() == qy
+
+    def knn_accuracy(self, sim: torch.Tensor, bank_y: np.ndarray, query_y: np.ndarray) -> float:
+        hits = self.knn_hits(sim, bank_y, query_y)
+        return float(hits.mean()) if len(hits) else float("nan")
 
     def measure(self, pl_module: PretrainModule) -> float:
         """kNN accuracy of the current encoder on the query frames (the other label sets are
@@ -174,7 +187,8 @@ class KnnMonitor(Callback):
             pl_module.encoder.train(was)
         sim = fq @ fb.T  # [Q, N] cosine
         self._other_now = {name: self.knn_accuracy(sim, by, qy) for name, (by, qy) in self.others.items()}
-        return self.knn_accuracy(sim, self.bank_y, self.query_y)
+        self._hits_now = self.knn_hits(sim, self.bank_y, self.query_y)
+        return float(self._hits_now.mean()) if len(self._hits_now) else float("nan")
 
     def _record(self, trainer, step: int, acc: float) -> None:
         self.curve = [(s, a) for s, a in self.curve if s != step] + [(step, acc)]
@@ -192,12 +206,15 @@ class KnnMonitor(Callback):
         # what was measured so far goes into every checkpoint, so a resumed run (even one resumed
         # from its last checkpoint, which measures nothing) reports what an uninterrupted run does
         return {"initial": self.initial, "last": self.last, "curve": [[s, a] for s, a in self.curve],
-                "other_curves": {n: [[s, a] for s, a in c] for n, c in self.other_curves.items()}}
+                "other_curves": {n: [[s, a] for s, a in c] for n, c in self.other_curves.items()},
+                "initial_hits": _as_list(self.initial_hits), "last_hits": _as_list(self.last_hits)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.initial = float(state_dict.get("initial", math.nan))
         self.last = float(state_dict.get("last", math.nan))
         self.curve = [(int(s), float(a)) for s, a in state_dict.get("curve", [])]
+        self.initial_hits = _as_hits(state_dict.get("initial_hits"))
+        self.last_hits = _as_hits(state_dict.get("last_hits"))
         saved = state_dict.get("other_curves", {})
         self.other_curves = {n: [(int(s), float(a)) for s, a in saved.get(n, [])] for n in self.others}
 
@@ -216,6 +233,7 @@ class KnnMonitor(Callback):
             self._load_curve(trainer.global_step)
             return
         self.initial = self.measure(pl_module)
+        self.initial_hits = self._hits_now
         self._record(trainer, 0, self.initial)
         # self.log() is not allowed in this hook; write the step-0 point to the loggers directly
         for logger in trainer.loggers:
@@ -233,8 +251,29 @@ class KnnMonitor(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.last = self.measure(pl_module)
+        self.last_hits = self._hits_now
         self._record(trainer, trainer.global_step, self.last)
         pl_module.log("knn_acc", self.last, prog_bar=True, on_step=False, on_epoch=True)
+
+
+def _as_list(hits: np.ndarray | None) -> list[int] | None:
+    return None if hits is None else [int(h) for h in hits]
+
+
+def _as_hits(saved: Any) -> np.ndarray | None:
+    return None if saved is None else np.asarray(saved, dtype=bool)
+
+
+def hits_record(monitor: KnnMonitor) -> dict[str, list[int]] | None:
+    """summary.json's ``knn_hits``: per query its patient code and whether its kNN vote was
+    right at step 0 and at the end; None when a part is missing (e.g. resumed from a
+    checkpoint written before the monitor kept them)."""
+    if monitor.query_groups is None or monitor.initial_hits is None or monitor.last_hits is None:
+        return None
+    if not (len(monitor.query_groups) == len(monitor.initial_hits) == len(monitor.last_hits)):
+        return None
+    return {"groups": [int(g) for g in monitor.query_groups], "init": _as_list(monitor.initial_hits),
+            "final": _as_list(monitor.last_hits)}
 
 
 def _rounded(v: float | None) -> float | str:

@@ -86,9 +86,12 @@ def _monitor(ds, cfg: PretrainConfig, hide: np.ndarray, frames_path: str, run: P
             oy = FrameIndex.from_dataset(ds, gran, cfg.ignore_labels).label
             if len(np.unique(oy[bank][oy[bank] >= 0])) >= 2 and (oy[query] >= 0).any():
                 others[gran] = (oy[bank], oy[query])
+    # patients as codes 0..G-1: the report resamples them, and no identifier reaches summary.json
+    groups = np.unique(ds.manifest["patient_id"].astype(str).to_numpy()[query], return_inverse=True)[1]
     return KnnMonitor(frames_path, bank, y[bank], query, y[query], cfg.size,
                       every_n_steps=cfg.monitor_every_n_steps,
-                      curve_path=run / "monitor.csv" if run is not None else None, others=others)
+                      curve_path=run / "monitor.csv" if run is not None else None, others=others,
+                      query_groups=groups)
 
 
 def _cpus() -> int:
@@ -265,6 +268,8 @@ def crossover_step(curve: list[tuple[int, float]]) -> int | None:
 def _summary(cfg: PretrainConfig, method: Any, index: FrameIndex, ds: Any, choice: Any, trainer: Any,
              throughput: Any, monitor: Any) -> dict[str, Any]:
     """summary.json of a finished run; non-finite floats become null (JSON has no NaN)."""
+    from awcl.train.callbacks import hits_record
+
     summary = {
         "method": cfg.method,
         "granularity": cfg.granularity,
@@ -283,6 +288,7 @@ def _summary(cfg: PretrainConfig, method: Any, index: FrameIndex, ds: Any, choic
         "knn_curve": [[st, round(a, 6)] for st, a in sorted(monitor.curve)] if monitor else None,
         "knn_crossover_step": crossover_step(monitor.curve) if monitor else None,
         "knn_granularity": (cfg.monitor_granularity or cfg.granularity) if monitor else None,
+        "knn_hits": hits_record(monitor) if monitor else None,
         # the other granularity's curve, on the same frames: step-0 value, final value, crossover
         "knn_other": {g: {"init": c[0][1] if c and c[0][0] == 0 else None, "final": c[-1][1] if c else None,
                           "crossover_step": crossover_step(c)}
