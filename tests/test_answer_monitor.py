@@ -61,41 +61,48 @@ def test_runs_without_a_monitor_are_named_as_not_checked():
     assert below_init_note([_run("simclr", 0.44, 0.50, None)]) is None
 
 
+def _hits(init: list[int], final: list[int], per: int = 5) -> dict:
+    return {"queries": [per] * len(init), "init": init, "final": final}
+
+
 def test_below_step_0_states_the_monitor_interval_over_patients():
     """A drop of a few queries on a handful of held-out patients is noise: the note gives the
     paired interval of (final - step 0) over the monitor's patients and says so."""
-    # 4 patients x 5 queries; the end loses one query in two patients: a small drop
-    groups = [g for g in range(4) for _ in range(5)]
-    init = [1, 1, 1, 0, 0] * 4
-    final = [1, 1, 0, 0, 0] * 2 + [1, 1, 1, 0, 0] * 2
-    hits = {"groups": groups, "init": init, "final": final}
+    # 6 patients x 5 queries, 3 right in each at step 0; the end loses one in two patients
     small = run_compute(PretrainLabels(method="awcl-fine", seed=0), PretrainResult(
-        knn_acc=0.5, knn_acc_init=0.6, steps=600, knn_hits=hits), None)
+        knn_acc=0.533, knn_acc_init=0.6, steps=600, knn_hits=_hits([3] * 6, [2, 2, 3, 3, 3, 3])), None)
     d, lo, hi, g = small.change
-    assert (round(d, 6), g) == (-0.1, 4) and lo < 0 <= hi
+    assert (round(d, 6), g) == (round(-2 / 30, 6), 6) and lo < 0 <= hi
     note = below_init_note([small])
-    assert "(-0.100 [" in note and "over 4 held-out patients: within the monitor's noise)" in note
+    assert "(-0.067 [" in note and "over 6 held-out patients: within the monitor's noise)" in note
     assert "For 1 of these the drop is within the monitor's noise" in note
     # every query of every patient lost: beyond the noise, and no hint sentence
     big = run_compute(PretrainLabels(method="clpi", seed=0), PretrainResult(
-        knn_acc=0.0, knn_acc_init=0.6, steps=600,
-        knn_hits={"groups": groups, "init": init, "final": [0] * 20}), None)
+        knn_acc=0.0, knn_acc_init=0.6, steps=600, knn_hits=_hits([3] * 6, [0] * 6)), None)
     note = below_init_note([big])
-    assert "below beyond the monitor's noise" in note and "For 1 of these" not in note
-    # a record without the votes (older runs) keeps the old sentence
-    assert "held-out patients" not in below_init_note([_run("simclr", 0.44, 0.36, None)])
+    assert "a drop beyond the monitor's noise" in note and "For 1 of these" not in note
+    # two patients: no verdict either way
+    few = run_compute(PretrainLabels(method="uscl", seed=0), PretrainResult(
+        knn_acc=0.0, knn_acc_init=0.6, steps=600, knn_hits=_hits([3, 3], [0, 0])), None)
+    assert "over 2 held-out patients: too few for an interval" in below_init_note([few])
+    # a record without the votes (older runs), or a broken one, keeps the old sentence
+    assert "held-out patient" not in below_init_note([_run("simclr", 0.44, 0.36, None)])
+    broken = run_compute(PretrainLabels(method="uscl", seed=0), PretrainResult(
+        knn_acc=0.0, knn_acc_init=0.6, steps=600, knn_hits={"queries": [5, None], "init": [3, 3], "final": [9, 0]}), None)
+    assert broken.change is None
 
 
 def test_paired_accuracy_change_matches_a_plain_patient_bootstrap():
-    """The vectorised bootstrap against a per-resample loop with the same draws."""
+    """Per-patient counts against a per-query loop with the same patient draws."""
     import numpy as np
 
     from awcl.evaluate.summary import bootstrap_weights, paired_accuracy_change
 
     rng = np.random.default_rng(3)
-    groups = rng.integers(0, 7, 60)
+    groups = np.sort(rng.integers(0, 7, 60))
     before, after = rng.integers(0, 2, 60), rng.integers(0, 2, 60)
-    d, lo, hi, g = paired_accuracy_change(before, after, groups, n=300, seed=5)
+    per = [np.bincount(groups, weights=v, minlength=7) for v in (before, after, np.ones(60))]
+    d, lo, hi, g = paired_accuracy_change(per[0], per[1], per[2], n=300, seed=5)
     assert g == 7 and np.isclose(d, after.mean() - before.mean())
     ref = []
     for w in np.concatenate(list(bootstrap_weights(7, 300, 5))):

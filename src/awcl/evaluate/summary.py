@@ -67,26 +67,25 @@ def _per_group_sum(values: np.ndarray, gidx: np.ndarray, n_groups: int) -> np.nd
     return out
 
 
-def paired_accuracy_change(before: np.ndarray, after: np.ndarray, groups: np.ndarray,
+def paired_accuracy_change(right_before: np.ndarray, right_after: np.ndarray, queries: np.ndarray,
                            n: int = 1000, seed: int = 0) -> tuple[float, float, float, int]:
     """Accuracy after minus before on the same queries, with a 95% bootstrap interval over
-    their groups (patients): each resample weights both sides' queries by the same draw.
+    their groups (patients): each resample weights both sides by the same draw.
 
-    before, after: [Q] right (1) or not (0) per query; groups: [Q] codes 0..G-1.
-    Returns (difference, lo, hi, G); NaN bounds with fewer than two groups.
+    right_before, right_after, queries: [G] per group, its queries right before / after and
+    its number of queries. Returns (difference, lo, hi, G); NaN bounds with fewer than two
+    groups.
     """
-    b, a = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
-    g = np.unique(np.asarray(groups), return_inverse=True)[1]
-    n_groups = int(g.max()) + 1 if len(g) else 0
-    if not len(b) or len(b) != len(a) or len(b) != len(g):
-        raise AwclError(f"paired_accuracy_change: {len(b)}, {len(a)} and {len(g)} queries do not match")
-    diff = float(a.mean() - b.mean())
-    if n_groups < 2:
-        return diff, float("nan"), float("nan"), n_groups
-    per = _per_group_sum(np.stack([a - b, np.ones_like(a)], axis=1), g, n_groups)  # [G, 2]
-    draws = np.concatenate([(w @ per[:, 0]) / (w @ per[:, 1]) for w in bootstrap_weights(n_groups, n, seed)])
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return diff, float(lo), float(hi), n_groups
+    rb, ra, q = (np.asarray(v, dtype=np.float64) for v in (right_before, right_after, queries))
+    if not (rb.shape == ra.shape == q.shape) or rb.ndim != 1 or not len(q) or q.sum() <= 0 \
+            or (rb > q).any() or (ra > q).any() or (np.minimum(rb, ra) < 0).any():
+        raise AwclError("paired_accuracy_change: per-group counts do not fit together")
+    diff = float((ra.sum() - rb.sum()) / q.sum())
+    if len(q) < 2:
+        return diff, float("nan"), float("nan"), len(q)
+    draws = np.concatenate([(w @ (ra - rb)) / (w @ q) for w in bootstrap_weights(len(q), n, seed)])
+    lo, hi = np.percentile(draws[np.isfinite(draws)], [2.5, 97.5])
+    return diff, float(lo), float(hi), len(q)
 
 
 # ------------------------------------------------------------------ classification engine

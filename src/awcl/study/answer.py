@@ -253,12 +253,12 @@ def run_compute(labels: PretrainLabels, result: PretrainResult,
 
 def _change(hits: dict[str, list[int]] | None) -> tuple[float, float, float, int] | None:
     """(final - step 0, lo, hi, patients) of the monitor's queries; None without them."""
-    if not hits or not all(k in hits for k in ("groups", "init", "final")):
+    if not hits or not all(k in hits for k in ("queries", "init", "final")):
         return None
     try:
         return paired_accuracy_change(np.asarray(hits["init"]), np.asarray(hits["final"]),
-                                      np.asarray(hits["groups"]))
-    except AwclError:  # an inconsistent record: state no interval rather than a wrong one
+                                      np.asarray(hits["queries"]))
+    except (AwclError, TypeError, ValueError):  # an inconsistent record: no interval, not a wrong one
         return None
 
 
@@ -315,13 +315,18 @@ def below_init_note(runs: list[Compute]) -> str | None:
     return " ".join(t for t in (note, blind_note) if t) or None
 
 
+MIN_MONITOR_PATIENTS = 5  # fewer: a bootstrap over patients is too narrow to mean anything
+
+
 def _noise(c: Compute) -> str:
     """How sure the monitor is that a run ended below its start: the paired interval over its
-    held-out patients ('' when the run did not keep its per-query votes)."""
-    if c.change is None or not np.isfinite(c.change[1]):
+    held-out patients ('' when the run did not keep its votes)."""
+    if c.change is None:
         return ""
     d, lo, hi, g = c.change
-    verdict = "within the monitor's noise" if hi >= 0 else "below beyond the monitor's noise"
+    if g < MIN_MONITOR_PATIENTS or not np.isfinite(lo):
+        return f" ({d:+.3f} over {g} held-out patient{'s' if g != 1 else ''}: too few for an interval)"
+    verdict = "within the monitor's noise" if hi >= 0 else "a drop beyond the monitor's noise"
     return f" ({d:+.3f} [{lo:+.3f}, {hi:+.3f}] over {g} held-out patients: {verdict})"
 
 
@@ -343,12 +348,13 @@ def _below_note(runs: list[Compute], low: list[Compute], ratios: bool, seeds: bo
 
 
 def _noise_hint(low: list[Compute]) -> str:
-    n = sum(c.change is not None and np.isfinite(c.change[2]) and c.change[2] >= 0 for c in low)
+    n = sum(c.change is not None and c.change[3] >= MIN_MONITOR_PATIENTS and np.isfinite(c.change[2])
+            and c.change[2] >= 0 for c in low)  # fmt: skip
     if not n:
         return ""
-    return (f" For {n} of these the drop is within the monitor's noise (a 95% interval over its "
-            "held-out patients that includes 0): the monitor cannot tell such a run's end from its "
-            "start, so it may as well be past its dip as in it.")
+    return (f" For {n} of these the drop is within the monitor's noise (its 95% interval over the "
+            "held-out patients includes 0; seed-to-seed variation is not in it): the monitor cannot "
+            "tell such a run's end from its start.")
 
 
 # --------------------------------------------------------------------------- forest plot

@@ -101,7 +101,7 @@ class PretrainResult:
     knn_granularity: str | None = None  # the labels the monitor scores (coarse | fine)
     # the other granularity on the same frames: {gran: {init, final, crossover_step}}
     knn_other: dict[str, Any] | None = None
-    # per monitor query: patient code, right at step 0, right at the end (lists of ints)
+    # per held-out patient of the monitor: its queries, right at step 0, right at the end
     knn_hits: dict[str, list[int]] | None = None
     epochs: int | None = None
     steps: int | None = None

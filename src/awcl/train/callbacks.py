@@ -265,15 +265,17 @@ def _as_hits(saved: Any) -> np.ndarray | None:
 
 
 def hits_record(monitor: KnnMonitor) -> dict[str, list[int]] | None:
-    """summary.json's ``knn_hits``: per query its patient code and whether its kNN vote was
-    right at step 0 and at the end; None when a part is missing (e.g. resumed from a
-    checkpoint written before the monitor kept them)."""
-    if monitor.query_groups is None or monitor.initial_hits is None or monitor.last_hits is None:
+    """summary.json's ``knn_hits``: per held-out patient (a code 0..G-1, no identifier), its
+    monitor queries and how many of them the kNN vote got right at step 0 and at the end; what
+    a paired bootstrap over patients needs. None when a part is missing (e.g. resumed from a
+    checkpoint written before the monitor kept the votes)."""
+    g, a, b = monitor.query_groups, monitor.initial_hits, monitor.last_hits
+    if g is None or a is None or b is None or not (len(g) == len(a) == len(b)) or not len(g):
         return None
-    if not (len(monitor.query_groups) == len(monitor.initial_hits) == len(monitor.last_hits)):
-        return None
-    return {"groups": [int(g) for g in monitor.query_groups], "init": _as_list(monitor.initial_hits),
-            "final": _as_list(monitor.last_hits)}
+    n = int(g.max()) + 1
+    return {"queries": np.bincount(g, minlength=n).tolist(),
+            "init": np.bincount(g, weights=a.astype(np.float64), minlength=n).astype(int).tolist(),
+            "final": np.bincount(g, weights=b.astype(np.float64), minlength=n).astype(int).tolist()}
 
 
 def _rounded(v: float | None) -> float | str:
