@@ -353,9 +353,10 @@ def test_monitor_keeps_each_patients_votes_under_a_code(tmp_path: Path) -> None:
     many the kNN vote got right at step 0 and at the end; they add up to the two kNN values the
     summary states, so the report's interval is over the same queries."""
     data = make_tiny(tmp_path / "eight", patients=8)
-    s = pretrain(cfg_for(data, tmp_path / "r", method="simclr", monitor_fraction=0.5))
+    run = pretrain(cfg_for(data, tmp_path / "r", method="simclr", monitor_fraction=0.5))
+    s = json.loads((run / "summary.json").read_text())
     h = s["knn_hits"]
     assert len(h["queries"]) == len(h["init"]) == len(h["final"]) == 4  # 4 of 8 patients held out
     assert np.isclose(sum(h["init"]) / sum(h["queries"]), s["knn_acc_init"])
     assert np.isclose(sum(h["final"]) / sum(h["queries"]), s["knn_acc"])
-    assert json.loads((tmp_path / "r" / "summary.json").read_text())["knn_hits"] == h
+    assert all(isinstance(v, int) for k in ("queries", "init", "final") for v in h[k])
