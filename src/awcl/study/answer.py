@@ -309,8 +309,8 @@ def below_init_note(runs: list[Compute]) -> str | None:
     blind = [_name(c, ratios, seeds) for c in runs if c.knn_final is None]
     blind_note = (f"**Not checked:** {', '.join(blind)} had no kNN monitor (the pretraining data carry "
                   "no class labels for it, or it was turned off), so whether pretraining went past the "
-                  "step where it beats its own initial encoder is unknown; read their downstream numbers "
-                  "with that in mind.") if blind else ""
+                  "step where it beats its own initial encoder is unknown; read "
+                  f"{'its' if len(blind) == 1 else 'their'} downstream numbers with that in mind.") if blind else ""
     note = _below_note(runs, low, ratios, seeds)
     return " ".join(t for t in (note, blind_note) if t) or None
 
