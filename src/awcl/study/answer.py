@@ -318,15 +318,27 @@ def below_init_note(runs: list[Compute]) -> str | None:
 MIN_MONITOR_PATIENTS = 5  # fewer: a bootstrap over patients is too narrow to mean anything
 
 
+def _within_noise(c: Compute) -> bool | None:
+    """Whether the change's interval over the monitor's patients includes 0; None when there
+    is no interval (no votes kept, or too few patients for one)."""
+    if c.change is None:
+        return None
+    _, lo, hi, g = c.change
+    if g < MIN_MONITOR_PATIENTS or not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    return hi >= 0
+
+
 def _noise(c: Compute) -> str:
     """How sure the monitor is that a run ended below its start: the paired interval over its
     held-out patients ('' when the run did not keep its votes)."""
     if c.change is None:
         return ""
     d, lo, hi, g = c.change
-    if g < MIN_MONITOR_PATIENTS or not np.isfinite(lo):
+    within = _within_noise(c)
+    if within is None:
         return f" ({d:+.3f} over {g} held-out patient{'s' if g != 1 else ''}: too few for an interval)"
-    verdict = "within the monitor's noise" if hi >= 0 else "a drop beyond the monitor's noise"
+    verdict = "within the monitor's noise" if within else "a drop beyond the monitor's noise"
     return f" ({d:+.3f} [{lo:+.3f}, {hi:+.3f}] over {g} held-out patients: {verdict})"
 
 
@@ -348,8 +360,7 @@ def _below_note(runs: list[Compute], low: list[Compute], ratios: bool, seeds: bo
 
 
 def _noise_hint(low: list[Compute]) -> str:
-    n = sum(c.change is not None and c.change[3] >= MIN_MONITOR_PATIENTS and np.isfinite(c.change[2])
-            and c.change[2] >= 0 for c in low)  # fmt: skip
+    n = sum(_within_noise(c) is True for c in low)
     if not n:
         return ""
     return (f" For {n} of these the drop is within the monitor's noise (its 95% interval over the "

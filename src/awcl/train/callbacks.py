@@ -172,8 +172,7 @@ class KnnMonitor(Callback):
         return votes.argmax(1).numpy() == qy
 
     def knn_accuracy(self, sim: torch.Tensor, bank_y: np.ndarray, query_y: np.ndarray) -> float:
-        hits = self.knn_hits(sim, bank_y, query_y)
-        return float(hits.mean()) if len(hits) else float("nan")
+        return _accuracy(self.knn_hits(sim, bank_y, query_y))
 
     def measure(self, pl_module: PretrainModule) -> float:
         """kNN accuracy of the current encoder on the query frames (the other label sets are
@@ -188,7 +187,7 @@ class KnnMonitor(Callback):
         sim = fq @ fb.T  # [Q, N] cosine
         self._other_now = {name: self.knn_accuracy(sim, by, qy) for name, (by, qy) in self.others.items()}
         self._hits_now = self.knn_hits(sim, self.bank_y, self.query_y)
-        return float(self._hits_now.mean()) if len(self._hits_now) else float("nan")
+        return _accuracy(self._hits_now)
 
     def _record(self, trainer, step: int, acc: float) -> None:
         self.curve = [(s, a) for s, a in self.curve if s != step] + [(step, acc)]
@@ -256,8 +255,12 @@ class KnnMonitor(Callback):
         pl_module.log("knn_acc", self.last, prog_bar=True, on_step=False, on_epoch=True)
 
 
+def _accuracy(hits: np.ndarray) -> float:
+    return float(hits.mean()) if len(hits) else float("nan")
+
+
 def _as_list(hits: np.ndarray | None) -> list[int] | None:
-    return None if hits is None else [int(h) for h in hits]
+    return None if hits is None else hits.astype(int).tolist()
 
 
 def _as_hits(saved: Any) -> np.ndarray | None:
