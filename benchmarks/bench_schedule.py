@@ -34,6 +34,7 @@ from typing import Any
 
 import awcl  # noqa: F401  (torchvision shim)
 from awcl.data.phantom import PhantomConfig, make_phantom
+from awcl.evaluate.summary import paired_accuracy_change
 from awcl.options import parse_size
 from awcl.train.pretrain import PretrainConfig, crossover_step, pretrain
 
@@ -79,6 +80,16 @@ def read_monitor(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, f
     return fine, coarse
 
 
+def change_interval(summary: Path) -> list[float] | None:
+    """The run's final - step 0 kNN accuracy with its paired 95 % bootstrap over the held-out
+    patients (summary.json's ``knn_hits``): [difference, lo, hi, patients]."""
+    hits = json.loads(summary.read_text()).get("knn_hits") if summary.exists() else None
+    if not hits:
+        return None
+    d, lo, hi, g = paired_accuracy_change(hits["init"], hits["final"], hits["queries"])
+    return [round(d, 3), round(lo, 3), round(hi, 3), g]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=600)
@@ -93,6 +104,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="pretraining seeds, comma-separated")
     ap.add_argument("--accelerator", default="auto")
     ap.add_argument("--num-workers", type=int, default=1)
+    ap.add_argument("--monitor-fraction", type=float, default=0.2,
+                    help="share of labelled patients held out for the monitor (the demo's 0.2)")
     ap.add_argument("--json", default="", help="also write the rows here (after every run)")
     args = ap.parse_args()
     size = parse_size(args.size)
@@ -115,7 +128,8 @@ def main() -> None:
                         data=str(data), out=str(out), size=size, epochs=1000, max_steps=args.steps,
                         lr_schedule=sched, warmup=args.warmup, seed=seed,
                         accelerator=args.accelerator, num_workers=args.num_workers,
-                        monitor_fraction=0.2, monitor_granularity="fine", monitor_max=256,
+                        monitor_fraction=args.monitor_fraction, monitor_granularity="fine",
+                        monitor_max=256,
                         monitor_every_n_steps=args.every, logger=["csv"], progress=False,
                         **variant(spec)))
                     curve, coarse = read_monitor(out / "monitor.csv")
@@ -126,12 +140,14 @@ def main() -> None:
                            "last3": mean(a for _, a in curve[-3:]), "low": low,
                            "crossover": crossover_step(curve),
                            "coarse_init": coarse[0][1] if coarse else None,
-                           "coarse_final": coarse[-1][1] if coarse else None}
+                           "coarse_final": coarse[-1][1] if coarse else None,
+                           "change_ci": change_interval(out / "summary.json")}
                     rows.append(row)
                     pts = " ".join(f"{st}:{a:.3f}" for st, a in curve)
                     print(f"{spec:16s} {sched:14s} seed {seed} init {row['init']:.3f} final "
                           f"{row['final']:.3f} last3 {row['last3']:.3f} low {low[1]:.3f}@{low[0]} "
-                          f"crossover {row['crossover']} ({row['seconds']} s)\n    {pts}", flush=True)
+                          f"crossover {row['crossover']} ({row['seconds']} s) final - step 0 "
+                          f"95% CI {row['change_ci']}\n    {pts}", flush=True)
                     if args.json:
                         Path(args.json).write_text(json.dumps(rows, indent=1))
     print("\n# per variant over seeds: mean final - step 0 (fine views), runs above step 0 at the "

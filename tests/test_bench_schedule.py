@@ -37,3 +37,15 @@ def test_read_monitor_splits_the_two_granularities(bench, tmp_path: Path) -> Non
     fine, coarse = bench.read_monitor(p)
     assert fine == [(0, 0.4), (60, 0.3), (120, 0.5)]
     assert coarse == [(0, 0.6), (120, 0.7)]
+
+
+def test_change_interval_reads_the_votes(bench, tmp_path: Path) -> None:
+    p = tmp_path / "summary.json"
+    p.write_text('{"knn_hits": {"queries": [10, 10, 10, 10, 10], "init": [5, 5, 5, 5, 5], '
+                 '"final": [7, 7, 7, 7, 7]}}')
+    d, lo, hi, g = bench.change_interval(p)
+    assert (d, g) == (0.2, 5)
+    assert lo == hi == 0.2  # every patient gained the same: no spread to resample
+    p.write_text('{"knn_hits": null}')
+    assert bench.change_interval(p) is None
+    assert bench.change_interval(tmp_path / "absent.json") is None
