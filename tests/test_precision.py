@@ -159,3 +159,30 @@ def test_cached_timings_are_decided_by_the_current_rule(cache, monkeypatch):
                          "rates": {"32-true+channels_last": 100.0, "32-true": 102.0}})
     c = P.choose("auto", "cpu", (64, 80))
     assert (c.precision, c.channels_last) == ("32-true", True)
+
+
+@pytest.mark.parametrize(("aten", "onednn", "native", "avx512"), [
+    ("AVX512", "", True, True),                  # the machine as it is
+    ("AVX2", "", False, False),                  # ATEN_CPU_CAPABILITY=avx2
+    ("AVX512", "AVX2", False, False),            # ONEDNN_MAX_CPU_ISA=AVX2
+    ("AVX512", "avx512_core_bf16", True, True),  # bf16 dot products kept, AMX dropped
+    ("AVX512", "AVX512_CORE", False, True),
+    ("AVX512", "ALL", True, True),
+])
+def test_capped_kernels_are_not_native_bf16(aten, onednn, native, avx512) -> None:
+    # an AVX2-only CPU emulated on an AMX machine: bf16 there runs ~10x slower than fp32, so
+    # the probe must not call it native nor try it
+    f = P._capped(AMX, aten, onednn)
+    assert P.native_cpu_bf16(f) is native
+    assert f["avx512"] is avx512
+    assert f["avx2"]
+    assert not f["amx"] or onednn in ("", "ALL")
+    assert P._capped(AMX, "DEFAULT", "")["avx2"] is False
+    assert P._capped(AMX, "AVX512", "SSE41")["avx2"] is False
+
+
+def test_cpu_features_reads_the_oneDNN_cap(monkeypatch) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    f = P.cpu_features()
+    assert not (f["avx512"] or f["avx512_bf16"] or f["amx"])
+    assert not P.native_cpu_bf16(f)

@@ -92,12 +92,43 @@ def cpu_features() -> dict[str, bool]:
         except Exception:  # a build without that probe
             return False
 
-    return {
+    hw = {
         "avx2": has("_is_avx2_supported"),
         "avx512": has("_is_avx512_supported"),
         "avx512_bf16": has("_is_avx512_bf16_supported"),
         "amx": has("_is_amx_tile_supported"),
     }
+    return _capped(hw, _aten_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA", ""))
+
+
+def _aten_capability() -> str:
+    """ATen's kernel level (``ATEN_CPU_CAPABILITY`` can lower it): DEFAULT, AVX2, AVX512, ..."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability()).upper()
+    except Exception:  # an old build without it
+        return ""
+
+
+def _capped(hw: dict[str, bool], aten: str, onednn: str) -> dict[str, bool]:
+    """The hardware flags less what the kernels may use: ``ATEN_CPU_CAPABILITY=avx2`` and
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` (how an AVX2-only CPU is emulated) make bf16 emulated, so
+    the probe should neither try it nor call it native."""
+    f = dict(hw)
+    if aten in ("DEFAULT", "AVX2"):
+        f.update(avx512=False, avx512_bf16=False, amx=False)
+        if aten == "DEFAULT":
+            f["avx2"] = False
+    isa = onednn.strip().upper()
+    if isa and isa != "ALL":  # oneDNN runs the convolutions, so its cap decides bf16's speed
+        if "AMX" not in isa:
+            f["amx"] = False
+        if "BF16" not in isa and "AMX" not in isa:
+            f["avx512_bf16"] = False
+        if "AVX512" not in isa:
+            f.update(avx512=False, avx512_bf16=False, amx=False)
+        if not isa.startswith(("AVX2", "AVX512")):
+            f["avx2"] = False
+    return f
 
 
 def native_cpu_bf16(features: dict[str, bool] | None = None) -> bool:
