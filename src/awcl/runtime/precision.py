@@ -82,7 +82,8 @@ def cpu_model() -> str:
 
 
 def cpu_features() -> dict[str, bool]:
-    """What torch's CPU dispatch sees: AVX2, AVX512, AVX512-BF16, AMX."""
+    """What torch's CPU kernels may use: AVX2, AVX512, AVX512-BF16, AMX (the hardware's flags,
+    less what ``ATEN_CPU_CAPABILITY`` or ``ONEDNN_MAX_CPU_ISA`` caps)."""
     c = torch.cpu
 
     def has(name: str) -> bool:
@@ -98,7 +99,8 @@ def cpu_features() -> dict[str, bool]:
         "avx512_bf16": has("_is_avx512_bf16_supported"),
         "amx": has("_is_amx_tile_supported"),
     }
-    return _capped(hw, _aten_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA", ""))
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA", "")
+    return _capped(hw, _aten_capability(), onednn)
 
 
 def _aten_capability() -> str:
