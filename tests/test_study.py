@@ -320,6 +320,22 @@ def test_demo_config_variables():
     assert fast.pretrain.epochs == 1 and fast.tasks[0].folds == 2
 
 
+def test_demo_epochs_reach_the_steps_chosen_on_the_monitor():
+    # 1,000 steps at 48x64 were chosen on the kNN monitor (docs/study.md): the epochs must
+    # leave room for them, or a contrastive method would stop short of its crossover margin
+    import math
+
+    from awcl.study.demo import demo_config_path
+
+    cfg = load_config(demo_config_path())
+    params = cfg.pretrain_data.params
+    per_epoch = math.ceil(params["scans"] * params["frames_per_scan"] / cfg.pretrain.batch_size)
+    steps = min(int(cfg.pretrain.extra["max_steps"]), cfg.pretrain.epochs * per_epoch)
+    assert steps == int(cfg.pretrain.extra["max_steps"]) == 1000
+    assert list(params["size"]) == [48, 64]
+    assert cfg.pretrain.extra["lr_schedule"] == "warmup-cosine"
+
+
 # ------------------------------------------------------------------ environment in configs
 @pytest.mark.parametrize(
     "where, text, words",
