@@ -34,7 +34,7 @@ from typing import Any
 
 import awcl  # noqa: F401  (torchvision shim)
 from awcl.data.phantom import PhantomConfig, make_phantom
-from awcl.evaluate.summary import paired_accuracy_change
+from awcl.evaluate.summary import monitor_change
 from awcl.options import parse_size
 from awcl.train.pretrain import PretrainConfig, crossover_step, pretrain
 
@@ -83,10 +83,10 @@ def read_monitor(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, f
 def change_interval(summary: Path) -> list[float] | None:
     """The run's final - step 0 kNN accuracy with its paired 95 % bootstrap over the held-out
     patients (summary.json's ``knn_hits``): [difference, lo, hi, patients]."""
-    hits = json.loads(summary.read_text()).get("knn_hits") if summary.exists() else None
-    if not hits:
+    change = monitor_change(json.loads(summary.read_text()).get("knn_hits")) if summary.exists() else None
+    if change is None:
         return None
-    d, lo, hi, g = paired_accuracy_change(hits["init"], hits["final"], hits["queries"])
+    d, lo, hi, g = change
     return [round(d, 3), round(lo, 3), round(hi, 3), g]
 
 

@@ -22,6 +22,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,21 @@ def paired_accuracy_change(right_before: np.ndarray, right_after: np.ndarray, qu
     draws = np.concatenate([(w @ (ra - rb)) / (w @ q) for w in bootstrap_weights(len(q), n, seed)])
     lo, hi = np.percentile(draws[np.isfinite(draws)], [2.5, 97.5])
     return diff, float(lo), float(hi), len(q)
+
+
+
+def monitor_change(hits: dict[str, Any] | None) -> tuple[float, float, float, int] | None:
+    """A pretraining run's kNN-monitor change, final - step 0, with its paired interval over the
+    held-out patients, from summary.json's ``knn_hits`` ({queries, init, final}: per patient).
+    None when the run kept no votes or the record does not fit together (no interval rather
+    than a wrong one)."""
+    if not hits or not all(k in hits for k in ("queries", "init", "final")):
+        return None
+    try:
+        return paired_accuracy_change(np.asarray(hits["init"]), np.asarray(hits["final"]),
+                                      np.asarray(hits["queries"]))
+    except (AwclError, TypeError, ValueError):
+        return None
 
 
 # ------------------------------------------------------------------ classification engine

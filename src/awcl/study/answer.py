@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from awcl.errors import AwclError
-from awcl.evaluate.summary import paired_accuracy_change
+from awcl.evaluate.summary import monitor_change
 from awcl.methods import INITS, METHODS, STUDY_METHODS
 from awcl.study.names import split_row
 from awcl.study.records import PretrainLabels, PretrainResult
@@ -248,18 +247,7 @@ def run_compute(labels: PretrainLabels, result: PretrainResult,
              if o.get("init") is not None and o.get("final") is not None}  # fmt: skip
     return Compute(method, labels.ratio, labels.seed, steps, result.views_seen, result.lr_schedule,
                    result.warmup, None if init is None else float(init), None if final is None else float(final),
-                   cross, result.knn_granularity, other, _change(result.knn_hits))  # fmt: skip
-
-
-def _change(hits: dict[str, list[int]] | None) -> tuple[float, float, float, int] | None:
-    """(final - step 0, lo, hi, patients) of the monitor's queries; None without them."""
-    if not hits or not all(k in hits for k in ("queries", "init", "final")):
-        return None
-    try:
-        return paired_accuracy_change(np.asarray(hits["init"]), np.asarray(hits["final"]),
-                                      np.asarray(hits["queries"]))
-    except (AwclError, TypeError, ValueError):  # an inconsistent record: no interval, not a wrong one
-        return None
+                   cross, result.knn_granularity, other, monitor_change(result.knn_hits))  # fmt: skip
 
 
 def _name(c: Compute, ratios: bool, seeds: bool) -> str:
